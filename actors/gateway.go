@@ -1,0 +1,382 @@
+package actors
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Gateway is how the HTTP API reaches the actor tree. Writes, read indexes
+// and membership changes go to the raft actor as messages; when this node
+// is not the leader they are forwarded to the leader (one hop). Cheap status
+// questions read the current Raft instance directly.
+type Gateway struct {
+	tree     *Tree
+	self     string
+	cur      atomic.Pointer[cluster.Node]
+	inflight atomic.Int64
+	fwd      *cluster.Forwarder
+}
+
+func newGateway(t *Tree) *Gateway {
+	return &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.NodeID)}
+}
+
+func (g *Gateway) setNode(n *cluster.Node) { g.cur.Store(n) }
+func (g *Gateway) node() *cluster.Node     { return g.cur.Load() }
+
+// Store is the local state machine, for reads.
+func (g *Gateway) Store() *storage.Store { return g.tree.cfg.Store }
+
+// NodeID is this node's id.
+func (g *Gateway) NodeID() string { return g.self }
+
+// errRaftDown is returned while the raft actor is restarting.
+var errRaftDown = fmt.Errorf("%w (raft is restarting on this node)", cluster.ErrNoLeader)
+
+// ask sends msg to the named actor and waits for the reply until ctx ends.
+func (g *Gateway) ask(ctx context.Context, name string, msg any) (any, error) {
+	d := g.tree.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	if d <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return g.tree.system.Root.RequestFuture(g.tree.pid(name), msg, d).Result()
+}
+
+// Apply replicates cmd through the leader and returns once it is applied
+// there. It waits for a leader (up to ctx) while nothing has been sent;
+// once a write may have reached Raft, a failure is ErrUnknownOutcome.
+func (g *Gateway) Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error) {
+	data := cmd.Encode()
+	var res storage.Result
+	err := g.onLeader(ctx, false,
+		func() (err error) { res, err = g.propose(ctx, data); return err },
+		func(addr string) (err error) { res, err = g.fwd.Apply(ctx, addr, data); return err },
+	)
+	return res, err
+}
+
+// ApplyForwarded applies an encoded command forwarded by a follower. It
+// never forwards again: if this node no longer leads, the follower retries.
+func (g *Gateway) ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error) {
+	if _, err := storage.DecodeCommand(data); err != nil {
+		return storage.Result{}, err
+	}
+	if n := g.node(); n == nil || !n.IsLeader() {
+		return storage.Result{}, cluster.ErrNotLeader
+	}
+	return g.propose(ctx, data)
+}
+
+func (g *Gateway) propose(ctx context.Context, data []byte) (storage.Result, error) {
+	reply, err := g.ask(ctx, "raft", &Propose{Data: data})
+	switch {
+	case errors.Is(err, actor.ErrDeadLetter):
+		return storage.Result{}, errRaftDown
+	case err != nil:
+		// The raft actor may have handed the command to Raft already.
+		return storage.Result{}, fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
+	}
+	r := reply.(*ProposeResult)
+	return r.Result, r.Err
+}
+
+// ReadBarrier returns once a read of the local state machine is
+// linearizable: the leader has confirmed its leadership with a quorum after
+// this call began, and this node has applied everything the leader had
+// committed at that moment.
+func (g *Gateway) ReadBarrier(ctx context.Context) error {
+	var idx uint64
+	err := g.onLeader(ctx, true,
+		func() (err error) { idx, err = g.readIndex(ctx); return err },
+		func(addr string) (err error) { idx, err = g.fwd.ReadIndex(ctx, addr); return err },
+	)
+	if err != nil {
+		return err
+	}
+	if err := g.Store().WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w (this node did not catch up to index %d in time)", cluster.ErrNoLeader, idx)
+	}
+	return nil
+}
+
+// ReadIndexForwarded answers a follower's read-index request. Only a leader
+// can answer.
+func (g *Gateway) ReadIndexForwarded(ctx context.Context) (uint64, error) {
+	if n := g.node(); n == nil || !n.IsLeader() {
+		return 0, cluster.ErrNotLeader
+	}
+	return g.readIndex(ctx)
+}
+
+func (g *Gateway) readIndex(ctx context.Context) (uint64, error) {
+	reply, err := g.ask(ctx, "raft", &ReadIndex{})
+	if err != nil {
+		return 0, fmt.Errorf("%w (%v)", cluster.ErrNoLeader, err)
+	}
+	r := reply.(*ReadIndexResult)
+	return r.Index, r.Err
+}
+
+// onLeader runs local when this node leads and remote (with the leader's
+// HTTP address) when another node does. While there is no reachable leader,
+// or the attempt failed without effect, it waits for a leader change and
+// tries again until ctx ends. Reads (anyFailureRetries) retry on every
+// error, since a read has no effect to duplicate.
+func (g *Gateway) onLeader(ctx context.Context, anyFailureRetries bool, local func() error, remote func(addr string) error) error {
+	lastErr := cluster.ErrNoLeader
+	backoff := 5 * time.Millisecond
+	for {
+		var changed <-chan struct{}
+		if n := g.node(); n != nil {
+			changed = n.LeaderChanged()
+			var err error
+			tried := true
+			if n.IsLeader() {
+				err = local()
+			} else if id, addr := n.LeaderAPI(); addr != "" && id != g.self {
+				err = remote(addr)
+			} else {
+				tried = false
+			}
+			if tried {
+				if err == nil || !(anyFailureRetries || isRetryable(err)) {
+					return err
+				}
+				lastErr = err
+			}
+		} else {
+			lastErr = errRaftDown
+		}
+		timer := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return timedOut(lastErr, ctx)
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// isRetryable reports errors after which nothing was applied.
+func isRetryable(err error) bool {
+	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrNoLeader)
+}
+
+func timedOut(last error, ctx context.Context) error {
+	if errors.Is(last, cluster.ErrUnknownOutcome) {
+		return last
+	}
+	msg := "no leader could be reached"
+	if !errors.Is(last, cluster.ErrNoLeader) && !errors.Is(last, cluster.ErrNotLeader) {
+		msg = last.Error()
+	}
+	return fmt.Errorf("%w (%s before the request deadline: %v)", cluster.ErrNoLeader, msg, ctx.Err())
+}
+
+// Leader reports this node's current view of the leader.
+func (g *Gateway) Leader() cluster.LeaderInfo {
+	n := g.node()
+	if n == nil {
+		return cluster.LeaderInfo{}
+	}
+	id, addr := n.Leader()
+	return cluster.LeaderInfo{Known: id != "", ID: id, RaftAddr: addr, LastContact: n.LastContact()}
+}
+
+// Status reports this node's Raft status.
+func (g *Gateway) Status() (cluster.Status, error) {
+	n := g.node()
+	if n == nil {
+		return cluster.Status{ID: g.self, State: "Restarting"}, errRaftDown
+	}
+	return n.Status(), nil
+}
+
+// Members lists the cluster's members as this node knows them.
+func (g *Gateway) Members() ([]cluster.Member, error) {
+	n := g.node()
+	if n == nil {
+		return nil, errRaftDown
+	}
+	return n.Members()
+}
+
+// Peers lists the voters' Raft addresses.
+func (g *Gateway) Peers() ([]string, error) {
+	n := g.node()
+	if n == nil {
+		return nil, errRaftDown
+	}
+	return n.Peers()
+}
+
+// Ready reports whether this node can serve linearizable requests right
+// now: Raft is up, a leader is known and this node is not far behind it.
+func (g *Gateway) Ready() error {
+	n := g.node()
+	if n == nil {
+		return errRaftDown
+	}
+	st := n.Status()
+	if st.LeaderID == "" {
+		return cluster.ErrNoLeader
+	}
+	if st.LeaderHTTPAddr == "" {
+		return fmt.Errorf("the leader %s has not registered its HTTP address yet", st.LeaderID)
+	}
+	return nil
+}
+
+// Join adds a member through the leader.
+func (g *Gateway) Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error {
+	body, _ := json.Marshal(req)
+	return g.membership(ctx, forwarded, &Join{ID: req.ID, RaftAddr: req.RaftAddr, HTTPAddr: req.HTTPAddr},
+		http.MethodPost, cluster.JoinPath, body)
+}
+
+// Remove removes a member through the leader.
+func (g *Gateway) Remove(ctx context.Context, id string, forwarded bool) error {
+	return g.membership(ctx, forwarded, &Remove{ID: id}, http.MethodDelete, cluster.MembersPath+id, nil)
+}
+
+func (g *Gateway) membership(ctx context.Context, forwarded bool, msg any, method, path string, body []byte) error {
+	local := func() error {
+		reply, err := g.ask(ctx, "raft", msg)
+		if err != nil {
+			return fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
+		}
+		return reply.(*Done).Err
+	}
+	if forwarded {
+		if n := g.node(); n == nil || !n.IsLeader() {
+			return cluster.ErrNotLeader
+		}
+		return local()
+	}
+	return g.onLeader(ctx, false, local, func(addr string) error {
+		status, b, err := g.fwd.Do(ctx, addr, method, path, body, true)
+		if err != nil {
+			return err
+		}
+		if status == http.StatusOK {
+			return nil
+		}
+		var fe cluster.ForwardedError
+		if json.Unmarshal(b, &fe) == nil && fe.Code != "" {
+			return cluster.ErrorFromCode(fe.Code, fe.Error)
+		}
+		return fmt.Errorf("leader answered %d: %s", status, bytes.TrimSpace(b))
+	})
+}
+
+// Snapshot takes a snapshot on this node and compacts its log.
+func (g *Gateway) Snapshot(ctx context.Context) (uint64, error) {
+	reply, err := g.ask(ctx, "raft", &TakeSnapshot{})
+	if err != nil {
+		return 0, err
+	}
+	r := reply.(*SnapshotTaken)
+	return r.Index, r.Err
+}
+
+// CrashableActors are the actors Crash accepts.
+var CrashableActors = []string{"raft", "http", "node"}
+
+// Crash makes the named actor panic (chaos mode only).
+func (g *Gateway) Crash(name, reason string) error {
+	var pid *actor.PID
+	switch name {
+	case "raft", "http":
+		pid = g.tree.pid(name)
+	case "node":
+		pid = g.tree.system.NewLocalPID("app/node")
+	default:
+		return fmt.Errorf("unknown actor %q (want one of %s)", name, strings.Join(CrashableActors, ", "))
+	}
+	g.tree.system.Root.Send(pid, &Crash{Reason: reason})
+	return nil
+}
+
+// maintain runs beside one Raft instance until stop closes. On a new leader
+// it commits an entry of the leader's term at once, so linearizable reads
+// can start; it makes sure this node's HTTP address is registered in the
+// state machine, so others can forward to it; and a node started with
+// --join asks a member to add it.
+func (g *Gateway) maintain(n *cluster.Node, stop <-chan struct{}) {
+	cfg := g.tree.cfg
+	for {
+		changed := n.LeaderChanged()
+		if n.IsLeader() {
+			_ = n.EnsureReady(cfg.RequestTimeout)
+		}
+		if len(cfg.Join) > 0 && !n.HasState() {
+			g.joinThroughSeeds(stop)
+		}
+		registered := g.Store().NodeAddr(g.self) == cfg.AdvertiseHTTP
+		if !registered {
+			if id, _ := n.Leader(); id != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout)
+				_, err := g.Apply(ctx, &storage.Command{Op: storage.OpRegisterNode, Key: g.self, Value: []byte(cfg.AdvertiseHTTP)})
+				cancel()
+				registered = err == nil
+			}
+		}
+		wait := 30 * time.Second
+		if !registered {
+			wait = time.Second
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-stop:
+			timer.Stop()
+			return
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// joinThroughSeeds asks each --join address in turn to add this node, until
+// one accepts or stop closes.
+func (g *Gateway) joinThroughSeeds(stop <-chan struct{}) {
+	cfg := g.tree.cfg
+	body, _ := json.Marshal(cluster.JoinRequest{ID: g.self, RaftAddr: cfg.Raft.RaftAdvertise, HTTPAddr: cfg.AdvertiseHTTP})
+	backoff := 200 * time.Millisecond
+	for {
+		for _, seed := range cfg.Join {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout)
+			status, b, err := g.fwd.Do(ctx, seed, http.MethodPost, cluster.JoinPath, body, false)
+			cancel()
+			if err == nil && status == http.StatusOK {
+				cfg.Logger.Info("joined the cluster", "through", seed)
+				return
+			}
+			cfg.Logger.Warn("join attempt failed", "seed", seed, "status", status, "err", err, "answer", string(bytes.TrimSpace(b)))
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}

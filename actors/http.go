@@ -1,0 +1,66 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// httpActor owns the API listener. Started binds it and starts serving;
+// Stopping drains in-flight requests; a restart closes the server hard and
+// binds again.
+type httpActor struct {
+	tree    *Tree
+	handler http.Handler
+	srv     *http.Server
+}
+
+func (a *httpActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Restarting:
+		if a.srv != nil {
+			_ = a.srv.Close()
+		}
+	case *actor.Stopping:
+		if a.srv != nil {
+			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := a.srv.Shutdown(c); err != nil {
+				_ = a.srv.Close()
+			}
+			cancel()
+		}
+	case *serveFailed:
+		panic(fmt.Sprintf("http server stopped: %v", m.err))
+	case *Crash:
+		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	}
+}
+
+func (a *httpActor) start(ctx actor.Context) {
+	ln, err := net.Listen("tcp", a.tree.cfg.HTTPAddr)
+	if err != nil {
+		panic(fmt.Sprintf("http listener on %s: %v", a.tree.cfg.HTTPAddr, err))
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		// No WriteTimeout: blocking queries legitimately hold a response
+		// for up to ten minutes.
+		IdleTimeout: 5 * time.Minute,
+	}
+	a.srv = srv
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		err := srv.Serve(ln)
+		if !errors.Is(err, http.ErrServerClosed) {
+			root.Send(self, &serveFailed{err: err})
+		}
+	}()
+}

@@ -1,0 +1,99 @@
+package actors
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+)
+
+// appActor sits above node only to learn when node is gone: protoactor
+// applies a root actor's own supervisor to its children, never to itself, so
+// a trivial parent is how main hears that the node stopped for good.
+type appActor struct {
+	tree    *Tree
+	handler http.Handler
+	node    *actor.PID
+}
+
+func (a *appActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		props := actor.PropsFromProducer(
+			func() actor.Actor { return &nodeActor{tree: a.tree, handler: a.handler} },
+			actor.WithSupervisor(a.tree.childStrategy()),
+		)
+		pid, err := ctx.SpawnNamed(props, "node")
+		if err != nil {
+			a.tree.fail(fmt.Errorf("spawn node actor: %w", err))
+			return
+		}
+		a.node = pid
+	case *actor.Terminated:
+		if m.Who.Equal(a.node) && !a.tree.stopping.Load() {
+			a.tree.fail(fmt.Errorf("node actor stopped"))
+		}
+	}
+}
+
+// nodeActor supervises the node's service actors one-for-one: a crashed
+// child is restarted alone, from durable state. A child that keeps crashing
+// is stopped by the strategy; the node then stops too, and the process exits
+// non-zero so the OS supervisor (systemd, Kubernetes) takes over.
+type nodeActor struct {
+	tree    *Tree
+	handler http.Handler
+	raft    *actor.PID
+	http    *actor.PID
+	// leaving is set while this incarnation restarts or stops: the
+	// Terminated messages its children send then are expected.
+	leaving bool
+}
+
+func (a *nodeActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.raft = a.spawn(ctx, "raft", func() actor.Actor { return newRaftActor(a.tree) })
+		a.http = a.spawn(ctx, "http", func() actor.Actor { return &httpActor{tree: a.tree, handler: a.handler} })
+	case *actor.Restarting:
+		a.leaving = true
+	case *actor.Stopping:
+		a.leaving = true
+		// Drain HTTP before Raft closes, so in-flight requests get answers.
+		if a.http != nil {
+			_ = ctx.PoisonFuture(a.http).Wait()
+		}
+	case *actor.Terminated:
+		if a.leaving || a.tree.stopping.Load() {
+			return
+		}
+		err := fmt.Errorf("actor %s crashed more than %d times within %s; giving up", m.Who.Id, a.tree.cfg.MaxRestarts, a.tree.cfg.RestartWindow)
+		a.tree.cfg.Logger.Error("node is stopping", "err", err)
+		a.tree.fail(err)
+		ctx.Stop(ctx.Self())
+	case *Crash:
+		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	}
+}
+
+func (a *nodeActor) spawn(ctx actor.Context, name string, producer actor.Producer) *actor.PID {
+	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(producer), name)
+	if err != nil {
+		panic(fmt.Sprintf("spawn %s: %v", name, err))
+	}
+	return pid
+}
+
+// childStrategy restarts a crashed child, at most MaxRestarts times within
+// RestartWindow.
+func (t *Tree) childStrategy() actor.SupervisorStrategy {
+	n, within := t.cfg.MaxRestarts, t.cfg.RestartWindow
+	if n <= 0 {
+		n = 5
+	}
+	if within <= 0 {
+		within = time.Minute
+	}
+	return actor.NewOneForOneStrategy(n, within, func(any) actor.Directive { return actor.RestartDirective })
+}

@@ -1,0 +1,198 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/troupe-kv/troupe/cluster"
+)
+
+// statusLeader answers Consul's /v1/status/leader: the leader's Raft
+// address as a JSON string, "" when there is none.
+func (s *Server) statusLeader(w http.ResponseWriter, r *http.Request) {
+	if !s.checkScope(w, r) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.b.Leader().RaftAddr)
+}
+
+// statusPeers answers Consul's /v1/status/peers: the voters' Raft addresses.
+func (s *Server) statusPeers(w http.ResponseWriter, r *http.Request) {
+	if !s.checkScope(w, r) {
+		return
+	}
+	peers, err := s.b.Peers()
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if peers == nil {
+		peers = []string{}
+	}
+	writeJSON(w, http.StatusOK, peers)
+}
+
+func (s *Server) clusterMembers(w http.ResponseWriter, r *http.Request) {
+	members, err := s.b.Members()
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	if members == nil {
+		members = []cluster.Member{}
+	}
+	writeJSON(w, http.StatusOK, members)
+}
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.b.Status()
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
+	var req cluster.JoinRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("bad join request: %v", err))
+		return
+	}
+	if err := validateJoin(req); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	if err := s.b.Join(ctx, req, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
+		writeJSONError(w, membershipStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID})
+}
+
+func validateJoin(req cluster.JoinRequest) error {
+	if strings.TrimSpace(req.ID) == "" || strings.ContainsAny(req.ID, "/=, \t\n") {
+		return fmt.Errorf("bad join request: id %q must be non-empty and free of '/', '=', ',' and spaces", req.ID)
+	}
+	for name, addr := range map[string]string{"raft_addr": req.RaftAddr, "http_addr": req.HTTPAddr} {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" || port == "" || port == "0" {
+			return fmt.Errorf("bad join request: %s %q must be host:port", name, addr)
+		}
+	}
+	return nil
+}
+
+// membershipStatus keeps "not leader / no quorum" at 503 and turns other
+// refusals from Raft (e.g. a clashing address) into 409.
+func membershipStatus(err error) int {
+	status, _ := errorStatus(err)
+	if status == http.StatusInternalServerError {
+		return http.StatusConflict
+	}
+	return status
+}
+
+func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	known := false
+	if members, err := s.b.Members(); err == nil {
+		for _, m := range members {
+			known = known || m.ID == id
+		}
+	}
+	if !known {
+		writeJSONError(w, http.StatusNotFound, fmt.Errorf("no member with id %q", id))
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	if err := s.b.Remove(ctx, id, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
+		writeJSONError(w, membershipStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"removed": id})
+}
+
+func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	idx, err := s.b.Snapshot(ctx)
+	if err != nil {
+		writeJSONError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz is 200 when this node can serve linearizable requests.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.Ready(); err != nil {
+		httpError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// internalApply serves a follower's forwarded write. It is only valid as a
+// forward: the header marks it so the leader never forwards it again.
+func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(cluster.ForwardedHeader) == "" {
+		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
+		return
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxValueSize+2*MaxKeySize+1024))
+	if err != nil {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, err)
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	res, err := s.b.ApplyForwarded(ctx, data)
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cluster.ApplyReply{Index: res.Index, OK: res.OK})
+}
+
+func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(cluster.ForwardedHeader) == "" {
+		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	idx, err := s.b.ReadIndexForwarded(ctx)
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, cluster.ReadIndexReply{Index: idx})
+}
+
+// chaosCrash makes an actor panic so supervision can be watched from
+// outside. Mounted only with --chaos.
+func (s *Server) chaosCrash(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("actor")
+	if err := s.b.Crash(name, "requested through /v1/chaos/crash"); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"crashed": name})
+}

@@ -1,0 +1,385 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// KVPair is Consul's JSON form of an entry. Value is base64 (encoding/json
+// does that for []byte) and null when empty; the indexes and flags are full
+// uint64s.
+type KVPair struct {
+	LockIndex   uint64
+	Key         string
+	Flags       uint64
+	Value       []byte
+	Session     string `json:",omitempty"`
+	CreateIndex uint64
+	ModifyIndex uint64
+}
+
+func toPair(e storage.Entry) KVPair {
+	return KVPair{
+		LockIndex:   e.LockIndex,
+		Key:         e.Key,
+		Flags:       e.Flags,
+		Value:       e.Value,
+		Session:     e.Session,
+		CreateIndex: e.CreateIndex,
+		ModifyIndex: e.ModifyIndex,
+	}
+}
+
+// Blocking query limits, as Consul's: the default and maximum wait.
+const (
+	defaultWait = 5 * time.Minute
+	maxWait     = 10 * time.Minute
+)
+
+func (s *Server) kv(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/v1/kv"), "/")
+	if !s.checkScope(w, r) {
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		s.kvGet(w, r, key)
+	case http.MethodPut:
+		s.kvPut(w, r, key)
+	case http.MethodDelete:
+		s.kvDelete(w, r, key)
+	case http.MethodOptions:
+		w.Header().Set("Allow", "GET, PUT, DELETE, OPTIONS")
+		w.WriteHeader(http.StatusOK)
+	default:
+		w.Header().Set("Allow", "GET, PUT, DELETE, OPTIONS")
+		httpError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on /v1/kv/", r.Method))
+	}
+}
+
+// validateKey enforces the key rules of docs/api.md. A prefix (for recurse,
+// keys and delete-tree) may be empty; a key may not.
+func validateKey(key string, prefix bool) error {
+	if key == "" {
+		if prefix {
+			return nil
+		}
+		return errors.New("Missing key name")
+	}
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("key is %d bytes, the limit is %d", len(key), MaxKeySize)
+	}
+	if !utf8.ValidString(key) {
+		return errors.New("key is not valid UTF-8")
+	}
+	if strings.HasPrefix(key, "/") {
+		return errors.New("key must not start with '/'")
+	}
+	for _, c := range key {
+		if c < 0x20 || c == 0x7f {
+			return fmt.Errorf("key contains the control character %U", c)
+		}
+	}
+	segs := strings.Split(key, "/")
+	for i, seg := range segs {
+		switch {
+		case seg == "." || seg == "..":
+			return fmt.Errorf("key must not contain a %q segment", seg)
+		case seg == "" && i != len(segs)-1:
+			return errors.New("key must not contain an empty segment ('//')")
+		}
+	}
+	return nil
+}
+
+func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, key string) {
+	q := r.URL.Query()
+	stale, consistent := has(r, "stale"), has(r, "consistent")
+	if stale && consistent {
+		httpError(w, http.StatusBadRequest, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+		return
+	}
+	listKeys, recurse := has(r, "keys"), has(r, "recurse")
+	if err := validateKey(key, listKeys || recurse); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	minIndex, wait, ok := blockingParams(w, r)
+	if !ok {
+		return
+	}
+	sep := q.Get("separator")
+	if _, ok := q["separator"]; !ok {
+		sep = q.Get("seperator") // Consul still accepts its old misspelling
+	}
+
+	store := s.b.Store()
+	var deadline time.Time
+	if minIndex > 0 {
+		deadline = time.Now().Add(wait)
+	}
+	missingBefore := false
+	for {
+		changed := store.Changed()
+		if !stale {
+			ctx, cancel := s.requestContext(r)
+			err := s.b.ReadBarrier(ctx)
+			cancel()
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		var (
+			body  any
+			found bool
+			index uint64
+			err   error
+		)
+		switch {
+		case listKeys:
+			var keys []string
+			keys, index, err = store.Keys(key, sep)
+			found = len(keys) > 0 || key == ""
+			if keys == nil {
+				keys = []string{}
+			}
+			body = keys
+		case recurse:
+			var entries []storage.Entry
+			entries, index, err = store.List(key)
+			pairs := make([]KVPair, len(entries))
+			for i, e := range entries {
+				pairs[i] = toPair(e)
+			}
+			found, body = len(pairs) > 0, pairs
+		default:
+			var e storage.Entry
+			e, found, index, err = store.Get(key)
+			if found {
+				body = []KVPair{toPair(e)}
+				if has(r, "raw") {
+					body = rawValue(e.Value)
+				}
+			} else if missingBefore {
+				// Consul's rule: once a blocking read has seen the key
+				// missing, only the key's appearance ends the wait, not
+				// unrelated writes.
+				minIndex = max(minIndex, index)
+			}
+			missingBefore = missingBefore || !found
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		if minIndex == 0 || index > minIndex || !time.Now().Before(deadline) {
+			s.writeRead(w, r, body, found, index, !stale)
+			return
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		select {
+		case <-changed:
+		case <-timer.C:
+		case <-r.Context().Done():
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// rawValue marks a body to be written as the bare value (?raw).
+type rawValue []byte
+
+func (s *Server) writeRead(w http.ResponseWriter, r *http.Request, body any, found bool, index uint64, linearizable bool) {
+	// Blocking clients feed this back as ?index; 0 would make them spin.
+	w.Header().Set("X-Consul-Index", strconv.FormatUint(max(index, 1), 10))
+	s.setLeaderHeaders(w, linearizable)
+	if !found {
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	if raw, ok := body.(rawValue); ok {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Security-Policy", "sandbox")
+		w.Header().Set("Content-Length", strconv.Itoa(len(raw)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(raw)
+		}
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// blockingParams parses ?index and ?wait. The wait is clamped to ten
+// minutes and gets up to 1/16 of random jitter, so many watchers do not
+// wake in lockstep.
+func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Duration, bool) {
+	q := r.URL.Query()
+	var index uint64
+	if v := q.Get("index"); v != "" {
+		var err error
+		if index, err = strconv.ParseUint(v, 10, 64); err != nil {
+			httpError(w, http.StatusBadRequest, "Invalid index")
+			return 0, 0, false
+		}
+	}
+	wait := defaultWait
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			httpError(w, http.StatusBadRequest, "Invalid wait time")
+			return 0, 0, false
+		}
+		if d > 0 {
+			wait = min(d, maxWait)
+		}
+	}
+	wait += rand.N(wait/16 + 1)
+	return index, wait, true
+}
+
+func parseUintParam(r *http.Request, name string) (uint64, bool, error) {
+	q := r.URL.Query()
+	if _, ok := q[name]; !ok {
+		return 0, false, nil
+	}
+	v, err := strconv.ParseUint(q.Get(name), 10, 64)
+	if err != nil {
+		return 0, true, fmt.Errorf("invalid %s %q: must be an unsigned 64-bit integer", name, q.Get(name))
+	}
+	return v, true, nil
+}
+
+func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, key string) {
+	if err := validateKey(key, false); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	flags, _, err := parseUintParam(r, "flags")
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	casIndex, isCAS, err := parseUintParam(r, "cas")
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	acquire, release := has(r, "acquire"), has(r, "release")
+	if n := btoi(isCAS) + btoi(acquire) + btoi(release); n > 1 {
+		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
+		return
+	}
+	if acquire || release {
+		s.lockUnsupported(w, r)
+		return
+	}
+	value, ok := s.readValue(w, r)
+	if !ok {
+		return
+	}
+	cmd := &storage.Command{Op: storage.OpSet, Key: key, Value: value, Flags: flags}
+	if isCAS {
+		cmd.Op, cmd.Index = storage.OpCAS, casIndex
+	}
+	s.applyKV(w, r, cmd)
+}
+
+// lockUnsupported answers ?acquire and ?release. Sessions do not exist yet,
+// so every session id is unknown, which Consul answers with a 500.
+func (s *Server) lockUnsupported(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	sess := q.Get("acquire") + q.Get("release")
+	if sess == "" {
+		httpError(w, http.StatusInternalServerError, "missing session")
+		return
+	}
+	httpError(w, http.StatusInternalServerError, fmt.Sprintf("invalid session %q", sess))
+}
+
+// readValue reads a PUT body, refusing anything over MaxValueSize with 413
+// before or while reading it.
+func (s *Server) readValue(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	limit := s.opts.MaxValueSize
+	tooLarge := func(n int64) {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body (%d bytes) too large, max size: %d bytes", n, limit))
+	}
+	if r.ContentLength > limit {
+		tooLarge(r.ContentLength)
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			tooLarge(r.ContentLength)
+			return nil, false
+		}
+		httpError(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, key string) {
+	recurse := has(r, "recurse")
+	if err := validateKey(key, recurse); err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	casIndex, isCAS, err := parseUintParam(r, "cas")
+	if err != nil {
+		httpError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if isCAS && recurse {
+		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
+		return
+	}
+	cmd := &storage.Command{Op: storage.OpDelete, Key: key}
+	switch {
+	case recurse:
+		cmd.Op = storage.OpDeleteTree
+	case isCAS:
+		cmd.Op, cmd.Index = storage.OpDeleteCAS, casIndex
+	}
+	s.applyKV(w, r, cmd)
+}
+
+// applyKV replicates a write and answers Consul's "true"/"false".
+func (s *Server) applyKV(w http.ResponseWriter, r *http.Request, cmd *storage.Command) {
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	res, err := s.b.Apply(ctx, cmd)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
+	w.Header().Set("Content-Type", "application/json")
+	if res.OK {
+		_, _ = io.WriteString(w, "true")
+	} else {
+		_, _ = io.WriteString(w, "false")
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

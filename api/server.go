@@ -1,0 +1,228 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Backend is what the API needs from the node. actors.Gateway implements
+// it; the API knows the actor tree only through these calls.
+type Backend interface {
+	// Apply replicates a command through the leader (forwarding if needed).
+	Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error)
+	// ApplyForwarded applies a command a follower forwarded; leader only.
+	ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error)
+	// ReadBarrier returns once a local read is linearizable.
+	ReadBarrier(ctx context.Context) error
+	// ReadIndexForwarded answers a follower's read-index request; leader only.
+	ReadIndexForwarded(ctx context.Context) (uint64, error)
+	Leader() cluster.LeaderInfo
+	Status() (cluster.Status, error)
+	Members() ([]cluster.Member, error)
+	Peers() ([]string, error)
+	Ready() error
+	Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error
+	Remove(ctx context.Context, id string, forwarded bool) error
+	Snapshot(ctx context.Context) (uint64, error)
+	Crash(actor, reason string) error
+	Store() *storage.Store
+	NodeID() string
+}
+
+// Options tune the API.
+type Options struct {
+	// Datacenter is the only datacenter this cluster answers for
+	// (?dc=other gets Consul's "No path to datacenter").
+	Datacenter string
+	// MaxValueSize is the largest value a PUT accepts, in bytes.
+	MaxValueSize int64
+	// RequestTimeout bounds how long a linearizable request waits for a
+	// leader and a quorum before answering 503.
+	RequestTimeout time.Duration
+	// Chaos mounts the fault-injection endpoints. Never in production.
+	Chaos  bool
+	Logger *slog.Logger
+}
+
+// DefaultMaxValueSize is Consul's default kv_max_value_size: 512 KiB.
+const DefaultMaxValueSize = 512 << 10
+
+// MaxKeySize is the longest key accepted, in bytes.
+const MaxKeySize = 8 << 10
+
+// Server is the HTTP API of one node.
+type Server struct {
+	b    Backend
+	opts Options
+	mux  *http.ServeMux
+}
+
+// New returns the node's HTTP handler.
+func New(b Backend, opts Options) *Server {
+	if opts.Datacenter == "" {
+		opts.Datacenter = "dc1"
+	}
+	if opts.MaxValueSize <= 0 {
+		opts.MaxValueSize = DefaultMaxValueSize
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{b: b, opts: opts, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /v1/status/leader", s.statusLeader)
+	m.HandleFunc("GET /v1/status/peers", s.statusPeers)
+
+	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
+	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
+	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.clusterRemove)
+	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
+	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+
+	m.HandleFunc("POST "+cluster.ApplyPath, s.internalApply)
+	m.HandleFunc("POST "+cluster.ReadIndexPath, s.internalReadIndex)
+
+	if s.opts.Chaos {
+		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
+	}
+}
+
+// ServeHTTP routes /v1/kv/ itself: net/http's mux would answer keys with
+// "//" or "." segments with a redirect, and Consul clients turn a redirected
+// PUT into a GET.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/kv" || strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+		s.kv(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// requestContext bounds a request that needs a leader or a quorum.
+func (s *Server) requestContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), s.opts.RequestTimeout)
+}
+
+// Outcome header values tell a client whether a failed write may still have
+// been applied: "not-applied" is safe to retry anywhere, "unknown" is not.
+const (
+	OutcomeHeader     = "X-Troupe-Outcome"
+	OutcomeNotApplied = "not-applied"
+	OutcomeUnknown    = "unknown"
+)
+
+// errorStatus is the one place errors become HTTP statuses.
+func errorStatus(err error) (status int, outcome string) {
+	switch {
+	case errors.Is(err, cluster.ErrBusy):
+		return http.StatusTooManyRequests, OutcomeNotApplied
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		return http.StatusServiceUnavailable, OutcomeUnknown
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
+		return http.StatusServiceUnavailable, OutcomeNotApplied
+	case errors.Is(err, storage.ErrBadCommand):
+		return http.StatusBadRequest, OutcomeNotApplied
+	case errors.Is(err, context.Canceled):
+		return 499, OutcomeUnknown
+	}
+	return http.StatusInternalServerError, OutcomeUnknown
+}
+
+// writeError answers with a plain-text error, as Consul does.
+func writeError(w http.ResponseWriter, err error) {
+	status, outcome := errorStatus(err)
+	w.Header().Set(OutcomeHeader, outcome)
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set("Retry-After", "1")
+	}
+	httpError(w, status, err.Error())
+}
+
+func httpError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// writeJSONError answers the native and internal endpoints with a JSON
+// error carrying a code other nodes can act on.
+func writeJSONError(w http.ResponseWriter, status int, err error) {
+	if status == 0 {
+		status, _ = errorStatus(err)
+	}
+	writeJSON(w, status, cluster.ForwardedError{Code: cluster.ErrorCode(err), Error: err.Error()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// setLeaderHeaders adds Consul's X-Consul-KnownLeader and
+// X-Consul-LastContact.
+func (s *Server) setLeaderHeaders(w http.ResponseWriter, linearizable bool) {
+	li := s.b.Leader()
+	known := li.Known || linearizable
+	contact := li.LastContact
+	if linearizable {
+		contact = 0
+	}
+	w.Header().Set("X-Consul-KnownLeader", strconv.FormatBool(known))
+	w.Header().Set("X-Consul-LastContact", strconv.FormatInt(contact.Milliseconds(), 10))
+}
+
+// has reports a presence-only query flag (Consul clients send "recurse=").
+func has(r *http.Request, name string) bool {
+	_, ok := r.URL.Query()[name]
+	return ok
+}
+
+// checkScope rejects requests for another datacenter, namespace or
+// partition: this cluster is one datacenter with no namespaces.
+func (s *Server) checkScope(w http.ResponseWriter, r *http.Request) bool {
+	q := r.URL.Query()
+	dc := q.Get("datacenter")
+	if dc == "" {
+		dc = q.Get("dc")
+	}
+	if dc != "" && dc != s.opts.Datacenter {
+		httpError(w, http.StatusInternalServerError, fmt.Sprintf("No path to datacenter %q", dc))
+		return false
+	}
+	for _, p := range []struct{ query, header, what string }{
+		{"ns", "X-Consul-Namespace", "Namespaces"},
+		{"partition", "X-Consul-Partition", "Admin partitions"},
+	} {
+		v := q.Get(p.query)
+		if v == "" {
+			v = r.Header.Get(p.header)
+		}
+		if v != "" && v != "default" {
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("Invalid query parameter %q = %q: %s are not supported", p.query, v, p.what))
+			return false
+		}
+	}
+	return true
+}

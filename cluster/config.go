@@ -1,0 +1,88 @@
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Server is one voting member: its stable node id and its Raft address.
+type Server struct {
+	ID   string
+	Addr string
+}
+
+// ParseInitialCluster reads an etcd-style member list,
+// "n1=10.0.0.1:7001,n2=10.0.0.2:7001". Ids and addresses must be unique.
+func ParseInitialCluster(s string) ([]Server, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, nil
+	}
+	var servers []Server
+	ids := map[string]bool{}
+	addrs := map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		id, addr = strings.TrimSpace(id), strings.TrimSpace(addr)
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%q is not id=host:port", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%q: %v", part, err)
+		}
+		if ids[id] {
+			return nil, fmt.Errorf("node id %q appears twice", id)
+		}
+		if addrs[addr] {
+			return nil, fmt.Errorf("address %q appears twice", addr)
+		}
+		ids[id], addrs[addr] = true, true
+		servers = append(servers, Server{ID: id, Addr: addr})
+	}
+	return servers, nil
+}
+
+// Timing holds the Raft timing knobs. See docs/configuration.md for what
+// each one trades off.
+type Timing struct {
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	MaxAppendEntries   int
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+}
+
+// DefaultTiming is tuned for a LAN of VMs: a dead leader is noticed within
+// about one to two heartbeat timeouts.
+func DefaultTiming() Timing {
+	return Timing{
+		HeartbeatTimeout:   500 * time.Millisecond,
+		ElectionTimeout:    500 * time.Millisecond,
+		LeaderLeaseTimeout: 250 * time.Millisecond,
+		CommitTimeout:      20 * time.Millisecond,
+		MaxAppendEntries:   256,
+		SnapshotInterval:   30 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+	}
+}
+
+// Config is everything Open needs to start this node's Raft.
+type Config struct {
+	NodeID        string
+	DataDir       string
+	RaftBind      string // address the Raft listener binds
+	RaftAdvertise string // address peers use to reach this node
+	// InitialCluster bootstraps a brand-new cluster; it is ignored once the
+	// node has Raft state on disk.
+	InitialCluster []Server
+	Timing         Timing
+	Logger         hclog.Logger
+}

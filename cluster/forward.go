@@ -1,0 +1,195 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"time"
+
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// The internal endpoints a follower uses to reach the leader. A request that
+// carries ForwardedHeader is answered by the receiving node itself, never
+// forwarded again, so forwarding is exactly one hop and cannot loop.
+const (
+	ForwardedHeader = "X-Troupe-Forwarded-By"
+	ApplyPath       = "/v1/internal/apply"
+	ReadIndexPath   = "/v1/internal/read-index"
+	JoinPath        = "/v1/cluster/join"
+	MembersPath     = "/v1/cluster/members/"
+)
+
+// JoinRequest is the body of POST /v1/cluster/join.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// ForwardedError is the JSON body of a failed internal request.
+type ForwardedError struct {
+	Code  string `json:"code"`
+	Error string `json:"error"`
+}
+
+// ApplyReply is the JSON body of a successful internal apply.
+type ApplyReply struct {
+	Index uint64 `json:"index"`
+	OK    bool   `json:"ok"`
+}
+
+// ReadIndexReply is the JSON body of a successful internal read-index.
+type ReadIndexReply struct {
+	Index uint64 `json:"index"`
+}
+
+// Error codes carried between nodes, one per sentinel error.
+const (
+	codeNotLeader = "not-leader"
+	codeNoLeader  = "no-leader"
+	codeUnknown   = "unknown-outcome"
+	codeBusy      = "busy"
+)
+
+// ErrorCode names err for the wire; "" for errors without a code.
+func ErrorCode(err error) string {
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		return codeNotLeader
+	case errors.Is(err, ErrNoLeader):
+		return codeNoLeader
+	case errors.Is(err, ErrUnknownOutcome):
+		return codeUnknown
+	case errors.Is(err, ErrBusy):
+		return codeBusy
+	}
+	return ""
+}
+
+// ErrorFromCode turns a wire error code back into the sentinel error.
+func ErrorFromCode(code, msg string) error {
+	switch code {
+	case codeNotLeader:
+		return ErrNotLeader
+	case codeNoLeader:
+		return ErrNoLeader
+	case codeUnknown:
+		return fmt.Errorf("%w (at the leader: %s)", ErrUnknownOutcome, msg)
+	case codeBusy:
+		return ErrBusy
+	}
+	return errors.New(msg)
+}
+
+// Forwarder sends a follower's writes and read-index requests to the leader
+// over HTTP, reusing keep-alive connections.
+type Forwarder struct {
+	self   string
+	client *http.Client
+}
+
+// NewForwarder returns a Forwarder that marks its requests as coming from
+// node self.
+func NewForwarder(self string) *Forwarder {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &Forwarder{self: self, client: &http.Client{Transport: tr}}
+}
+
+// Close drops idle connections.
+func (f *Forwarder) Close() { f.client.CloseIdleConnections() }
+
+// Apply asks the leader at leaderHTTP to apply an encoded command. An error
+// before the request was fully sent means nothing was applied (ErrNoLeader);
+// a failure after that leaves the outcome unknown.
+func (f *Forwarder) Apply(ctx context.Context, leaderHTTP string, cmd []byte) (storage.Result, error) {
+	var reply ApplyReply
+	if err := f.call(ctx, leaderHTTP, ApplyPath, cmd, &reply); err != nil {
+		return storage.Result{}, err
+	}
+	return storage.Result{Index: reply.Index, OK: reply.OK}, nil
+}
+
+// ReadIndex asks the leader for a read index (see Node.ReadIndex).
+func (f *Forwarder) ReadIndex(ctx context.Context, leaderHTTP string) (uint64, error) {
+	var reply ReadIndexReply
+	if err := f.call(ctx, leaderHTTP, ReadIndexPath, nil, &reply); err != nil {
+		return 0, err
+	}
+	return reply.Index, nil
+}
+
+// Do sends an arbitrary request (membership changes) to host and returns its
+// status and body. forwarded marks it as a forward to the leader, which the
+// receiver must handle itself; an unmarked request (a new node asking a seed
+// to let it join) may be forwarded once more by the receiver.
+func (f *Forwarder) Do(ctx context.Context, host, method, path string, body []byte, forwarded bool) (int, []byte, error) {
+	resp, sent, err := f.send(ctx, host, method, path, body, forwarded)
+	if err != nil {
+		return 0, nil, sendError(sent, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w (reading the leader's answer: %v)", ErrUnknownOutcome, err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+func (f *Forwarder) call(ctx context.Context, leaderHTTP, path string, body []byte, out any) error {
+	resp, sent, err := f.send(ctx, leaderHTTP, http.MethodPost, path, body, true)
+	if err != nil {
+		return sendError(sent, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%w (reading the leader's answer: %v)", ErrUnknownOutcome, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var fe ForwardedError
+		if json.Unmarshal(b, &fe) != nil || fe.Error == "" {
+			return fmt.Errorf("leader answered %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+		}
+		return ErrorFromCode(fe.Code, fe.Error)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%w (bad answer from the leader: %v)", ErrUnknownOutcome, err)
+	}
+	return nil
+}
+
+// send performs the request and reports whether it was written completely:
+// a request the leader never fully received cannot have been applied.
+func (f *Forwarder) send(ctx context.Context, host, method, path string, body []byte, forwarded bool) (*http.Response, bool, error) {
+	sent := false
+	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) { sent = i.Err == nil }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, "http://"+host+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, false, err
+	}
+	if forwarded {
+		req.Header.Set(ForwardedHeader, f.self)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := f.client.Do(req)
+	return resp, sent, err
+}
+
+func sendError(sent bool, err error) error {
+	if !sent {
+		return fmt.Errorf("%w (leader unreachable: %v)", ErrNoLeader, err)
+	}
+	return fmt.Errorf("%w (lost contact with the leader: %v)", ErrUnknownOutcome, err)
+}

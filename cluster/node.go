@@ -1,0 +1,513 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Errors returned by Node. They say whether a write may have been applied,
+// which is what a client needs to know to retry safely.
+var (
+	// ErrNotLeader: this node is not the leader; nothing was applied.
+	ErrNotLeader = errors.New("this node is not the leader")
+	// ErrNoLeader: no leader is known or reachable (no quorum, or an election
+	// is running); nothing was applied.
+	ErrNoLeader = errors.New("no leader: the cluster has no quorum or is electing one")
+	// ErrUnknownOutcome: the write was handed to Raft but its fate is
+	// unknown (leadership was lost, or the node stopped); it may still commit.
+	ErrUnknownOutcome = errors.New("outcome unknown: the write may or may not have been applied")
+	// ErrBusy: too many requests are in flight; nothing was applied.
+	ErrBusy = errors.New("node is overloaded, try again")
+)
+
+// Node is one member's Raft: the log and stable store (raft.db), the snapshot
+// store, the TCP transport and the raft.Raft instance that drives the FSM in
+// storage. It is opened and closed as a unit, which is what the raft actor
+// does when it starts and restarts.
+type Node struct {
+	cfg       Config
+	raft      *raft.Raft
+	logStore  *raftboltdb.BoltStore
+	store     *storage.Store
+	transport *raft.NetworkTransport
+	observer  *raft.Observer
+	obsDone   chan struct{}
+
+	leaderMu sync.Mutex
+	leaderCh chan struct{} // closed and replaced at each leader change
+
+	// readyTerm is the term in which this leader has applied an entry of its
+	// own; only then does its commit index cover every earlier write.
+	readyTerm atomic.Uint64
+	readyMu   sync.Mutex
+}
+
+// Open starts Raft for this node on top of store. A brand-new node with an
+// InitialCluster bootstraps it; a node with state on disk resumes from it.
+func Open(cfg Config, store *storage.Store) (*Node, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	logStore, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.DataDir, "raft.db"),
+		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log: %w", err)
+	}
+	n := &Node{cfg: cfg, logStore: logStore, store: store, leaderCh: make(chan struct{})}
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeStores()
+		}
+	}()
+
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store: %w", err)
+	}
+	if err := catchUpFromSnapshot(snaps, store); err != nil {
+		return nil, err
+	}
+
+	layer, err := newTCPLayer(cfg.RaftBind, cfg.RaftAdvertise)
+	if err != nil {
+		return nil, err
+	}
+	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  layer,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  cfg.Logger,
+	})
+
+	rc := raftConfig(cfg)
+	exists, err := raft.HasExistingState(logStore, logStore, snaps)
+	if err != nil {
+		n.transport.Close()
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+	if !exists && len(cfg.InitialCluster) > 0 {
+		var servers []raft.Server
+		for _, s := range cfg.InitialCluster {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.ID), Address: raft.ServerAddress(s.Addr)})
+		}
+		err := raft.BootstrapCluster(rc, logStore, logStore, snaps, n.transport, raft.Configuration{Servers: servers})
+		if err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			n.transport.Close()
+			return nil, fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	cache, err := raft.NewLogCache(512, logStore)
+	if err != nil {
+		n.transport.Close()
+		return nil, err
+	}
+	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, logStore, snaps, n.transport)
+	if err != nil {
+		n.transport.Close()
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	n.raft = r
+	n.watchLeader()
+	ok = true
+	return n, nil
+}
+
+func raftConfig(cfg Config) *raft.Config {
+	t := cfg.Timing
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = cfg.Logger
+	rc.HeartbeatTimeout = t.HeartbeatTimeout
+	rc.ElectionTimeout = t.ElectionTimeout
+	rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	rc.CommitTimeout = t.CommitTimeout
+	rc.MaxAppendEntries = t.MaxAppendEntries
+	rc.SnapshotInterval = t.SnapshotInterval
+	rc.SnapshotThreshold = t.SnapshotThreshold
+	rc.TrailingLogs = t.TrailingLogs
+	// The FSM persists itself: restarting from the file is instant, and
+	// catchUpFromSnapshot covers the case where the file is behind.
+	rc.NoSnapshotRestoreOnStart = true
+	return rc
+}
+
+// ValidateTiming reports the first timing relation raft would reject.
+func ValidateTiming(t Timing) error {
+	rc := raft.DefaultConfig()
+	rc.LocalID = "validate"
+	rc.HeartbeatTimeout = t.HeartbeatTimeout
+	rc.ElectionTimeout = t.ElectionTimeout
+	rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
+	rc.CommitTimeout = t.CommitTimeout
+	rc.MaxAppendEntries = t.MaxAppendEntries
+	rc.SnapshotInterval = t.SnapshotInterval
+	rc.SnapshotThreshold = t.SnapshotThreshold
+	rc.TrailingLogs = t.TrailingLogs
+	return raft.ValidateConfig(rc)
+}
+
+// catchUpFromSnapshot restores the newest snapshot if the state file is
+// older than it (e.g. the file was lost). Raft is told not to restore on
+// start, because normally the file is already ahead of every snapshot.
+func catchUpFromSnapshot(snaps raft.SnapshotStore, store *storage.Store) error {
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(list) == 0 || list[0].Index <= store.AppliedIndex() {
+		return nil
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
+	}
+	defer rc.Close()
+	if err := store.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
+	}
+	return nil
+}
+
+// watchLeader turns raft's leader observations into a broadcast channel, so
+// requests waiting for a leader wake as soon as one is known. A non-blocking
+// observer never stalls raft.
+func (n *Node) watchLeader() {
+	ch := make(chan raft.Observation, 16)
+	n.observer = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(n.observer)
+	n.obsDone = make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				n.leaderMu.Lock()
+				close(n.leaderCh)
+				n.leaderCh = make(chan struct{})
+				n.leaderMu.Unlock()
+			case <-n.obsDone:
+				return
+			}
+		}
+	}()
+}
+
+// LeaderChanged returns a channel closed at the next leader change.
+func (n *Node) LeaderChanged() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderCh
+}
+
+// Close stops Raft and closes the log store and transport. The state file
+// belongs to the caller and stays open.
+func (n *Node) Close() error {
+	err := n.raft.Shutdown().Error()
+	n.raft.DeregisterObserver(n.observer)
+	close(n.obsDone)
+	n.closeStores()
+	return err
+}
+
+func (n *Node) closeStores() {
+	if n.transport != nil {
+		n.transport.Close()
+	}
+	if n.logStore != nil {
+		n.logStore.Close()
+	}
+}
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// IsLeader reports whether this node currently believes it leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the id and Raft address of the leader this node knows of,
+// or empty strings.
+func (n *Node) Leader() (id, addr string) {
+	a, i := n.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// LeaderAPI returns the leader's id and registered HTTP address, if known.
+func (n *Node) LeaderAPI() (id, apiAddr string) {
+	id, _ = n.Leader()
+	if id == "" {
+		return "", ""
+	}
+	return id, n.store.NodeAddr(id)
+}
+
+// LeaderInfo is a node's view of the leader, as read responses report it.
+type LeaderInfo struct {
+	Known       bool
+	ID          string
+	RaftAddr    string
+	LastContact time.Duration // since this node last heard from the leader; 0 on the leader
+}
+
+// LastContact is how long ago this node last heard from a leader; zero on
+// the leader itself.
+func (n *Node) LastContact() time.Duration {
+	if n.IsLeader() {
+		return 0
+	}
+	t := n.raft.LastContact()
+	if t.IsZero() {
+		return 0
+	}
+	return time.Since(t)
+}
+
+// Apply proposes an encoded storage.Command and waits until it is committed
+// on a majority and applied here. It blocks: callers run it off their own
+// hot path, and many Applies in flight let raft batch them into one disk
+// write.
+func (n *Node) Apply(cmd []byte, enqueueTimeout time.Duration) (storage.Result, error) {
+	if !n.IsLeader() {
+		return storage.Result{}, ErrNotLeader
+	}
+	f := n.raft.Apply(cmd, enqueueTimeout)
+	if err := f.Error(); err != nil {
+		return storage.Result{}, translate(err)
+	}
+	res, _ := f.Response().(storage.Result)
+	return res, nil
+}
+
+// translate maps raft's errors onto ours by what they mean for the client:
+// was the write definitely not applied, or is its outcome unknown?
+func translate(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrBusy
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w (%v)", ErrUnknownOutcome, err)
+	}
+	return err
+}
+
+// ReadIndex returns an index that every write acknowledged before the call
+// is at or below, after confirming with a quorum that this node is still the
+// leader. A reader that waits until the state machine has applied this index
+// reads linearizably; a deposed leader gets ErrNotLeader instead of serving
+// stale data.
+func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
+	if !n.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	term := n.raft.CurrentTerm()
+	if err := n.ensureReady(term, timeout); err != nil {
+		return 0, err
+	}
+	idx := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return 0, ErrNotLeader
+	}
+	if n.raft.CurrentTerm() != term {
+		// Leadership was lost and regained: idx may predate writes made by
+		// another leader in between.
+		return 0, ErrNotLeader
+	}
+	return idx, nil
+}
+
+// EnsureReady makes a new leader commit an entry of its own term right away,
+// so the first linearizable read after an election does not pay for it.
+func (n *Node) EnsureReady(timeout time.Duration) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	return n.ensureReady(n.raft.CurrentTerm(), timeout)
+}
+
+// ensureReady makes sure this leader has committed an entry of the given
+// term. Until it has, its commit index may trail writes acknowledged by the
+// previous leader, so it must not hand out read indexes. raft's own no-op
+// never reaches the FSM, hence our own OpNoop.
+func (n *Node) ensureReady(term uint64, timeout time.Duration) error {
+	if n.readyTerm.Load() == term {
+		return nil
+	}
+	n.readyMu.Lock()
+	defer n.readyMu.Unlock()
+	if n.readyTerm.Load() == term {
+		return nil
+	}
+	noop := (&storage.Command{Op: storage.OpNoop}).Encode()
+	f := n.raft.Apply(noop, timeout)
+	if err := f.Error(); err != nil {
+		return translate(err)
+	}
+	if n.raft.CurrentTerm() != term {
+		return ErrNotLeader
+	}
+	n.readyTerm.Store(term)
+	return nil
+}
+
+// Member is one server in the Raft configuration.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Voter    bool   `json:"voter"`
+	Leader   bool   `json:"leader"`
+}
+
+// Members lists the latest Raft configuration with each node's registered
+// HTTP address.
+func (n *Node) Members() ([]Member, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	addrs, err := n.store.NodeAddrs()
+	if err != nil {
+		return nil, err
+	}
+	leaderID, _ := n.Leader()
+	var out []Member
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Member{
+			ID:       string(s.ID),
+			RaftAddr: string(s.Address),
+			HTTPAddr: addrs[string(s.ID)],
+			Voter:    s.Suffrage == raft.Voter,
+			Leader:   string(s.ID) == leaderID,
+		})
+	}
+	return out, nil
+}
+
+// AddVoter adds (or re-addresses) a voting member. Leader only.
+func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.Address) == addr && string(s.ID) != id {
+			return fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
+		}
+		if string(s.ID) == id && string(s.Address) == addr && s.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	return translate(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// RemoveServer removes a member. Leader only; removing the leader itself
+// hands leadership over first so the cluster is not left electing.
+func (n *Node) RemoveServer(id string, timeout time.Duration) error {
+	if id == n.cfg.NodeID && n.IsLeader() {
+		if err := n.raft.LeadershipTransfer().Error(); err != nil {
+			return fmt.Errorf("transfer leadership before removing self: %w", err)
+		}
+		return ErrNotLeader
+	}
+	return translate(n.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error())
+}
+
+// Snapshot takes a snapshot now and compacts the log behind it.
+func (n *Node) Snapshot() (uint64, error) {
+	f := n.raft.Snapshot()
+	if err := f.Error(); err != nil {
+		return 0, err
+	}
+	meta, rc, err := f.Open()
+	if err != nil {
+		return 0, err
+	}
+	rc.Close()
+	return meta.Index, nil
+}
+
+// Status is this node's view of the cluster.
+type Status struct {
+	ID                string `json:"id"`
+	State             string `json:"state"`
+	Term              uint64 `json:"term"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastLogIndex      uint64 `json:"last_log_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	LastContactMS     int64  `json:"last_contact_ms"`
+	LeaderID          string `json:"leader_id"`
+	LeaderRaftAddr    string `json:"leader_raft_addr"`
+	LeaderHTTPAddr    string `json:"leader_http_addr"`
+}
+
+// Status reports role, term, indexes, leader and last contact.
+func (n *Node) Status() Status {
+	leaderID, leaderAddr := n.Leader()
+	st := Status{
+		ID:             n.cfg.NodeID,
+		State:          n.raft.State().String(),
+		Term:           n.raft.CurrentTerm(),
+		CommitIndex:    n.raft.CommitIndex(),
+		AppliedIndex:   n.store.AppliedIndex(),
+		LastLogIndex:   n.raft.LastIndex(),
+		LastContactMS:  n.LastContact().Milliseconds(),
+		LeaderID:       leaderID,
+		LeaderRaftAddr: leaderAddr,
+	}
+	if leaderID != "" {
+		st.LeaderHTTPAddr = n.store.NodeAddr(leaderID)
+	}
+	if v, ok := n.raft.Stats()["last_snapshot_index"]; ok {
+		fmt.Sscan(v, &st.LastSnapshotIndex)
+	}
+	return st
+}
+
+// Peers returns the Raft addresses of the voters, as /v1/status/peers wants.
+func (n *Node) Peers() ([]string, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, string(s.Address))
+		}
+	}
+	return out, nil
+}
+
+// HasState reports whether this node already belongs to a cluster (its
+// configuration lists at least one server), so a --join is not needed.
+func (n *Node) HasState() bool {
+	f := n.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+// TransferLeadership asks raft to hand leadership to another voter; used
+// before a graceful shutdown of the leader.
+func (n *Node) TransferLeadership() error {
+	if !n.IsLeader() {
+		return nil
+	}
+	return n.raft.LeadershipTransfer().Error()
+}

@@ -1,0 +1,362 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+
+	"github.com/troupe-kv/troupe/cluster"
+)
+
+// kind is how a setting's text is parsed.
+type kind int
+
+const (
+	kString kind = iota
+	kDuration
+	kInt
+	kBool
+)
+
+// setting is one configuration knob. Its YAML key is name, its flag is
+// name with dashes, its environment variable TROUPE_<NAME>.
+type setting struct {
+	name  string
+	kind  kind
+	def   string
+	usage string
+}
+
+// settings lists every knob with its default; docs/configuration.md mirrors
+// this table.
+var settings = []setting{
+	{"node_id", kString, "n1", "this node's unique, stable id"},
+	{"data_dir", kString, "./data", "directory for raft.db, kv.db and snapshots"},
+	{"http_addr", kString, "127.0.0.1:8500", "address the HTTP API listens on"},
+	{"raft_addr", kString, "127.0.0.1:8300", "address the Raft transport listens on"},
+	{"advertise_http", kString, "", "HTTP address other nodes use to reach this one (default: http_addr)"},
+	{"advertise_raft", kString, "", "Raft address other nodes use to reach this one (default: raft_addr)"},
+	{"initial_cluster", kString, "", "members of a new cluster, id=raft-address,... identical on every node (default: this node alone)"},
+	{"join", kString, "", "HTTP addresses of existing members to join through, comma-separated"},
+	{"datacenter", kString, "dc1", "datacenter name reported to Consul clients"},
+	{"log_level", kString, "info", "debug, info, warn or error"},
+	{"log_format", kString, "text", "text or json"},
+	{"max_value_size", kInt, "524288", "largest value a PUT accepts, in bytes"},
+	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
+	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
+	{"max_restarts", kInt, "5", "crashes of one actor tolerated within restart_window before the node exits"},
+	{"restart_window", kDuration, "1m", "window for max_restarts"},
+	{"raft_heartbeat_timeout", kDuration, "500ms", "follower timeout without leader contact before it campaigns"},
+	{"raft_election_timeout", kDuration, "500ms", "candidate timeout before a new election round"},
+	{"raft_leader_lease_timeout", kDuration, "250ms", "leader steps down after this long without a quorum"},
+	{"raft_commit_timeout", kDuration, "20ms", "idle interval after which the leader pushes the commit index"},
+	{"raft_max_append_entries", kInt, "256", "entries per AppendEntries and per FSM batch"},
+	{"raft_snapshot_interval", kDuration, "30s", "how often to check whether a snapshot is due"},
+	{"raft_snapshot_threshold", kInt, "8192", "log entries since the last snapshot that make one due"},
+	{"raft_trailing_logs", kInt, "10240", "log entries kept behind a snapshot for slow followers"},
+	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
+}
+
+// Config is kvnode's validated configuration.
+type Config struct {
+	NodeID         string
+	DataDir        string
+	HTTPAddr       string
+	RaftAddr       string
+	AdvertiseHTTP  string
+	AdvertiseRaft  string
+	InitialCluster []cluster.Server
+	Join           []string
+	Datacenter     string
+	LogLevel       string
+	LogFormat      string
+	MaxValueSize   int64
+	RequestTimeout time.Duration
+	MaxInFlight    int
+	MaxRestarts    int
+	RestartWindow  time.Duration
+	Timing         cluster.Timing
+	Chaos          bool
+}
+
+func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
+
+// errHelp is returned when --help was asked for; usage is already printed.
+var errHelp = errors.New("help requested")
+
+// loadConfig applies defaults, then the YAML file, then TROUPE_*
+// environment variables, then flags (the last wins), and validates the
+// result. Every error names the setting at fault.
+func loadConfig(args []string) (*Config, error) {
+	fs := pflag.NewFlagSet("kvnode", pflag.ContinueOnError)
+	fs.SortFlags = false
+	configPath := fs.String("config", "", "YAML configuration file (env TROUPE_CONFIG)")
+	v := viper.New()
+	for _, s := range settings {
+		if s.kind == kBool {
+			fs.Bool(flagName(s.name), s.def == "true", s.usage)
+		} else {
+			fs.String(flagName(s.name), s.def, s.usage)
+		}
+		v.SetDefault(s.name, s.def)
+		if err := v.BindPFlag(s.name, fs.Lookup(flagName(s.name))); err != nil {
+			return nil, err
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: kvnode [flags]\n\nEvery flag also reads from TROUPE_<NAME> and from the YAML key <name> (underscores).\n\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil, errHelp
+		}
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (settings are flags: --name=value)", fs.Arg(0))
+	}
+	v.SetEnvPrefix("TROUPE")
+	v.AutomaticEnv()
+
+	path := *configPath
+	if path == "" {
+		path = os.Getenv("TROUPE_CONFIG")
+	}
+	if path != "" {
+		if err := readConfigFile(v, path); err != nil {
+			return nil, err
+		}
+	}
+	return build(v)
+}
+
+// readConfigFile merges a YAML file into v, refusing keys Troupe does not
+// know so a typo does not silently fall back to a default.
+func readConfigFile(v *viper.Viper, path string) error {
+	file := viper.New()
+	file.SetConfigFile(path)
+	file.SetConfigType("yaml")
+	if err := file.ReadInConfig(); err != nil {
+		return fmt.Errorf("config: reading %s: %v", path, err)
+	}
+	known := map[string]bool{}
+	for _, s := range settings {
+		known[s.name] = true
+	}
+	var unknown []string
+	for _, k := range file.AllKeys() {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("config: %s: unknown setting %q", path, unknown[0])
+	}
+	v.SetConfigFile(path)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		return fmt.Errorf("config: reading %s: %v", path, err)
+	}
+	return nil
+}
+
+// build parses and checks every setting.
+func build(v *viper.Viper) (*Config, error) {
+	p := parser{v: v}
+	c := &Config{
+		NodeID:         p.str("node_id"),
+		DataDir:        p.str("data_dir"),
+		HTTPAddr:       p.str("http_addr"),
+		RaftAddr:       p.str("raft_addr"),
+		AdvertiseHTTP:  p.str("advertise_http"),
+		AdvertiseRaft:  p.str("advertise_raft"),
+		Datacenter:     p.str("datacenter"),
+		LogLevel:       strings.ToLower(p.str("log_level")),
+		LogFormat:      strings.ToLower(p.str("log_format")),
+		MaxValueSize:   int64(p.positiveInt("max_value_size")),
+		RequestTimeout: p.positiveDuration("request_timeout"),
+		MaxInFlight:    p.positiveInt("max_in_flight"),
+		MaxRestarts:    p.positiveInt("max_restarts"),
+		RestartWindow:  p.positiveDuration("restart_window"),
+		Chaos:          p.boolean("chaos"),
+		Timing: cluster.Timing{
+			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),
+			ElectionTimeout:    p.positiveDuration("raft_election_timeout"),
+			LeaderLeaseTimeout: p.positiveDuration("raft_leader_lease_timeout"),
+			CommitTimeout:      p.positiveDuration("raft_commit_timeout"),
+			MaxAppendEntries:   p.positiveInt("raft_max_append_entries"),
+			SnapshotInterval:   p.positiveDuration("raft_snapshot_interval"),
+			SnapshotThreshold:  uint64(p.positiveInt("raft_snapshot_threshold")),
+			TrailingLogs:       uint64(p.positiveInt("raft_trailing_logs")),
+		},
+	}
+	if p.err != nil {
+		return nil, p.err
+	}
+	if err := c.validate(p.str("initial_cluster"), p.str("join")); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Config) validate(initialCluster, join string) error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+	if c.NodeID == "" || strings.ContainsAny(c.NodeID, "/=, \t\n") {
+		return bad("node_id", "%q must be non-empty and free of '/', '=', ',' and spaces", c.NodeID)
+	}
+	if c.DataDir == "" {
+		return bad("data_dir", "must not be empty")
+	}
+	for _, a := range []struct{ key, val string }{{"http_addr", c.HTTPAddr}, {"raft_addr", c.RaftAddr}} {
+		if _, _, err := net.SplitHostPort(a.val); err != nil {
+			return bad(a.key, "%q is not host:port (%v)", a.val, err)
+		}
+	}
+	if c.HTTPAddr == c.RaftAddr {
+		return bad("raft_addr", "must differ from http_addr (%s)", c.HTTPAddr)
+	}
+	var err error
+	if c.AdvertiseHTTP, err = advertise(c.AdvertiseHTTP, c.HTTPAddr); err != nil {
+		return bad("advertise_http", "%v", err)
+	}
+	if c.AdvertiseRaft, err = advertise(c.AdvertiseRaft, c.RaftAddr); err != nil {
+		return bad("advertise_raft", "%v", err)
+	}
+	for _, j := range splitList(join) {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return bad("join", "%q is not host:port", j)
+		}
+		c.Join = append(c.Join, j)
+	}
+	if c.InitialCluster, err = cluster.ParseInitialCluster(initialCluster); err != nil {
+		return bad("initial_cluster", "%v", err)
+	}
+	switch {
+	case len(c.InitialCluster) > 0 && len(c.Join) > 0:
+		return bad("join", "set either initial_cluster (a new cluster) or join (an existing one), not both")
+	case len(c.InitialCluster) == 0 && len(c.Join) == 0:
+		c.InitialCluster = []cluster.Server{{ID: c.NodeID, Addr: c.AdvertiseRaft}}
+	case len(c.InitialCluster) > 0:
+		i := slices.IndexFunc(c.InitialCluster, func(s cluster.Server) bool { return s.ID == c.NodeID })
+		if i < 0 {
+			return bad("initial_cluster", "does not list this node (node_id %q)", c.NodeID)
+		}
+		if c.InitialCluster[i].Addr != c.AdvertiseRaft {
+			return bad("initial_cluster", "lists %s=%s but this node advertises Raft at %s", c.NodeID, c.InitialCluster[i].Addr, c.AdvertiseRaft)
+		}
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		return bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("log_format", "%q is not text or json", c.LogFormat)
+	}
+	if c.Datacenter == "" {
+		return bad("datacenter", "must not be empty")
+	}
+	t := c.Timing
+	switch {
+	case t.ElectionTimeout < t.HeartbeatTimeout:
+		return bad("raft_election_timeout", "%s must be at least raft_heartbeat_timeout (%s)", t.ElectionTimeout, t.HeartbeatTimeout)
+	case t.LeaderLeaseTimeout > t.HeartbeatTimeout:
+		return bad("raft_leader_lease_timeout", "%s must not exceed raft_heartbeat_timeout (%s)", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	case t.MaxAppendEntries > 1024:
+		return bad("raft_max_append_entries", "%d is above raft's limit of 1024", t.MaxAppendEntries)
+	}
+	if err := cluster.ValidateTiming(t); err != nil {
+		return bad("raft timing", "%v", err)
+	}
+	return nil
+}
+
+// advertise defaults an advertise address to the bind address, which only
+// works when the bind address names a concrete host.
+func advertise(adv, bind string) (string, error) {
+	if adv == "" {
+		host, _, _ := net.SplitHostPort(bind)
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			return "", fmt.Errorf("required when %s binds all interfaces", bind)
+		}
+		return bind, nil
+	}
+	host, port, err := net.SplitHostPort(adv)
+	if err != nil {
+		return "", fmt.Errorf("%q is not host:port (%v)", adv, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() || port == "0" {
+		return "", fmt.Errorf("%q is not an address other nodes can reach", adv)
+	}
+	return adv, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parser reads typed settings and keeps the first error, which names the
+// setting.
+type parser struct {
+	v   *viper.Viper
+	err error
+}
+
+func (p *parser) str(key string) string { return strings.TrimSpace(p.v.GetString(key)) }
+
+func (p *parser) fail(key, format string, a ...any) {
+	if p.err == nil {
+		p.err = fmt.Errorf("config: %s: %s", key, fmt.Sprintf(format, a...))
+	}
+}
+
+func (p *parser) positiveDuration(key string) time.Duration {
+	s := p.str(key)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		p.fail(key, "%q is not a duration like 500ms or 5s", s)
+		return 0
+	}
+	if d <= 0 {
+		p.fail(key, "%s must be positive", s)
+	}
+	return d
+}
+
+func (p *parser) positiveInt(key string) int {
+	s := p.str(key)
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		p.fail(key, "%q is not a whole number", s)
+		return 0
+	}
+	if n <= 0 {
+		p.fail(key, "%d must be positive", n)
+	}
+	return n
+}
+
+func (p *parser) boolean(key string) bool {
+	s := p.str(key)
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		p.fail(key, "%q is not true or false", s)
+	}
+	return b
+}

@@ -1,0 +1,163 @@
+package storage
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Op names the kind of state change a Command makes.
+type Op uint8
+
+// The operations a replicated Command can carry. The numeric values are part
+// of the on-disk log format: never renumber them, only append.
+const (
+	// OpSet writes Value and Flags to Key, keeping its session and lock index.
+	OpSet Op = 1
+	// OpCAS writes like OpSet only if Key's ModifyIndex equals Index (0 means
+	// "only if the key does not exist").
+	OpCAS Op = 2
+	// OpDelete removes Key if present.
+	OpDelete Op = 3
+	// OpDeleteCAS removes Key only if its ModifyIndex equals Index. A missing
+	// key counts as success, as in Consul.
+	OpDeleteCAS Op = 4
+	// OpDeleteTree removes every key that starts with Key.
+	OpDeleteTree Op = 5
+	// OpRegisterNode records that node Key serves its HTTP API at Value.
+	OpRegisterNode Op = 6
+	// OpDeregisterNode forgets node Key's HTTP address.
+	OpDeregisterNode Op = 7
+	// OpNoop changes nothing but the applied index. A new leader commits one
+	// so that every entry up to its commit index is visible to the FSM (raft's
+	// own no-op entries never reach the FSM).
+	OpNoop Op = 8
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpSet:
+		return "set"
+	case OpCAS:
+		return "cas"
+	case OpDelete:
+		return "delete"
+	case OpDeleteCAS:
+		return "delete-cas"
+	case OpDeleteTree:
+		return "delete-tree"
+	case OpRegisterNode:
+		return "register-node"
+	case OpDeregisterNode:
+		return "deregister-node"
+	case OpNoop:
+		return "noop"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// commandVersion is the first byte of every encoded Command. A newer node
+// must keep decoding every version it ever wrote, so a log written by an
+// older release stays readable.
+const commandVersion = 1
+
+// ErrBadCommand reports an encoded command that cannot be decoded. A log
+// entry that fails to decode means the log is corrupt or was written by an
+// incompatible release.
+var ErrBadCommand = errors.New("storage: malformed command")
+
+// Command is one replicated state change. It is what the Raft log carries.
+type Command struct {
+	Op      Op
+	Key     string
+	Value   []byte
+	Flags   uint64
+	Index   uint64 // expected ModifyIndex for OpCAS and OpDeleteCAS
+	Session string // reserved for lock operations
+}
+
+// Encode returns the versioned binary form of c:
+//
+//	version(1) op(1) flags(uvarint) index(uvarint)
+//	len(key)(uvarint) key  len(session)(uvarint) session  value(rest)
+//
+// Varints keep small commands small; the value goes last so it needs no
+// length prefix.
+func (c *Command) Encode() []byte {
+	n := 2 + 3*binary.MaxVarintLen64 + len(c.Key) + binary.MaxVarintLen64 + len(c.Session) + len(c.Value)
+	return c.AppendEncode(make([]byte, 0, n))
+}
+
+// AppendEncode appends the encoding of c to b and returns the result, so hot
+// paths can reuse a buffer.
+func (c *Command) AppendEncode(b []byte) []byte {
+	b = append(b, commandVersion, byte(c.Op))
+	b = binary.AppendUvarint(b, c.Flags)
+	b = binary.AppendUvarint(b, c.Index)
+	b = binary.AppendUvarint(b, uint64(len(c.Key)))
+	b = append(b, c.Key...)
+	b = binary.AppendUvarint(b, uint64(len(c.Session)))
+	b = append(b, c.Session...)
+	return append(b, c.Value...)
+}
+
+// DecodeCommand parses the output of Command.Encode. The returned Command's
+// Value aliases data.
+func DecodeCommand(data []byte) (*Command, error) {
+	if len(data) < 2 {
+		return nil, fmt.Errorf("%w: %d bytes is too short", ErrBadCommand, len(data))
+	}
+	if data[0] != commandVersion {
+		return nil, fmt.Errorf("%w: unknown version %d", ErrBadCommand, data[0])
+	}
+	c := &Command{Op: Op(data[1])}
+	if c.Op < OpSet || c.Op > OpNoop {
+		return nil, fmt.Errorf("%w: unknown op %d", ErrBadCommand, data[1])
+	}
+	d := decoder{b: data[2:]}
+	c.Flags = d.uvarint()
+	c.Index = d.uvarint()
+	c.Key = string(d.bytes())
+	c.Session = string(d.bytes())
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) > 0 {
+		c.Value = d.b
+	}
+	return c, nil
+}
+
+// decoder reads varint-framed fields and remembers the first error, so the
+// caller checks once at the end.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrBadCommand)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: field of %d bytes overruns the input", ErrBadCommand, n)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}

@@ -1,0 +1,728 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketKV    = []byte("kv")
+	bucketTombs = []byte("tombstones")
+	bucketMeta  = []byte("meta")
+	bucketNodes = []byte("nodes")
+
+	metaApplied = []byte("applied")
+	metaKVIndex = []byte("kv_index")
+)
+
+// ErrClosed is returned by reads on a closed Store.
+var ErrClosed = errors.New("storage: store is closed")
+
+// MaxKeySize is the longest key the store can hold, in bytes (bbolt's limit).
+// A set, CAS or node registration with an empty key or a longer one is refused
+// with Result.OK false; callers should reject such keys before proposing them.
+const MaxKeySize = bolt.MaxKeySize
+
+// Result is what applying one Command produced.
+type Result struct {
+	Index uint64 // log index the command was applied at
+	// OK is the outcome of a conditional write. It is true for unconditional
+	// ones, except a write refused for its key (see MaxKeySize).
+	OK bool
+}
+
+// Applied is one committed log entry handed to ApplyBatch. A nil Cmd marks an
+// entry that only advances the applied index (e.g. a membership change).
+type Applied struct {
+	Index uint64
+	Cmd   *Command
+}
+
+// Store is the replicated state machine's durable state: a bbolt file holding
+// the keys, tombstones of deleted keys, the node address registry and the
+// index of the last applied log entry.
+//
+// Every batch of commands and the new applied index commit in one bbolt
+// transaction, so after a crash the file is exactly the state as of some
+// applied index and replaying the log from there is idempotent.
+type Store struct {
+	path string
+
+	// mu guards db: reads and applies share it, Restore swaps the file under
+	// the write lock so no reader ever sees a half-restored state.
+	mu     sync.RWMutex
+	db     *bolt.DB
+	closed bool
+
+	applied atomic.Uint64
+
+	changeMu sync.Mutex
+	changed  chan struct{} // closed and replaced after every commit
+}
+
+// Open opens or creates the state file at path.
+func Open(path string) (*Store, error) {
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, db: db, changed: make(chan struct{})}
+	s.applied.Store(readApplied(db))
+	return s, nil
+}
+
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		// bbolt waits forever for the file lock by default; a second opener
+		// must fail instead of hanging.
+		Timeout:        time.Second,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		// A large initial mapping keeps a long snapshot read from blocking
+		// writers that would otherwise have to remap the growing file.
+		InitialMmapSize: 1 << 30,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: init %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func readApplied(db *bolt.DB) uint64 {
+	var v uint64
+	_ = db.View(func(tx *bolt.Tx) error {
+		v = getUint(tx.Bucket(bucketMeta), metaApplied)
+		return nil
+	})
+	return v
+}
+
+// Close closes the file. Reads after Close return ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	return s.db.Close()
+}
+
+// Path is the file the store lives in.
+func (s *Store) Path() string { return s.path }
+
+// AppliedIndex is the index of the last log entry whose effects are durable
+// in the file.
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+// Changed returns a channel that is closed at the next commit. Blocking reads
+// take it before reading and wait on it afterwards, so no commit is missed.
+func (s *Store) Changed() <-chan struct{} {
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	return s.changed
+}
+
+func (s *Store) notify() {
+	s.changeMu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.changeMu.Unlock()
+}
+
+// WaitApplied blocks until the applied index reaches index or ctx ends.
+func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		ch := s.Changed()
+		if s.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Apply applies one command at index. See ApplyBatch.
+func (s *Store) Apply(index uint64, cmd *Command) Result {
+	return s.ApplyBatch([]Applied{{Index: index, Cmd: cmd}})[0]
+}
+
+// ApplyBatch applies committed entries in order, in one transaction, and
+// returns one Result per entry. Entries at or below the applied index were
+// applied before a restart and are skipped, which makes log replay
+// idempotent.
+//
+// A failure to commit means the disk can no longer be trusted; ApplyBatch
+// panics rather than let the node acknowledge writes it did not store.
+func (s *Store) ApplyBatch(batch []Applied) []Result {
+	results := make([]Result, len(batch))
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		panic(ErrClosed)
+	}
+	applied := s.applied.Load()
+	last := applied
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		w := writer{
+			kv:    tx.Bucket(bucketKV),
+			tombs: tx.Bucket(bucketTombs),
+			meta:  tx.Bucket(bucketMeta),
+			nodes: tx.Bucket(bucketNodes),
+		}
+		for i, a := range batch {
+			results[i].Index = a.Index
+			if a.Index <= last {
+				continue
+			}
+			last = a.Index
+			if a.Cmd == nil {
+				continue
+			}
+			ok, err := w.apply(a.Index, a.Cmd)
+			if err != nil {
+				return err
+			}
+			results[i].OK = ok
+		}
+		if last == applied {
+			return nil
+		}
+		return putUint(w.meta, metaApplied, last)
+	})
+	if err != nil {
+		panic(fmt.Sprintf("storage: commit failed, refusing to continue: %v", err))
+	}
+	if last != applied {
+		s.applied.Store(last)
+		s.notify()
+	}
+	return results
+}
+
+// writer applies commands inside one write transaction.
+type writer struct {
+	kv, tombs, meta, nodes *bolt.Bucket
+}
+
+func (w writer) apply(idx uint64, c *Command) (bool, error) {
+	key := []byte(c.Key)
+	// bbolt cannot store an empty or oversized key. Letting its error fail the
+	// commit would make every replica panic on this same log entry, on every
+	// replay, so the write is refused instead, identically on every node.
+	if (c.Op == OpSet || c.Op == OpCAS || c.Op == OpRegisterNode) && (len(key) == 0 || len(key) > MaxKeySize) {
+		return false, nil
+	}
+	switch c.Op {
+	case OpSet:
+		return true, w.set(idx, key, c.Value, c.Flags)
+	case OpCAS:
+		cur := w.kv.Get(key)
+		if c.Index == 0 && cur != nil || c.Index != 0 && (cur == nil || entryModifyIndex(cur) != c.Index) {
+			return false, nil
+		}
+		return true, w.set(idx, key, c.Value, c.Flags)
+	case OpDelete:
+		return true, w.delete(idx, key)
+	case OpDeleteCAS:
+		cur := w.kv.Get(key)
+		if cur == nil {
+			return true, nil
+		}
+		if entryModifyIndex(cur) != c.Index {
+			return false, nil
+		}
+		return true, w.delete(idx, key)
+	case OpDeleteTree:
+		return true, w.deleteTree(idx, key)
+	case OpRegisterNode:
+		return true, w.nodes.Put(key, c.Value)
+	case OpDeregisterNode:
+		return true, w.nodes.Delete(key)
+	case OpNoop:
+		return true, nil
+	}
+	return false, fmt.Errorf("storage: cannot apply %v", c.Op)
+}
+
+// set follows Consul's rules: the creation index and any lock holder survive
+// an overwrite, and a write that changes nothing does not move ModifyIndex
+// (so blocked readers are not woken for nothing).
+func (w writer) set(idx uint64, key, value []byte, flags uint64) error {
+	e := Entry{CreateIndex: idx, ModifyIndex: idx, Value: value, Flags: flags}
+	if cur := w.kv.Get(key); cur != nil {
+		old, err := decodeEntry(key, cur)
+		if err != nil {
+			return err
+		}
+		if old.Flags == flags && bytes.Equal(old.Value, value) {
+			return nil
+		}
+		e.CreateIndex, e.LockIndex, e.Session = old.CreateIndex, old.LockIndex, old.Session
+	}
+	if err := w.kv.Put(key, encodeEntry(&e)); err != nil {
+		return err
+	}
+	// A live key makes its own tombstone redundant for index computations.
+	if err := w.tombs.Delete(key); err != nil {
+		return err
+	}
+	return putUint(w.meta, metaKVIndex, idx)
+}
+
+// delete removes key and leaves a tombstone, so the index of every prefix
+// that covered the key moves forward and blocked listers wake up.
+func (w writer) delete(idx uint64, key []byte) error {
+	if w.kv.Get(key) == nil {
+		return nil
+	}
+	if err := w.kv.Delete(key); err != nil {
+		return err
+	}
+	if err := putUint(w.tombs, key, idx); err != nil {
+		return err
+	}
+	return putUint(w.meta, metaKVIndex, idx)
+}
+
+func (w writer) deleteTree(idx uint64, prefix []byte) error {
+	doomed := keysWithPrefix(w.kv, prefix)
+	if len(doomed) == 0 {
+		return nil
+	}
+	for _, k := range doomed {
+		if err := w.kv.Delete(k); err != nil {
+			return err
+		}
+	}
+	// The older tombstones under the prefix are superseded: drop them. Left
+	// in place, they would set the index of a narrower prefix whose keys this
+	// delete removed (List("web/x") after DeleteTree("web/")) to the index of
+	// some earlier delete, moving it backwards, and its blocked readers would
+	// miss this delete. With them gone, such a prefix has neither keys nor
+	// tombstones and reports the KV-wide index, which is idx.
+	for _, k := range keysWithPrefix(w.tombs, prefix) {
+		if err := w.tombs.Delete(k); err != nil {
+			return err
+		}
+	}
+	// One tombstone for the prefix covers every deleted key under it; the
+	// empty prefix is covered by the KV-wide index.
+	if len(prefix) > 0 {
+		if err := putUint(w.tombs, prefix, idx); err != nil {
+			return err
+		}
+	}
+	return putUint(w.meta, metaKVIndex, idx)
+}
+
+// keysWithPrefix copies out the keys of b that start with prefix, so the
+// caller can delete them (deleting under a live cursor skips keys).
+func keysWithPrefix(b *bolt.Bucket, prefix []byte) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	return keys
+}
+
+// view runs fn in a read transaction, guarding against a concurrent Restore.
+func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.db.View(fn)
+}
+
+// Get returns the entry for key and the index a reader should report: the
+// key's ModifyIndex if it exists, otherwise the KV-wide index.
+func (s *Store) Get(key string) (e Entry, found bool, index uint64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketKV).Get([]byte(key))
+		if v == nil {
+			index = getUint(tx.Bucket(bucketMeta), metaKVIndex)
+			return nil
+		}
+		found = true
+		e, err = decodeEntry([]byte(key), v)
+		index = e.ModifyIndex
+		return err
+	})
+	return e, found, index, err
+}
+
+// List returns every entry whose key starts with prefix, in byte order, and
+// the prefix index (see PrefixIndex).
+func (s *Store) List(prefix string) (entries []Entry, index uint64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		p := []byte(prefix)
+		c := tx.Bucket(bucketKV).Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			e, err := decodeEntry(k, v)
+			if err != nil {
+				return err
+			}
+			entries = append(entries, e)
+			index = max(index, e.ModifyIndex)
+		}
+		index = prefixIndex(tx, p, index)
+		return nil
+	})
+	return entries, index, err
+}
+
+// Keys lists the keys under prefix. With a non-empty separator, keys that
+// continue past the next separator are folded into one "directory" entry
+// ending in the separator, as Consul's ?keys&separator does.
+func (s *Store) Keys(prefix, separator string) (keys []string, index uint64, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		p := []byte(prefix)
+		sep := []byte(separator)
+		c := tx.Bucket(bucketKV).Cursor()
+		k, v := c.Seek(p)
+		for k != nil && bytes.HasPrefix(k, p) {
+			index = max(index, entryModifyIndex(v))
+			rest := k[len(p):]
+			if i := bytes.Index(rest, sep); len(sep) > 0 && i >= 0 {
+				dir := k[:len(p)+i+len(sep)]
+				keys = append(keys, string(dir))
+				// Every key in the folded directory shares dir as a prefix,
+				// so the scan can jump past all of them; their indexes still
+				// count towards the prefix index.
+				index = max(index, maxModifyIndex(tx.Bucket(bucketKV), dir))
+				end := prefixEnd(dir)
+				if end == nil {
+					break
+				}
+				k, v = c.Seek(end)
+				continue
+			}
+			keys = append(keys, string(k))
+			k, v = c.Next()
+		}
+		index = prefixIndex(tx, p, index)
+		return nil
+	})
+	return keys, index, err
+}
+
+func maxModifyIndex(b *bolt.Bucket, prefix []byte) uint64 {
+	var m uint64
+	c := b.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		m = max(m, entryModifyIndex(v))
+	}
+	return m
+}
+
+// prefixIndex folds the tombstones under prefix into live, the largest
+// ModifyIndex of the live keys under it. An empty prefix, or one nothing has
+// ever touched, reports the KV-wide index.
+func prefixIndex(tx *bolt.Tx, prefix []byte, live uint64) uint64 {
+	kvIndex := getUint(tx.Bucket(bucketMeta), metaKVIndex)
+	if len(prefix) == 0 {
+		return kvIndex
+	}
+	idx := live
+	c := tx.Bucket(bucketTombs).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		idx = max(idx, decodeUint(v))
+	}
+	if idx == 0 {
+		return kvIndex
+	}
+	return idx
+}
+
+// prefixEnd returns the smallest key greater than every key starting with
+// prefix, or nil if there is none.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+// KVIndex is the index of the last write that changed any key.
+func (s *Store) KVIndex() (uint64, error) {
+	var idx uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		idx = getUint(tx.Bucket(bucketMeta), metaKVIndex)
+		return nil
+	})
+	return idx, err
+}
+
+// NodeAddr returns the HTTP address registered by node id, or "".
+func (s *Store) NodeAddr(id string) string {
+	var addr string
+	_ = s.view(func(tx *bolt.Tx) error {
+		addr = string(tx.Bucket(bucketNodes).Get([]byte(id)))
+		return nil
+	})
+	return addr
+}
+
+// NodeAddrs returns every registered node's HTTP address by node id.
+func (s *Store) NodeAddrs() (map[string]string, error) {
+	m := map[string]string{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+			m[string(k)] = string(v)
+			return nil
+		})
+	})
+	return m, err
+}
+
+// Snapshot is a point-in-time view of the store, taken cheaply and written
+// out later (possibly while new commands are applied).
+type Snapshot struct {
+	s    *Store
+	tx   *bolt.Tx
+	once sync.Once
+}
+
+// Snapshot opens a read transaction that pins the current state. The caller
+// must call Release.
+func (s *Store) Snapshot() (*Snapshot, error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, ErrClosed
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("storage: begin snapshot: %w", err)
+	}
+	return &Snapshot{s: s, tx: tx}, nil
+}
+
+// Index is the applied index the snapshot captured.
+func (sn *Snapshot) Index() uint64 { return getUint(sn.tx.Bucket(bucketMeta), metaApplied) }
+
+// WriteTo streams a consistent copy of the bbolt file to w.
+func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) { return sn.tx.WriteTo(w) }
+
+// Release ends the snapshot's read transaction.
+func (sn *Snapshot) Release() {
+	sn.once.Do(func() {
+		_ = sn.tx.Rollback()
+		sn.s.mu.RUnlock()
+	})
+}
+
+// Restore replaces the whole state with a snapshot stream produced by
+// Snapshot.WriteTo. The stream is written to a side file and fsynced, checked
+// by opening it, and only then renamed over the live file, so a crash at any
+// point leaves either the old or the new state, never a mix.
+func (s *Store) Restore(r io.Reader) error {
+	tmp := s.path + ".restore"
+	if err := writeFileSync(tmp, r); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	if err := checkStateFile(tmp); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: snapshot is not a valid state file: %w", err)
+	}
+	check, err := openDB(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: snapshot is not a valid state file: %w", err)
+	}
+	applied := readApplied(check)
+	if err := check.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		os.Remove(tmp)
+		return ErrClosed
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("storage: restore: close current state: %w", err)
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		// The old file is intact: reopen it so the node can go on.
+		if db, oerr := openDB(s.path); oerr == nil {
+			s.db = db
+		} else {
+			panic(fmt.Sprintf("storage: restore: rename failed (%v) and reopen failed (%v)", err, oerr))
+		}
+		return fmt.Errorf("storage: restore: %w", err)
+	}
+	syncDir(filepath.Dir(s.path))
+	db, err := openDB(s.path)
+	if err != nil {
+		panic(fmt.Sprintf("storage: restore: cannot reopen restored state: %v", err))
+	}
+	s.db = db
+	s.applied.Store(applied)
+	s.notify()
+	return nil
+}
+
+// checkStateFile makes sure path holds a complete, readable state file before
+// anything opens it for writing. bbolt trusts its file: it initialises an
+// empty file as a new, empty database; on a truncated copy it faults on the
+// pages past the end (SIGBUS, which no recover catches); a corrupt page trips
+// an assertion that panics in one of bbolt's own goroutines. So the file is
+// opened read-only (which reads only the meta pages), its length is checked
+// against the size its meta page claims, every page and entry is read here,
+// in this goroutine, with memory faults turned into panics that are
+// recovered, and only then does bbolt's consistency check run.
+func checkStateFile(path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if fi.Size() == 0 {
+		return errors.New("snapshot is empty")
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("snapshot is truncated: %d of %d bytes", fi.Size(), tx.Size())
+		}
+		if err := readStateFile(tx, fi.Size()); err != nil {
+			return err
+		}
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
+}
+
+// readStateFile reads every bucket, key and entry of tx, a file of size
+// bytes, so that every page reachable in it has been visited once without
+// crashing the process.
+func readStateFile(tx *bolt.Tx, size int64) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("snapshot is corrupt: %v", r)
+		}
+	}()
+	for _, name := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes} {
+		if tx.Bucket(name) == nil {
+			return fmt.Errorf("snapshot has no %q bucket", name)
+		}
+	}
+	var walk func(b *bolt.Bucket, entries bool) error
+	walk = func(b *bolt.Bucket, entries bool) error {
+		return b.ForEach(func(k, v []byte) error {
+			// A corrupt length would have decodeEntry copy gigabytes.
+			if int64(len(k))+int64(len(v)) > size {
+				return fmt.Errorf("snapshot is corrupt: a %d-byte entry", len(k)+len(v))
+			}
+			if v == nil {
+				if sub := b.Bucket(k); sub != nil {
+					return walk(sub, false)
+				}
+			}
+			if entries {
+				_, err := decodeEntry(k, v)
+				return err
+			}
+			return nil
+		})
+	}
+	return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		return walk(b, bytes.Equal(name, bucketKV))
+	})
+}
+
+func writeFileSync(path string, r io.Reader) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, r); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir makes a rename durable.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// FileSize is the size of the state file in bytes.
+func (s *Store) FileSize() int64 {
+	fi, err := os.Stat(s.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func putUint(b *bolt.Bucket, key []byte, v uint64) error {
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], v)
+	return b.Put(key, buf[:])
+}
+
+func getUint(b *bolt.Bucket, key []byte) uint64 { return decodeUint(b.Get(key)) }
+
+func decodeUint(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
