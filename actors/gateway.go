@@ -14,6 +14,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -30,7 +31,21 @@ type Gateway struct {
 }
 
 func newGateway(t *Tree) *Gateway {
-	return &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.NodeID)}
+	return &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.Network)}
+}
+
+// Faults returns the fault rules on this node's links.
+func (g *Gateway) Faults() faultnet.Rules { return g.tree.cfg.Raft.Network.Rules() }
+
+// SetFaults replaces the fault rules on this node's links.
+func (g *Gateway) SetFaults(rs faultnet.Rules) error {
+	return g.tree.cfg.Raft.Network.SetRules(rs)
+}
+
+// AllowInbound holds a request forwarded by peer while the fault rules cut
+// that peer off from this node.
+func (g *Gateway) AllowInbound(ctx context.Context, peer string) error {
+	return g.tree.cfg.Raft.Network.AllowInbound(ctx, peer)
 }
 
 func (g *Gateway) setNode(n *cluster.Node) { g.cur.Store(n) }
@@ -324,6 +339,7 @@ func (g *Gateway) maintain(n *cluster.Node, stop <-chan struct{}) {
 	cfg := g.tree.cfg
 	for {
 		changed := n.LeaderChanged()
+		n.LearnPeerAddrs()
 		if n.IsLeader() {
 			_ = n.EnsureReady(cfg.RequestTimeout)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -56,6 +57,9 @@ type Tree struct {
 func New(cfg Config) *Tree {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Raft.Network == nil {
+		cfg.Raft.Network = faultnet.New(cfg.Raft.NodeID)
 	}
 	// protoactor logs every recovered panic and dead letter at Info; the
 	// node reports restarts itself (see watchSupervision), so only its

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // statusLeader answers Consul's /v1/status/leader: the leader's Raft
@@ -59,6 +60,9 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
+	if !s.fromPeer(w, r) {
+		return
+	}
 	var req cluster.JoinRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
@@ -103,6 +107,9 @@ func membershipStatus(err error) int {
 }
 
 func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
+	if !s.fromPeer(w, r) {
+		return
+	}
 	id := r.PathValue("id")
 	known := false
 	if members, err := s.b.Members(); err == nil {
@@ -156,6 +163,9 @@ func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
+	if !s.fromPeer(w, r) {
+		return
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxValueSize+2*MaxKeySize+1024))
 	if err != nil {
 		writeJSONError(w, http.StatusRequestEntityTooLarge, err)
@@ -176,6 +186,9 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
+	if !s.fromPeer(w, r) {
+		return
+	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	idx, err := s.b.ReadIndexForwarded(ctx)
@@ -184,6 +197,57 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, cluster.ReadIndexReply{Index: idx})
+}
+
+// fromPeer applies the fault rules to a request another node sent (it
+// carries the forwarded-by header). It reports false, having answered
+// nothing, when the request was "lost" on a cut link.
+func (s *Server) fromPeer(w http.ResponseWriter, r *http.Request) bool {
+	peer := r.Header.Get(cluster.ForwardedHeader)
+	if peer == "" {
+		return true
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	if err := s.b.AllowInbound(ctx, peer); err != nil {
+		// The sender sees a silent link: hijack and drop the connection.
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				conn.Close()
+				return false
+			}
+		}
+		writeJSONError(w, http.StatusServiceUnavailable, fmt.Errorf("%w (link from %s is cut)", cluster.ErrNoLeader, peer))
+		return false
+	}
+	return true
+}
+
+func (s *Server) chaosGetFaults(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.b.Faults())
+}
+
+func (s *Server) chaosSetFaults(w http.ResponseWriter, r *http.Request) {
+	var rs faultnet.Rules
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rs); err != nil {
+		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("bad fault rules: %v", err))
+		return
+	}
+	if err := s.b.SetFaults(rs); err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.b.Faults())
+}
+
+func (s *Server) chaosClearFaults(w http.ResponseWriter, r *http.Request) {
+	if err := s.b.SetFaults(faultnet.Rules{}); err != nil {
+		writeJSONError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.b.Faults())
 }
 
 // chaosCrash makes an actor panic so supervision can be watched from

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -35,6 +36,11 @@ type Backend interface {
 	Remove(ctx context.Context, id string, forwarded bool) error
 	Snapshot(ctx context.Context) (uint64, error)
 	Crash(actor, reason string) error
+	Faults() faultnet.Rules
+	SetFaults(faultnet.Rules) error
+	// AllowInbound holds a request forwarded by peer while fault rules cut
+	// that peer off, as if it never arrived.
+	AllowInbound(ctx context.Context, peer string) error
 	Store() *storage.Store
 	NodeID() string
 }
@@ -104,6 +110,9 @@ func (s *Server) routes() {
 
 	if s.opts.Chaos {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
+		m.HandleFunc("GET /v1/chaos/faults", s.chaosGetFaults)
+		m.HandleFunc("PUT /v1/chaos/faults", s.chaosSetFaults)
+		m.HandleFunc("DELETE /v1/chaos/faults", s.chaosClearFaults)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // Server is one voting member: its stable node id and its Raft address.
@@ -85,4 +87,7 @@ type Config struct {
 	InitialCluster []Server
 	Timing         Timing
 	Logger         hclog.Logger
+	// Network carries every connection to other nodes; its fault rules
+	// outlive Raft restarts.
+	Network *faultnet.Network
 }

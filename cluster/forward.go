@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"time"
 
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -96,15 +96,16 @@ type Forwarder struct {
 }
 
 // NewForwarder returns a Forwarder that marks its requests as coming from
-// node self.
-func NewForwarder(self string) *Forwarder {
+// the network's node and dials through it, so forwarding obeys the same
+// fault rules as Raft.
+func NewForwarder(network *faultnet.Network) *Forwarder {
 	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         network.DialContext,
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Forwarder{self: self, client: &http.Client{Transport: tr}}
+	return &Forwarder{self: network.Self(), client: &http.Client{Transport: tr}}
 }
 
 // Close drops idle connections.

@@ -13,6 +13,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -82,7 +83,14 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, err
 	}
 
-	layer, err := newTCPLayer(cfg.RaftBind, cfg.RaftAdvertise)
+	if cfg.Network == nil {
+		cfg.Network = faultnet.New(cfg.NodeID)
+		n.cfg.Network = cfg.Network
+	}
+	for _, s := range cfg.InitialCluster {
+		cfg.Network.SetPeerAddr(s.Addr, s.ID)
+	}
+	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, cfg.Network)
 	if err != nil {
 		return nil, err
 	}
@@ -373,6 +381,19 @@ type Member struct {
 	HTTPAddr string `json:"http_addr"`
 	Voter    bool   `json:"voter"`
 	Leader   bool   `json:"leader"`
+}
+
+// LearnPeerAddrs tells the fault layer which node owns each Raft and HTTP
+// address in the current configuration, so per-peer rules apply to dials.
+func (n *Node) LearnPeerAddrs() {
+	members, err := n.Members()
+	if err != nil {
+		return
+	}
+	for _, m := range members {
+		n.cfg.Network.SetPeerAddr(m.RaftAddr, m.ID)
+		n.cfg.Network.SetPeerAddr(m.HTTPAddr, m.ID)
+	}
 }
 
 // Members lists the latest Raft configuration with each node's registered

@@ -1,22 +1,27 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
-// tcpLayer is raft's StreamLayer over plain TCP. Owning the listener (rather
-// than using raft.NewTCPTransport) lets the node close and rebind it when the
-// raft actor restarts, and is the seam where network faults are injected.
-type tcpLayer struct {
+// streamLayer is raft's StreamLayer over TCP through the node's faultnet.
+// Owning the listener (rather than using raft.NewTCPTransport) lets the node
+// close and rebind it when the raft actor restarts, and puts every Raft
+// message under the fault rules.
+type streamLayer struct {
 	net.Listener
 	advertise net.Addr
+	network   *faultnet.Network
 }
 
-func newTCPLayer(bind, advertise string) (*tcpLayer, error) {
+func newStreamLayer(bind, advertise string, network *faultnet.Network) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
@@ -34,21 +39,16 @@ func newTCPLayer(bind, advertise string) (*tcpLayer, error) {
 		// Binding port 0 (tests) means the advertised port is the real one.
 		adv.Port = ln.Addr().(*net.TCPAddr).Port
 	}
-	return &tcpLayer{Listener: ln, advertise: adv}, nil
+	return &streamLayer{Listener: network.Listen(ln), advertise: adv, network: network}, nil
 }
 
 // Addr reports the advertised address: raft uses it as this node's identity
 // on the wire.
-func (l *tcpLayer) Addr() net.Addr { return l.advertise }
+func (l *streamLayer) Addr() net.Addr { return l.advertise }
 
-// Dial connects to a peer's Raft listener.
-func (l *tcpLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", string(addr), timeout)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := conn.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	return conn, nil
+// Dial connects to a peer's Raft listener, introducing this node by id.
+func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.network.Dial(ctx, string(addr), true)
 }

@@ -195,6 +195,29 @@ func (n *Node) signalAndWait(sig syscall.Signal) {
 	n.cmd, n.log = nil, nil
 }
 
+// WaitExit waits for the process to exit on its own and returns its exit
+// error (nil for status 0).
+func (n *Node) WaitExit(timeout time.Duration) error {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("%s is not running", n.ID)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		n.mu.Lock()
+		n.log.Close()
+		n.cmd, n.log = nil, nil
+		n.mu.Unlock()
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s did not exit within %s", n.ID, timeout)
+	}
+}
+
 // Pause stops the process with SIGSTOP: it keeps its sockets but says
 // nothing, like a VM freeze or a long GC pause.
 func (n *Node) Pause() { n.signal(syscall.SIGSTOP) }
@@ -275,7 +298,23 @@ type Status struct {
 	LeaderHTTPAddr string `json:"leader_http_addr"`
 }
 
-var httpClient = &http.Client{Timeout: 10 * time.Second}
+var httpClient = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute},
+}
+
+// WaitHTTP waits until the node's HTTP API answers /healthz.
+func (n *Node) WaitHTTP(timeout time.Duration) {
+	n.c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if code, _, _, err := n.Do(http.MethodGet, "/healthz", nil); err == nil && code == 200 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.c.t.Fatalf("%s: HTTP API not up within %s", n.ID, timeout)
+}
 
 // Status fetches the node's /v1/cluster/status.
 func (n *Node) Status() (Status, error) {

@@ -1,0 +1,185 @@
+package faultnet
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// preambleMagic starts every Raft connection, so a stray client (an HTTP
+// request sent to the Raft port) is rejected instead of confusing Raft.
+const preambleMagic = "TRP1"
+
+// maxIDLen bounds the node id in a preamble.
+const maxIDLen = 255
+
+func writePreamble(c net.Conn, id string) error {
+	if len(id) > maxIDLen {
+		return fmt.Errorf("faultnet: node id %q too long", id)
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	defer c.SetWriteDeadline(time.Time{})
+	_, err := c.Write(append([]byte(preambleMagic+string(rune(len(id)))), id...))
+	return err
+}
+
+// readPreamble reads the caller's id. Its length byte is written as a rune
+// below 256, i.e. one or two UTF-8 bytes.
+func readPreamble(r *bufio.Reader) (string, error) {
+	magic := make([]byte, len(preambleMagic))
+	if _, err := io.ReadFull(r, magic); err != nil {
+		return "", err
+	}
+	if string(magic) != preambleMagic {
+		return "", errors.New("faultnet: connection did not start with a Troupe preamble")
+	}
+	n, _, err := r.ReadRune()
+	if err != nil {
+		return "", err
+	}
+	if n > maxIDLen {
+		return "", errors.New("faultnet: bad preamble length")
+	}
+	id := make([]byte, n)
+	if _, err := io.ReadFull(r, id); err != nil {
+		return "", err
+	}
+	return string(id), nil
+}
+
+// conn applies the rules for its peer to every read and write. An accepted
+// conn learns its peer from the caller's preamble on first use, so a slow
+// caller cannot stall Accept.
+type conn struct {
+	net.Conn
+	net    *Network
+	peer   string
+	r      io.Reader // after the preamble, on accepted conns
+	needID bool
+
+	idOnce sync.Once
+	idErr  error
+	closed chan struct{} // closed by Close: wakes a Read or Write held by a cut
+
+	mu            sync.Mutex
+	readDeadline  time.Time
+	writeDeadline time.Time
+	closeOnce     sync.Once
+}
+
+func newConn(raw net.Conn, n *Network, peer string, needID bool) *conn {
+	return &conn{Conn: raw, net: n, peer: peer, needID: needID, closed: make(chan struct{})}
+}
+
+func (c *conn) identify() error {
+	if !c.needID {
+		return nil
+	}
+	c.idOnce.Do(func() {
+		br := bufio.NewReader(c.Conn)
+		_ = c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		id, err := readPreamble(br)
+		c.mu.Lock()
+		dl := c.readDeadline
+		c.mu.Unlock()
+		_ = c.Conn.SetReadDeadline(dl)
+		if err != nil {
+			c.idErr = err
+			c.Conn.Close()
+			return
+		}
+		c.peer, c.r = id, br
+		c.net.register(c)
+	})
+	return c.idErr
+}
+
+func (c *conn) Read(b []byte) (int, error) {
+	if err := c.identify(); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	dl := c.readDeadline
+	c.mu.Unlock()
+	// Hold the read while the peer is cut off from us: its messages "never
+	// arrive". Delay is applied by the sender only, so it is not counted
+	// twice.
+	if _, err := c.net.waitWhileCut(c.closed, c.peer, In, dl); err != nil {
+		return 0, err
+	}
+	if c.r != nil {
+		return c.r.Read(b)
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *conn) Write(b []byte) (int, error) {
+	if err := c.identify(); err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	dl := c.writeDeadline
+	c.mu.Unlock()
+	e, err := c.net.waitWhileCut(c.closed, c.peer, Out, dl)
+	if err != nil {
+		return 0, err
+	}
+	if d := c.net.pause(e); d > 0 {
+		if !dl.IsZero() && time.Until(dl) < d {
+			time.Sleep(time.Until(dl))
+			return 0, &net.OpError{Op: "write", Net: "tcp", Err: timeoutError{}}
+		}
+		time.Sleep(d)
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline, c.writeDeadline = t, t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *conn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.net.unregister(c)
+	})
+	return c.Conn.Close()
+}
+
+// listener hands out conns that identify their peer from the preamble.
+type listener struct {
+	net.Listener
+	net *Network
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	raw, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return newConn(raw, l.net, "", true), nil
+}

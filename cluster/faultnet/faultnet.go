@@ -1,0 +1,342 @@
+// Package faultnet is the one layer every inter-node connection of a node
+// goes through (Raft RPCs and leader forwarding), so that tests and the
+// chaos suite can make the network misbehave on purpose: cut a link both
+// ways or one way, and delay messages. With no rules it adds nothing but a
+// small handshake that tells the receiver which peer is calling.
+//
+// Rules are local to the node that holds them: "out" governs what this node
+// sends to a peer, "in" what it accepts from that peer. Isolating a node
+// therefore needs only a rule on that node ({"peer":"*","direction":"both",
+// "cut":true}).
+package faultnet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// Direction says which way a rule acts, seen from the node holding it.
+type Direction string
+
+// Directions of a rule.
+const (
+	Out  Direction = "out"  // messages this node sends to the peer
+	In   Direction = "in"   // messages this node receives from the peer
+	Both Direction = "both" // either way
+)
+
+// AnyPeer in a rule's Peer field matches every peer.
+const AnyPeer = "*"
+
+// Rule is one fault on the links to one peer (or all peers).
+type Rule struct {
+	Peer      string    `json:"peer"`
+	Direction Direction `json:"direction"`
+	// Cut stops all messages: senders block until the rule is lifted or
+	// their deadline passes, as on a link that silently drops everything.
+	Cut bool `json:"cut,omitempty"`
+	// Delay and Jitter hold each message back for Delay ± Jitter.
+	Delay  Duration `json:"delay,omitempty"`
+	Jitter Duration `json:"jitter,omitempty"`
+}
+
+// Rules is a node's whole fault set. Seed makes the random choices (jitter)
+// repeatable, so a failing run can be replayed.
+type Rules struct {
+	Seed  uint64 `json:"seed"`
+	Rules []Rule `json:"rules"`
+}
+
+// Duration is a time.Duration that reads and writes JSON as "50ms".
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON accepts "50ms" or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("bad duration %q", s)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration must be a string like \"50ms\"")
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// Validate checks a rule set before it is installed.
+func (rs Rules) Validate() error {
+	for i, r := range rs.Rules {
+		if r.Peer == "" {
+			return fmt.Errorf("rule %d: peer is required (a node id or %q)", i, AnyPeer)
+		}
+		switch r.Direction {
+		case Out, In, Both:
+		default:
+			return fmt.Errorf("rule %d: direction %q must be in, out or both", i, r.Direction)
+		}
+		if r.Delay < 0 || r.Jitter < 0 {
+			return fmt.Errorf("rule %d: delay and jitter must not be negative", i)
+		}
+		if r.Jitter > r.Delay {
+			return fmt.Errorf("rule %d: jitter %s must not exceed delay %s", i, time.Duration(r.Jitter), time.Duration(r.Delay))
+		}
+		if time.Duration(r.Delay) > time.Minute {
+			return fmt.Errorf("rule %d: delay %s is above the 1m limit", i, time.Duration(r.Delay))
+		}
+		if !r.Cut && r.Delay == 0 {
+			return fmt.Errorf("rule %d: does nothing (set cut or delay)", i)
+		}
+	}
+	return nil
+}
+
+// effect is what the rules say about one direction of one link.
+type effect struct {
+	cut           bool
+	delay, jitter time.Duration
+}
+
+func (e effect) none() bool { return !e.cut && e.delay == 0 }
+
+// Network applies one node's rules to its connections.
+type Network struct {
+	self string
+
+	mu      sync.Mutex
+	rules   Rules
+	rng     *rand.Rand
+	changed chan struct{} // closed and replaced when rules change
+	conns   map[*conn]struct{}
+	byAddr  map[string]string // peer address (raft or http) -> node id
+}
+
+// New returns a Network for node self with no faults.
+func New(self string) *Network {
+	return &Network{
+		self:    self,
+		rng:     rand.New(rand.NewPCG(0, 0)),
+		changed: make(chan struct{}),
+		conns:   map[*conn]struct{}{},
+		byAddr:  map[string]string{},
+	}
+}
+
+// Self is the node id this network belongs to.
+func (n *Network) Self() string { return n.self }
+
+// SetPeerAddr records that addr belongs to node id, so dials to addr obey
+// the rules for id.
+func (n *Network) SetPeerAddr(addr, id string) {
+	if addr == "" || id == "" {
+		return
+	}
+	n.mu.Lock()
+	n.byAddr[addr] = id
+	n.mu.Unlock()
+}
+
+// PeerOf names the node at addr, or "" if unknown.
+func (n *Network) PeerOf(addr string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.byAddr[addr]
+}
+
+// Rules returns the installed rule set.
+func (n *Network) Rules() Rules {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rules
+}
+
+// SetRules installs a rule set (an empty one heals everything). Existing
+// connections to every peer the old or new rules mention are closed, so
+// each link starts over under the new rules, as after a network flap.
+func (n *Network) SetRules(rs Rules) error {
+	if err := rs.Validate(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	affected := map[string]bool{}
+	for _, r := range append(append([]Rule(nil), n.rules.Rules...), rs.Rules...) {
+		affected[r.Peer] = true
+	}
+	n.rules = rs
+	n.rng = rand.New(rand.NewPCG(rs.Seed, rs.Seed^0x9e3779b97f4a7c15))
+	close(n.changed)
+	n.changed = make(chan struct{})
+	var doomed []*conn
+	for c := range n.conns {
+		if affected[AnyPeer] || affected[c.peer] {
+			doomed = append(doomed, c)
+			delete(n.conns, c)
+		}
+	}
+	n.mu.Unlock()
+	for _, c := range doomed {
+		c.Close()
+	}
+	return nil
+}
+
+// effectFor merges the rules that apply to peer in direction d.
+func (n *Network) effectFor(peer string, d Direction) (effect, <-chan struct{}) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var e effect
+	for _, r := range n.rules.Rules {
+		if r.Peer != AnyPeer && r.Peer != peer {
+			continue
+		}
+		if r.Direction != Both && r.Direction != d {
+			continue
+		}
+		e.cut = e.cut || r.Cut
+		e.delay = max(e.delay, time.Duration(r.Delay))
+		e.jitter = max(e.jitter, time.Duration(r.Jitter))
+	}
+	return e, n.changed
+}
+
+// pause returns how long to hold one message back.
+func (n *Network) pause(e effect) time.Duration {
+	if e.delay == 0 {
+		return 0
+	}
+	if e.jitter == 0 {
+		return e.delay
+	}
+	n.mu.Lock()
+	j := time.Duration(n.rng.Int64N(int64(2*e.jitter) + 1))
+	n.mu.Unlock()
+	return e.delay - e.jitter + j
+}
+
+// ErrCut is returned when a cut link makes an operation give up at its
+// deadline.
+var ErrCut = errors.New("faultnet: link is cut")
+
+// waitWhileCut blocks while the link is cut in direction d, until the rules
+// change to let it through, deadline passes (zero = no deadline) or done
+// closes.
+func (n *Network) waitWhileCut(done <-chan struct{}, peer string, d Direction, deadline time.Time) (effect, error) {
+	for {
+		e, changed := n.effectFor(peer, d)
+		if !e.cut {
+			return e, nil
+		}
+		var timeout <-chan time.Time
+		if !deadline.IsZero() {
+			t := time.NewTimer(time.Until(deadline))
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			return e, &net.OpError{Op: string(d), Net: "tcp", Err: timeoutError{}}
+		case <-done:
+			return e, net.ErrClosed
+		}
+	}
+}
+
+// timeoutError is a net.Error timeout, so callers treat a cut link like a
+// silent network rather than a refused connection.
+type timeoutError struct{}
+
+func (timeoutError) Error() string   { return ErrCut.Error() + ": i/o timeout" }
+func (timeoutError) Timeout() bool   { return true }
+func (timeoutError) Temporary() bool { return true }
+func (timeoutError) Is(err error) bool {
+	return err == ErrCut || err == os.ErrDeadlineExceeded
+}
+
+// Dial connects to addr (a peer's raft or HTTP address) under the rules for
+// that peer. preamble, when true, sends this node's id first so the
+// receiving Listener knows who is calling (Raft connections).
+func (n *Network) Dial(ctx context.Context, addr string, preamble bool) (net.Conn, error) {
+	peer := n.PeerOf(addr)
+	deadline, _ := ctx.Deadline()
+	if _, err := n.waitWhileCut(ctx.Done(), peer, Out, deadline); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if preamble {
+		if err := writePreamble(raw, n.self); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
+	c := newConn(raw, n, peer, false)
+	n.register(c)
+	return c, nil
+}
+
+// DialContext has net.Dialer's signature, for an http.Transport: leader
+// forwarding obeys the same rules as Raft.
+func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return n.Dial(ctx, addr, false)
+}
+
+// register tracks a live conn so a rule change can sever it.
+func (n *Network) register(c *conn) {
+	n.mu.Lock()
+	n.conns[c] = struct{}{}
+	n.mu.Unlock()
+}
+
+func (n *Network) unregister(c *conn) {
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+}
+
+// Listen wraps a listener whose callers send a preamble (see Dial).
+func (n *Network) Listen(ln net.Listener) net.Listener { return &listener{Listener: ln, net: n} }
+
+// AllowInbound holds an inbound request from peer while the rules cut that
+// peer off, as if its message never arrived. It returns an error when ctx
+// ends first. HTTP handlers use it for forwarded requests.
+func (n *Network) AllowInbound(ctx context.Context, peer string) error {
+	e, err := n.waitWhileCut(ctx.Done(), peer, In, time.Time{})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	if d := n.pause(e); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
