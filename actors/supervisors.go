@@ -34,6 +34,8 @@ func (a *appActor) Receive(ctx actor.Context) {
 		if m.Who.Equal(a.node) && !a.tree.stopping.Load() {
 			a.tree.fail(fmt.Errorf("node actor stopped"))
 		}
+	case *actor.Stopped:
+		close(a.tree.stopped)
 	}
 }
 

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -50,6 +49,7 @@ type Tree struct {
 	stopping atomic.Bool
 	exitOnce sync.Once
 	exited   chan error
+	stopped  chan struct{} // closed when the app actor (so the whole tree) has stopped
 }
 
 // New builds the actor system and the Gateway that the HTTP API uses to talk
@@ -68,7 +68,7 @@ func New(cfg Config) *Tree {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{quiet.Handler(), slog.LevelWarn})
 	}))
-	t := &Tree{cfg: cfg, system: system, exited: make(chan error, 1)}
+	t := &Tree{cfg: cfg, system: system, exited: make(chan error, 1), stopped: make(chan struct{})}
 	t.gateway = newGateway(t)
 	return t
 }
@@ -117,11 +117,16 @@ func (t *Tree) Stop(ctx context.Context) error {
 	if t.app == nil {
 		return nil
 	}
-	err := t.system.Root.PoisonFuture(t.app).Wait()
-	if err != nil && !errors.Is(err, actor.ErrTimeout) {
-		return err
+	// Wait for the app actor's Stopped (not a PoisonFuture, whose timeout is
+	// fixed at 10s): Raft must be closed before the caller closes the state
+	// file underneath it.
+	t.system.Root.Poison(t.app)
+	select {
+	case <-t.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("actor tree did not stop in time: %w", ctx.Err())
 	}
-	return nil
 }
 
 // pid returns the stable PID of a named actor in the tree. PIDs survive

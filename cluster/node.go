@@ -42,6 +42,7 @@ type Node struct {
 	logStore  *raftboltdb.BoltStore
 	store     *storage.Store
 	transport *raft.NetworkTransport
+	layer     *streamLayer
 	observer  *raft.Observer
 	obsDone   chan struct{}
 
@@ -94,6 +95,7 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.layer = layer
 	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  layer,
 		MaxPool: 3,
@@ -226,7 +228,9 @@ func (n *Node) LeaderChanged() <-chan struct{} {
 // Close stops Raft and closes the log store and transport. The state file
 // belongs to the caller and stays open.
 func (n *Node) Close() error {
-	err := n.raft.Shutdown().Error()
+	f := n.raft.Shutdown()
+	n.layer.closeConns()
+	err := f.Error()
 	n.raft.DeregisterObserver(n.observer)
 	close(n.obsDone)
 	n.closeStores()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -19,6 +20,15 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	network   *faultnet.Network
+
+	// ctx ends when this Raft instance shuts down, cancelling dials that a
+	// cut link holds open.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
 }
 
 func newStreamLayer(bind, advertise string, network *faultnet.Network) (*streamLayer, error) {
@@ -39,7 +49,24 @@ func newStreamLayer(bind, advertise string, network *faultnet.Network) (*streamL
 		// Binding port 0 (tests) means the advertised port is the real one.
 		adv.Port = ln.Addr().(*net.TCPAddr).Port
 	}
-	return &streamLayer{Listener: network.Listen(ln), advertise: adv, network: network}, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	return &streamLayer{
+		Listener:  network.Listen(ln),
+		advertise: adv,
+		network:   network,
+		ctx:       ctx,
+		cancel:    cancel,
+		conns:     map[net.Conn]struct{}{},
+	}, nil
+}
+
+// Accept hands raft the next inbound connection.
+func (l *streamLayer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.track(c)
 }
 
 // Addr reports the advertised address: raft uses it as this node's identity
@@ -48,7 +75,50 @@ func (l *streamLayer) Addr() net.Addr { return l.advertise }
 
 // Dial connects to a peer's Raft listener, introducing this node by id.
 func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
-	return l.network.Dial(ctx, string(addr), true)
+	c, err := l.network.Dial(ctx, string(addr), true)
+	if err != nil {
+		return nil, err
+	}
+	return l.track(c)
+}
+
+func (l *streamLayer) track(c net.Conn) (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	tc := &trackedConn{Conn: c, layer: l}
+	l.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// closeConns closes every connection of this Raft instance, so goroutines
+// blocked on a silent peer give up at once instead of at their I/O
+// deadline; shutdown then takes milliseconds even during a partition.
+func (l *streamLayer) closeConns() {
+	l.cancel()
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	for c := range conns {
+		c.(*trackedConn).Conn.Close()
+	}
+}
+
+type trackedConn struct {
+	net.Conn
+	layer *streamLayer
+}
+
+func (c *trackedConn) Close() error {
+	c.layer.mu.Lock()
+	delete(c.layer.conns, c)
+	c.layer.mu.Unlock()
+	return c.Conn.Close()
 }
