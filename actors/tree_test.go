@@ -298,4 +298,3 @@ func TestNoLeaderFailsInBoundedTime(t *testing.T) {
 		t.Fatalf("read barrier on a cut-off leader: %v", err)
 	}
 }
-
