@@ -1,135 +1,28 @@
 package actors_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/troupe-kv/troupe/actors"
-	"github.com/troupe-kv/troupe/api"
 	"github.com/troupe-kv/troupe/cluster"
-	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/internal/inproc"
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// node is one in-process Troupe node: the same actor tree, Raft, bbolt and
-// HTTP API as kvnode, so the race detector sees all of it.
-type node struct {
-	id, httpAddr, raftAddr string
-	tree                   *actors.Tree
-	store                  *storage.Store
-	logs                   *syncBuffer
-}
+type node = inproc.Node
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func fastTiming() cluster.Timing {
-	t := cluster.DefaultTiming()
-	t.HeartbeatTimeout = 300 * time.Millisecond
-	t.ElectionTimeout = 300 * time.Millisecond
-	t.LeaderLeaseTimeout = 150 * time.Millisecond
-	t.CommitTimeout = 5 * time.Millisecond
-	return t
-}
-
-// startCluster starts n in-process nodes on loopback.
 func startCluster(t *testing.T, n int, maxRestarts int) []*node {
-	t.Helper()
-	ports := testcluster.FreePorts(t, 2*n)
-	var nodes []*node
-	var initial []cluster.Server
-	for i := 0; i < n; i++ {
-		nd := &node{
-			id:       fmt.Sprintf("n%d", i+1),
-			httpAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			raftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
-			logs:     &syncBuffer{},
-		}
-		initial = append(initial, cluster.Server{ID: nd.id, Addr: nd.raftAddr})
-		nodes = append(nodes, nd)
-	}
-	for _, nd := range nodes {
-		dir := filepath.Join(t.TempDir(), nd.id)
-		store, err := storage.Open(filepath.Join(t.TempDir(), nd.id+"-kv.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.store = store
-		logger := slog.New(slog.NewTextHandler(nd.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		nd.tree = actors.New(actors.Config{
-			Raft: cluster.Config{
-				NodeID: nd.id, DataDir: dir, RaftBind: nd.raftAddr, RaftAdvertise: nd.raftAddr,
-				InitialCluster: initial, Timing: fastTiming(), Logger: hclog.NewNullLogger(),
-			},
-			Store:          store,
-			HTTPAddr:       nd.httpAddr,
-			AdvertiseHTTP:  nd.httpAddr,
-			RequestTimeout: 3 * time.Second,
-			MaxInFlight:    1024,
-			MaxRestarts:    maxRestarts,
-			RestartWindow:  time.Minute,
-			Logger:         logger,
-		})
-		handler := api.New(nd.tree.Gateway(), api.Options{RequestTimeout: 3 * time.Second, Chaos: true})
-		if err := nd.tree.Start(handler); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for _, nd := range nodes {
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			start := time.Now()
-			_ = nd.tree.Stop(ctx)
-			if d := time.Since(start); d > 5*time.Second {
-				t.Logf("stopping %s took %s", nd.id, d)
-			}
-			cancel()
-			nd.store.Close()
-		}
-	})
-	return nodes
+	return inproc.Start(t, n, inproc.Options{MaxRestarts: maxRestarts, Chaos: true})
 }
 
-func leaderOf(t *testing.T, nodes []*node) *node {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, nd := range nodes {
-			if st, err := nd.tree.Gateway().Status(); err == nil && st.State == "Leader" && st.LeaderHTTPAddr != "" {
-				return nd
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("no leader")
-	return nil
-}
+func leaderOf(t *testing.T, nodes []*node) *node { return inproc.Leader(t, nodes) }
 
 func httpDo(method, url string, body string) (int, string, error) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
@@ -149,19 +42,19 @@ func TestGatewayWritesAndReadsThroughEveryNode(t *testing.T) {
 	defer cancel()
 	for i, nd := range nodes {
 		key := fmt.Sprintf("k%d", i)
-		res, err := nd.tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: key, Value: []byte(nd.id)})
+		res, err := nd.Tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: key, Value: []byte(nd.ID)})
 		if err != nil || !res.OK || res.Index == 0 {
-			t.Fatalf("apply via %s: %+v %v", nd.id, res, err)
+			t.Fatalf("apply via %s: %+v %v", nd.ID, res, err)
 		}
 	}
 	for _, nd := range nodes {
-		if err := nd.tree.Gateway().ReadBarrier(ctx); err != nil {
-			t.Fatalf("read barrier on %s: %v", nd.id, err)
+		if err := nd.Tree.Gateway().ReadBarrier(ctx); err != nil {
+			t.Fatalf("read barrier on %s: %v", nd.ID, err)
 		}
 		for i, src := range nodes {
-			e, found, _, err := nd.store.Get(fmt.Sprintf("k%d", i))
-			if err != nil || !found || string(e.Value) != src.id {
-				t.Fatalf("%s: k%d = %+v %v %v", nd.id, i, e, found, err)
+			e, found, _, err := nd.Store.Get(fmt.Sprintf("k%d", i))
+			if err != nil || !found || string(e.Value) != src.ID {
+				t.Fatalf("%s: k%d = %+v %v %v", nd.ID, i, e, found, err)
 			}
 		}
 	}
@@ -174,7 +67,7 @@ func TestGatewayWritesAndReadsThroughEveryNode(t *testing.T) {
 func TestConcurrentProposalsInFlight(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	gw := leader.tree.Gateway()
+	gw := leader.Tree.Gateway()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for w := 0; w < 64; w++ {
@@ -196,7 +89,7 @@ func TestConcurrentProposalsInFlight(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	entries, _, err := leader.store.List("c/")
+	entries, _, err := leader.Store.List("c/")
 	if err != nil || len(entries) != 64*20 {
 		t.Fatalf("listed %d entries (%v), want %d", len(entries), err, 64*20)
 	}
@@ -205,7 +98,7 @@ func TestConcurrentProposalsInFlight(t *testing.T) {
 func TestRaftActorCrashRecovers(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	gw := leader.tree.Gateway()
+	gw := leader.Tree.Gateway()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := gw.Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "before", Value: []byte("1")}); err != nil {
@@ -230,12 +123,12 @@ func TestRaftActorCrashRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, key := range []string{"before", "after"} {
-		if _, found, _, _ := leader.store.Get(key); !found {
+		if _, found, _, _ := leader.Store.Get(key); !found {
 			t.Fatalf("%s missing after the crash", key)
 		}
 	}
-	if !strings.Contains(leader.logs.String(), "actor failed") {
-		t.Fatalf("restart not logged:\n%s", leader.logs.String())
+	if !strings.Contains(leader.Logs.String(), "actor failed") {
+		t.Fatalf("restart not logged:\n%s", leader.Logs.String())
 	}
 }
 
@@ -243,7 +136,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 	nodes := startCluster(t, 1, 1)
 	nd := nodes[0]
 	leaderOf(t, nodes)
-	gw := nd.tree.Gateway()
+	gw := nd.Tree.Gateway()
 	for i := 0; i < 2; i++ {
 		if err := gw.Crash("http", "test"); err != nil {
 			t.Fatal(err)
@@ -252,7 +145,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 			// Wait for the restarted http actor to serve again.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				if code, _, err := httpDo(http.MethodGet, "http://"+nd.httpAddr+"/healthz", ""); err == nil && code == 200 {
+				if code, _, err := httpDo(http.MethodGet, "http://"+nd.HTTPAddr+"/healthz", ""); err == nil && code == 200 {
 					break
 				}
 				if time.Now().After(deadline) {
@@ -263,7 +156,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 		}
 	}
 	select {
-	case err := <-nd.tree.Done():
+	case err := <-nd.Tree.Done():
 		if err == nil || !strings.Contains(err.Error(), "giving up") {
 			t.Fatalf("Done: %v", err)
 		}
@@ -274,7 +167,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 
 func TestCrashUnknownActor(t *testing.T) {
 	nodes := startCluster(t, 1, 5)
-	if err := nodes[0].tree.Gateway().Crash("nobody", "x"); err == nil {
+	if err := nodes[0].Tree.Gateway().Crash("nobody", "x"); err == nil {
 		t.Fatal("crashing an unknown actor should fail")
 	}
 }
@@ -285,16 +178,16 @@ func TestNoLeaderFailsInBoundedTime(t *testing.T) {
 	// Cut the leader off from everyone: it cannot commit, and must say so
 	// instead of hanging.
 	cut := `{"rules":[{"peer":"*","direction":"both","cut":true}]}`
-	if code, body, err := httpDo(http.MethodPut, "http://"+leader.httpAddr+"/v1/chaos/faults", cut); err != nil || code != 200 {
+	if code, body, err := httpDo(http.MethodPut, "http://"+leader.HTTPAddr+"/v1/chaos/faults", cut); err != nil || code != 200 {
 		t.Fatalf("cut: %d %s %v", code, body, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := leader.tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "x", Value: []byte("y")})
+	_, err := leader.Tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "x", Value: []byte("y")})
 	if !errors.Is(err, cluster.ErrNoLeader) && !errors.Is(err, cluster.ErrUnknownOutcome) {
 		t.Fatalf("apply on a cut-off leader: %v", err)
 	}
-	if err := leader.tree.Gateway().ReadBarrier(ctx); !errors.Is(err, cluster.ErrNoLeader) {
+	if err := leader.Tree.Gateway().ReadBarrier(ctx); !errors.Is(err, cluster.ErrNoLeader) {
 		t.Fatalf("read barrier on a cut-off leader: %v", err)
 	}
 }

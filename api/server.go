@@ -177,8 +177,13 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 // writeJSONError answers the native and internal endpoints with a JSON
 // error carrying a code other nodes can act on.
 func writeJSONError(w http.ResponseWriter, status int, err error) {
+	code, outcome := errorStatus(err)
 	if status == 0 {
-		status, _ = errorStatus(err)
+		status = code
+	}
+	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+		w.Header().Set(OutcomeHeader, outcome)
+		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, status, cluster.ForwardedError{Code: cluster.ErrorCode(err), Error: err.Error()})
 }

@@ -35,7 +35,7 @@ type JoinRequest struct {
 
 // ForwardedError is the JSON body of a failed internal request.
 type ForwardedError struct {
-	Code  string `json:"code"`
+	Code  string `json:"code,omitempty"`
 	Error string `json:"error"`
 }
 

@@ -139,6 +139,25 @@ func (n *Node) argsFor() []string {
 	return append(a, n.args...)
 }
 
+// AddJoiner starts a new node that joins the running cluster through
+// --join (the HTTP addresses of the existing nodes) instead of bootstrapping.
+func (c *Cluster) AddJoiner(id string) *Node {
+	c.t.Helper()
+	ports := FreePorts(c.t, 2)
+	n := &Node{
+		ID:       id,
+		HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[1]),
+		DataDir:  filepath.Join(c.dir, id),
+		LogPath:  filepath.Join(c.dir, id+".log"),
+		c:        c,
+	}
+	n.args = append([]string{"--join", strings.Join(c.Endpoints(), ",")}, c.opts.Args...)
+	c.Nodes = append(c.Nodes, n)
+	n.Start()
+	return n
+}
+
 // Start launches the node's process (again, after Kill or Stop).
 func (n *Node) Start() {
 	n.c.t.Helper()

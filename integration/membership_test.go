@@ -1,0 +1,115 @@
+package integration
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/internal/testcluster"
+)
+
+type member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	Voter    bool   `json:"voter"`
+	Leader   bool   `json:"leader"`
+}
+
+func members(t *testing.T, n *testcluster.Node) map[string]member {
+	t.Helper()
+	code, body, _, err := n.Do(http.MethodGet, "/v1/cluster/members", nil)
+	if err != nil || code != 200 {
+		t.Fatalf("members via %s: %d %v", n.ID, code, err)
+	}
+	var ms []member
+	if err := json.Unmarshal(body, &ms); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]member{}
+	for _, m := range ms {
+		out[m.ID] = m
+	}
+	return out
+}
+
+func waitMembers(t *testing.T, n *testcluster.Node, want int, why string) map[string]member {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ms := members(t, n)
+		complete := len(ms) == want
+		for _, m := range ms {
+			complete = complete && m.HTTPAddr != ""
+		}
+		if complete {
+			return ms
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d members %+v, want %d", why, len(ms), ms, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestJoinAndRemove grows a 3-node cluster with a node started with --join,
+// checks it receives the data and serves, then removes it and the leader
+// (which hands leadership over first) through DELETE /v1/cluster/members.
+func TestJoinAndRemove(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{})
+	leader := c.WaitLeader(20 * time.Second)
+	if code, _ := put(t, leader, "before-join", "1"); code != 200 {
+		t.Fatal("setup write failed")
+	}
+	n4 := c.AddJoiner("n4")
+	ms := waitMembers(t, leader, 4, "after join")
+	if m := ms["n4"]; !m.Voter || m.RaftAddr != n4.RaftAddr || m.HTTPAddr != n4.HTTPAddr {
+		t.Fatalf("n4 membership: %+v", m)
+	}
+	n4.WaitHTTP(20 * time.Second)
+	// The newcomer has the old data and serves linearizable reads and writes.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, p := get(t, n4, "before-join", "")
+		if code == 200 && string(p.Value) == "1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n4 never served before-join: %d", code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, body := put(t, n4, "via-n4", "2"); code != 200 || body != "true" {
+		t.Fatalf("write via n4: %d %q", code, body)
+	}
+
+	// Remove n4 through a follower (forwarded to the leader).
+	follower := c.Followers(leader)[0]
+	if code, body, _, err := follower.Do(http.MethodDelete, "/v1/cluster/members/n4", nil); err != nil || code != 200 {
+		t.Fatalf("remove n4: %d %s %v", code, body, err)
+	}
+	ms = waitMembers(t, leader, 3, "after removing n4")
+	if _, ok := ms["n4"]; ok {
+		t.Fatal("n4 still a member")
+	}
+	n4.Kill()
+
+	// Removing an unknown member is a 404; removing the leader hands off.
+	if code, _, _, _ := leader.Do(http.MethodDelete, "/v1/cluster/members/nobody", nil); code != http.StatusNotFound {
+		t.Fatalf("remove unknown member: %d, want 404", code)
+	}
+	if code, body, _, err := leader.Do(http.MethodDelete, "/v1/cluster/members/"+leader.ID, nil); err != nil || code != 200 {
+		t.Fatalf("remove the leader: %d %s %v", code, body, err)
+	}
+	survivor := c.Followers(leader)[0]
+	ms = waitMembers(t, survivor, 2, "after removing the old leader")
+	if _, ok := ms[leader.ID]; ok {
+		t.Fatal("old leader still a member")
+	}
+	leader.Kill()
+	// The two remaining members still commit (a quorum of two).
+	if code, body := put(t, survivor, "after-removals", "3"); code != 200 || body != "true" {
+		t.Fatalf("write after removals: %d %q", code, body)
+	}
+}

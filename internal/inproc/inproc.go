@@ -1,0 +1,175 @@
+// Package inproc runs complete Troupe nodes inside the test process: the
+// same actor tree, Raft over real TCP, bbolt files and HTTP API as kvnode,
+// so tests of code above the API (clients, tools) exercise the real server
+// and the race detector sees all of it.
+package inproc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/troupe-kv/troupe/actors"
+	"github.com/troupe-kv/troupe/api"
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Options tune an in-process cluster.
+type Options struct {
+	// MaxRestarts is each node's restart budget (default 5).
+	MaxRestarts int
+	// RequestTimeout bounds requests that wait for a leader (default 3s).
+	RequestTimeout time.Duration
+	// Chaos mounts the fault-injection endpoints.
+	Chaos bool
+}
+
+// Node is one in-process node.
+type Node struct {
+	ID, HTTPAddr, RaftAddr string
+	Tree                   *actors.Tree
+	Store                  *storage.Store
+	Logs                   *SyncBuffer
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// SyncBuffer is a goroutine-safe log sink.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FastTiming is Raft timing for tests: elections in a few hundred
+// milliseconds, still slow enough for a loaded machine running -race.
+func FastTiming() cluster.Timing {
+	t := cluster.DefaultTiming()
+	t.HeartbeatTimeout = 300 * time.Millisecond
+	t.ElectionTimeout = 300 * time.Millisecond
+	t.LeaderLeaseTimeout = 150 * time.Millisecond
+	t.CommitTimeout = 5 * time.Millisecond
+	return t
+}
+
+// Start runs n nodes that bootstrap one cluster, and stops them at cleanup.
+func Start(t testing.TB, n int, opts Options) []*Node {
+	t.Helper()
+	if opts.MaxRestarts == 0 {
+		opts.MaxRestarts = 5
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 3 * time.Second
+	}
+	ports := testcluster.FreePorts(t, 2*n)
+	var nodes []*Node
+	var initial []cluster.Server
+	for i := 0; i < n; i++ {
+		nd := &Node{
+			ID:       fmt.Sprintf("n%d", i+1),
+			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
+			RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			Logs:     &SyncBuffer{},
+		}
+		initial = append(initial, cluster.Server{ID: nd.ID, Addr: nd.RaftAddr})
+		nodes = append(nodes, nd)
+	}
+	for _, nd := range nodes {
+		dir := filepath.Join(t.TempDir(), nd.ID)
+		store, err := storage.Open(filepath.Join(t.TempDir(), nd.ID+"-kv.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.Store = store
+		logger := slog.New(slog.NewTextHandler(nd.Logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		nd.Tree = actors.New(actors.Config{
+			Raft: cluster.Config{
+				NodeID: nd.ID, DataDir: dir, RaftBind: nd.RaftAddr, RaftAdvertise: nd.RaftAddr,
+				InitialCluster: initial, Timing: FastTiming(), Logger: hclog.NewNullLogger(),
+			},
+			Store:          store,
+			HTTPAddr:       nd.HTTPAddr,
+			AdvertiseHTTP:  nd.HTTPAddr,
+			RequestTimeout: opts.RequestTimeout,
+			MaxInFlight:    4096,
+			MaxRestarts:    opts.MaxRestarts,
+			RestartWindow:  time.Minute,
+			Logger:         logger,
+		})
+		handler := api.New(nd.Tree.Gateway(), api.Options{RequestTimeout: opts.RequestTimeout, Chaos: opts.Chaos})
+		if err := nd.Tree.Start(handler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			if d := nd.Stop(); d > 5*time.Second {
+				t.Logf("stopping %s took %s", nd.ID, d)
+			}
+		}
+	})
+	return nodes
+}
+
+// Stop shuts the node down (leadership handed over, HTTP drained, Raft
+// closed, state file closed) and reports how long it took.
+func (nd *Node) Stop() time.Duration {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.stopped {
+		return 0
+	}
+	nd.stopped = true
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = nd.Tree.Stop(ctx)
+	nd.Store.Close()
+	return time.Since(start)
+}
+
+// Leader waits for a node that leads and has registered its HTTP address.
+func Leader(t testing.TB, nodes []*Node) *Node {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, nd := range nodes {
+			if st, err := nd.Tree.Gateway().Status(); err == nil && st.State == "Leader" && st.LeaderHTTPAddr != "" {
+				return nd
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no leader")
+	return nil
+}
+
+// Addrs lists the nodes' HTTP addresses.
+func Addrs(nodes []*Node) []string {
+	var out []string
+	for _, nd := range nodes {
+		out = append(out, nd.HTTPAddr)
+	}
+	return out
+}
