@@ -111,11 +111,16 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	members, err := s.b.Members()
+	if err != nil {
+		// Not knowing the members is not the same as "no such member": a
+		// 404 here could make a tool skip a removal that never happened.
+		writeJSONError(w, 0, err)
+		return
+	}
 	known := false
-	if members, err := s.b.Members(); err == nil {
-		for _, m := range members {
-			known = known || m.ID == id
-		}
+	for _, m := range members {
+		known = known || m.ID == id
 	}
 	if !known {
 		writeJSONError(w, http.StatusNotFound, fmt.Errorf("no member with id %q", id))

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/troupe-kv/troupe/storage"
@@ -85,7 +86,7 @@ func validateKey(key string, prefix bool) error {
 		return errors.New("key must not start with '/'")
 	}
 	for _, c := range key {
-		if c < 0x20 || c == 0x7f {
+		if unicode.IsControl(c) {
 			return fmt.Errorf("key contains the control character %U", c)
 		}
 	}
@@ -315,6 +316,10 @@ func (s *Server) lockUnsupported(w http.ResponseWriter, r *http.Request) {
 func (s *Server) readValue(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	limit := s.opts.MaxValueSize
 	tooLarge := func(n int64) {
+		if n < 0 { // chunked: the size is unknown
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body too large (over %d bytes), max size: %d bytes", limit, limit))
+			return
+		}
 		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Request body (%d bytes) too large, max size: %d bytes", n, limit))
 	}
 	if r.ContentLength > limit {

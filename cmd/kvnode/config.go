@@ -267,6 +267,22 @@ func (c *Config) validate(initialCluster, join string) error {
 		return bad("datacenter", "must not be empty")
 	}
 	t := c.Timing
+	// raft's own floors, checked here so the error names our setting.
+	for _, floor := range []struct {
+		key string
+		val time.Duration
+		min time.Duration
+	}{
+		{"raft_heartbeat_timeout", t.HeartbeatTimeout, 5 * time.Millisecond},
+		{"raft_election_timeout", t.ElectionTimeout, 5 * time.Millisecond},
+		{"raft_leader_lease_timeout", t.LeaderLeaseTimeout, 5 * time.Millisecond},
+		{"raft_snapshot_interval", t.SnapshotInterval, 5 * time.Millisecond},
+		{"raft_commit_timeout", t.CommitTimeout, time.Millisecond},
+	} {
+		if floor.val < floor.min {
+			return bad(floor.key, "%s is below raft's minimum of %s", floor.val, floor.min)
+		}
+	}
 	switch {
 	case t.ElectionTimeout < t.HeartbeatTimeout:
 		return bad("raft_election_timeout", "%s must be at least raft_heartbeat_timeout (%s)", t.ElectionTimeout, t.HeartbeatTimeout)
@@ -318,7 +334,18 @@ type parser struct {
 	err error
 }
 
-func (p *parser) str(key string) string { return strings.TrimSpace(p.v.GetString(key)) }
+// str reads a setting as text. A YAML list (join, initial_cluster) is
+// accepted as its items joined by commas rather than silently read as "".
+func (p *parser) str(key string) string {
+	if list, ok := p.v.Get(key).([]any); ok {
+		items := make([]string, len(list))
+		for i, item := range list {
+			items[i] = strings.TrimSpace(fmt.Sprint(item))
+		}
+		return strings.Join(items, ",")
+	}
+	return strings.TrimSpace(p.v.GetString(key))
+}
 
 func (p *parser) fail(key, format string, a ...any) {
 	if p.err == nil {

@@ -1,0 +1,368 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// fakeBackend is an api.Backend over a real storage.Store: Apply encodes the
+// command (as the Raft log would carry it), decodes it again, gives it the
+// next index and applies it, so reads see writes exactly as on a node. Knobs
+// make the replication calls fail the way the cluster layer does.
+type fakeBackend struct {
+	store *storage.Store
+	net   *faultnet.Network
+
+	applyMu sync.Mutex // serialises index assignment and apply
+
+	mu         sync.Mutex
+	applyErr   error // returned by Apply/ApplyForwarded before anything is applied
+	barrierErr error // returned by ReadBarrier
+	leader     cluster.LeaderInfo
+	status     cluster.Status
+	statusErr  error
+	members    []cluster.Member
+	membersErr error
+	peers      []string
+	peersErr   error
+	readyErr   error
+	joinErr    error
+	removeErr  error
+	snapIndex  uint64
+	snapErr    error
+	joins      []joinCall
+	removes    []removeCall
+	crashes    []string
+
+	applyCalls   atomic.Int64
+	barrierCalls atomic.Int64
+}
+
+type joinCall struct {
+	req       cluster.JoinRequest
+	forwarded bool
+}
+
+type removeCall struct {
+	id        string
+	forwarded bool
+}
+
+func newFakeBackend(t testing.TB, dir string) *fakeBackend {
+	t.Helper()
+	st, err := storage.Open(filepath.Join(dir, "kv.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return &fakeBackend{
+		store: st,
+		net:   faultnet.New("n1"),
+		leader: cluster.LeaderInfo{
+			Known: true, ID: "n1", RaftAddr: "127.0.0.1:8300",
+		},
+		members: []cluster.Member{
+			{ID: "n1", RaftAddr: "127.0.0.1:8300", HTTPAddr: "127.0.0.1:8500", Voter: true, Leader: true},
+			{ID: "n2", RaftAddr: "127.0.0.1:8301", HTTPAddr: "127.0.0.1:8501", Voter: true},
+		},
+		peers:     []string{"127.0.0.1:8300", "127.0.0.1:8301"},
+		status:    cluster.Status{ID: "n1", State: "Leader", Term: 3, LeaderID: "n1"},
+		snapIndex: 42,
+	}
+}
+
+// set runs fn with the knobs locked.
+func (f *fakeBackend) set(fn func(f *fakeBackend)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+func (f *fakeBackend) get(p *error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return *p
+}
+
+func (f *fakeBackend) Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error) {
+	f.applyCalls.Add(1)
+	if err := f.get(&f.applyErr); err != nil {
+		return storage.Result{}, err
+	}
+	return f.replicate(cmd.Encode())
+}
+
+func (f *fakeBackend) ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error) {
+	f.applyCalls.Add(1)
+	if err := f.get(&f.applyErr); err != nil {
+		return storage.Result{}, err
+	}
+	return f.replicate(data)
+}
+
+func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
+	cmd, err := storage.DecodeCommand(data)
+	if err != nil {
+		return storage.Result{}, err
+	}
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	return f.store.Apply(f.store.AppliedIndex()+1, cmd), nil
+}
+
+func (f *fakeBackend) ReadBarrier(ctx context.Context) error {
+	f.barrierCalls.Add(1)
+	return f.get(&f.barrierErr)
+}
+
+func (f *fakeBackend) ReadIndexForwarded(ctx context.Context) (uint64, error) {
+	if err := f.get(&f.barrierErr); err != nil {
+		return 0, err
+	}
+	return f.store.AppliedIndex(), nil
+}
+
+func (f *fakeBackend) Leader() cluster.LeaderInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader
+}
+
+func (f *fakeBackend) Status() (cluster.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status, f.statusErr
+}
+
+func (f *fakeBackend) Members() ([]cluster.Member, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.membersErr != nil {
+		return nil, f.membersErr
+	}
+	return append([]cluster.Member(nil), f.members...), nil
+}
+
+func (f *fakeBackend) Peers() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.peers, f.peersErr
+}
+
+func (f *fakeBackend) Ready() error { return f.get(&f.readyErr) }
+
+func (f *fakeBackend) Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.joinErr != nil {
+		return f.joinErr
+	}
+	f.joins = append(f.joins, joinCall{req, forwarded})
+	return nil
+}
+
+func (f *fakeBackend) Remove(ctx context.Context, id string, forwarded bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.removeErr != nil {
+		return f.removeErr
+	}
+	f.removes = append(f.removes, removeCall{id, forwarded})
+	return nil
+}
+
+func (f *fakeBackend) Snapshot(ctx context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snapIndex, f.snapErr
+}
+
+func (f *fakeBackend) Crash(actor, reason string) error {
+	switch actor {
+	case "raft", "http", "node":
+	default:
+		return fmt.Errorf("unknown actor %q (want one of raft, http, node)", actor)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.crashes = append(f.crashes, actor)
+	return nil
+}
+
+func (f *fakeBackend) Faults() faultnet.Rules            { return f.net.Rules() }
+func (f *fakeBackend) SetFaults(rs faultnet.Rules) error { return f.net.SetRules(rs) }
+func (f *fakeBackend) Store() *storage.Store             { return f.store }
+func (f *fakeBackend) NodeID() string                    { return "n1" }
+func (f *fakeBackend) AllowInbound(ctx context.Context, peer string) error {
+	return f.net.AllowInbound(ctx, peer)
+}
+
+var _ Backend = (*fakeBackend)(nil)
+
+// newAPI builds a Server over a fresh fake backend.
+func newAPI(t testing.TB, opts ...func(*Options)) (*Server, *fakeBackend) {
+	t.Helper()
+	var o Options
+	for _, fn := range opts {
+		fn(&o)
+	}
+	b := newFakeBackend(t, t.TempDir())
+	return New(b, o), b
+}
+
+func withChaos(o *Options)                { o.Chaos = true }
+func withMaxValue(n int64) func(*Options) { return func(o *Options) { o.MaxValueSize = n } }
+
+// call sends one request through the handler and returns the recording.
+// target is a request URI (path already percent-encoded, with query).
+func call(t testing.TB, h http.Handler, method, target string, body []byte, hdr ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, r)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+// put stores value at key through the API and returns the write's index.
+func put(t testing.TB, h http.Handler, key, value string) uint64 {
+	t.Helper()
+	w := call(t, h, "PUT", "/v1/kv/"+key, []byte(value))
+	if w.Code != 200 || w.Body.String() != "true" {
+		t.Fatalf("PUT %s: %d %q", key, w.Code, w.Body.String())
+	}
+	return headerIndex(t, w)
+}
+
+func headerIndex(t testing.TB, w *httptest.ResponseRecorder) uint64 {
+	t.Helper()
+	s := w.Header().Get("X-Consul-Index")
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("X-Consul-Index %q: %v (status %d, body %q)", s, err, w.Code, w.Body.String())
+	}
+	return n
+}
+
+func decodePairs(t testing.TB, w *httptest.ResponseRecorder) []KVPair {
+	t.Helper()
+	var pairs []KVPair
+	if err := json.Unmarshal(w.Body.Bytes(), &pairs); err != nil {
+		t.Fatalf("decoding %q: %v", w.Body.String(), err)
+	}
+	return pairs
+}
+
+func decodeKeys(t testing.TB, w *httptest.ResponseRecorder) []string {
+	t.Helper()
+	var keys []string
+	if err := json.Unmarshal(w.Body.Bytes(), &keys); err != nil {
+		t.Fatalf("decoding %q: %v", w.Body.String(), err)
+	}
+	return keys
+}
+
+// storeState is everything a request could change in the store.
+type storeState struct {
+	applied uint64
+	kvIndex uint64
+	entries []storage.Entry
+}
+
+func snapshotStore(t testing.TB, st *storage.Store) storeState {
+	t.Helper()
+	entries, _, err := st.List("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := st.KVIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return storeState{applied: st.AppliedIndex(), kvIndex: kv, entries: entries}
+}
+
+// unchanged runs fn and fails if it touched the store or called Apply.
+func (f *fakeBackend) unchanged(t testing.TB, what string, fn func()) {
+	t.Helper()
+	calls := f.applyCalls.Load()
+	f.storeUnchanged(t, what, fn)
+	if n := f.applyCalls.Load() - calls; n != 0 {
+		t.Errorf("%s called Apply %d times, want 0", what, n)
+	}
+}
+
+// storeUnchanged runs fn and fails if the store changed.
+func (f *fakeBackend) storeUnchanged(t testing.TB, what string, fn func()) {
+	t.Helper()
+	before := snapshotStore(t, f.store)
+	fn()
+	after := snapshotStore(t, f.store)
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("%s changed the store:\nbefore %+v\nafter  %+v", what, before, after)
+	}
+}
+
+// wantStatus fails unless w has the status and its body contains every
+// substring in want.
+func wantStatus(t testing.TB, w *httptest.ResponseRecorder, status int, want ...string) {
+	t.Helper()
+	if w.Code != status {
+		t.Fatalf("status %d, want %d (body %q)", w.Code, status, w.Body.String())
+	}
+	for _, s := range want {
+		if !strings.Contains(w.Body.String(), s) {
+			t.Errorf("body %q does not contain %q", w.Body.String(), s)
+		}
+	}
+}
+
+// wantPlainError checks a Consul-style plain-text error answer.
+func wantPlainError(t testing.TB, w *httptest.ResponseRecorder, status int, want ...string) {
+	t.Helper()
+	wantStatus(t, w, status, want...)
+	if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Errorf("error Content-Type %q, want text/plain", ct)
+	}
+}
+
+// waitFor polls cond until it holds or a few seconds pass.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func entriesEqual(a, b storage.Entry) bool {
+	return a.Key == b.Key && bytes.Equal(a.Value, b.Value) && a.Flags == b.Flags &&
+		a.CreateIndex == b.CreateIndex && a.ModifyIndex == b.ModifyIndex &&
+		a.LockIndex == b.LockIndex && a.Session == b.Session
+}

@@ -1,0 +1,226 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+var fuzzMethods = []string{"GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "PATCH"}
+
+// FuzzKVPath sends arbitrary key paths and query strings through the
+// handler with every method. The handler must never panic, never answer 5xx
+// except Consul's documented 500s (another datacenter, acquire/release), and
+// a 4xx must leave the store exactly as it was.
+func FuzzKVPath(f *testing.F) {
+	seeds := []struct {
+		method uint8
+		target string
+		body   string
+	}{
+		{0, "web/config", ""},
+		{2, "web/config", "value"},
+		{2, "web/config?flags=16210313421097356768", "v"},
+		{2, "web/config?cas=0", "v"},
+		{2, "web/config?cas=1&acquire=s", "v"},
+		{2, "web/config?acquire=abc", "v"},
+		{2, "web/config?release=", "v"},
+		{2, "?recurse", "v"},
+		{2, "a//b", "v"},
+		{2, "/a", "v"},
+		{2, "a/./b", "v"},
+		{2, "a/../b", "v"},
+		{2, "a%00b", "v"},
+		{2, "a%FFb", "v"},
+		{2, "with%20space%3F%23%25", "v"},
+		{2, "big", strings.Repeat("x", 65)},
+		{0, "?keys", ""},
+		{0, "?keys&separator=/", ""},
+		{0, "web/?keys&seperator=/", ""},
+		{0, "?recurse", ""},
+		{0, "web?recurse&raw", ""},
+		{0, "web/config?raw", ""},
+		{0, "web/config?stale&consistent", ""},
+		{0, "web/config?index=1&wait=10ms", ""},
+		{0, "web/config?index=abc", ""},
+		{0, "web/config?wait=10", ""},
+		{0, "web/config?dc=other", ""},
+		{0, "web/config?ns=team&partition=x", ""},
+		{0, "web/config?datacenter=dc1&dc=x", ""},
+		{1, "web/config?raw", ""},
+		{3, "web/config", ""},
+		{3, "web/config?cas=5", ""},
+		{3, "?recurse", ""},
+		{3, "web?recurse&cas=0", ""},
+		{3, "", ""},
+		{4, "web/config", "v"},
+		{5, "web/config", ""},
+		{6, "web/config", "v"},
+		{2, "a;b?x=1;y=2", "v"},
+		{2, "k?flags=%2B1", "v"},
+		{0, "k?index=18446744073709551615&wait=1ms", ""},
+	}
+	for _, s := range seeds {
+		f.Add(s.method, s.target, []byte(s.body))
+	}
+	const maxValue = 64
+	b := newFakeBackend(f, f.TempDir())
+	s := New(b, Options{MaxValueSize: maxValue, RequestTimeout: time.Second})
+
+	f.Fuzz(func(t *testing.T, m uint8, target string, body []byte) {
+		method := fuzzMethods[int(m)%len(fuzzMethods)]
+		uri := "/v1/kv/" + target
+		u, err := url.ParseRequestURI(uri)
+		if err != nil {
+			t.Skip()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+		req.Method, req.URL, req.RequestURI = method, u, uri
+		req.Body = http.NoBody
+		req.ContentLength = 0
+		if len(body) > 0 {
+			req.Body = httpBody(body)
+			req.ContentLength = int64(len(body))
+		}
+
+		before, calls := snapshotStore(t, b.store), b.applyCalls.Load()
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		after := snapshotStore(t, b.store)
+		changed := b.applyCalls.Load() != calls || before.applied != after.applied
+
+		silent := ctx.Err() != nil && w.Header().Get("X-Consul-Index") == "" && w.Body.Len() == 0
+		switch {
+		case silent:
+			// A blocking read the client gave up on: nothing is written.
+			if changed {
+				t.Fatalf("%s %s: an abandoned read changed the store", method, uri)
+			}
+			return
+		case w.Code >= 500:
+			msg := w.Body.String()
+			documented := w.Code == 500 && (strings.Contains(msg, "No path to datacenter") || strings.Contains(msg, "session"))
+			if !documented {
+				t.Fatalf("%s %s: %d %q", method, uri, w.Code, msg)
+			}
+			if changed {
+				t.Fatalf("%s %s: %d and the store changed", method, uri, w.Code)
+			}
+		case w.Code >= 400:
+			if changed {
+				t.Fatalf("%s %s: %d %q but the store changed:\n%+v\n%+v", method, uri, w.Code, w.Body.String(), before, after)
+			}
+			if w.Code == 405 && (method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE") {
+				t.Fatalf("%s %s: 405 for a supported method", method, uri)
+			}
+			if w.Code == 413 && int64(len(body)) <= maxValue {
+				t.Fatalf("%s %s: 413 for %d bytes", method, uri, len(body))
+			}
+		case w.Code == 200 || w.Code == 404:
+		default:
+			t.Fatalf("%s %s: unexpected status %d %q", method, uri, w.Code, w.Body.String())
+		}
+
+		key := strings.TrimPrefix(u.Path, "/v1/kv/")
+		switch method {
+		case "GET", "HEAD":
+			if changed {
+				t.Fatalf("%s %s: a read changed the store", method, uri)
+			}
+			if w.Code == 200 || w.Code == 404 {
+				if idx, err := strconv.ParseUint(w.Header().Get("X-Consul-Index"), 10, 64); err != nil || idx < 1 {
+					t.Fatalf("%s %s: X-Consul-Index %q", method, uri, w.Header().Get("X-Consul-Index"))
+				}
+			}
+		case "PUT":
+			if w.Code == 200 && len(body) > maxValue {
+				t.Fatalf("PUT %s: stored %d bytes over the %d limit", uri, len(body), maxValue)
+			}
+			if w.Code == 200 && w.Body.String() == "true" {
+				if err := validateKey(key, false); err != nil {
+					t.Fatalf("PUT %s: stored an invalid key %q (%v)", uri, key, err)
+				}
+				e, found, _, err := b.store.Get(key)
+				if err != nil || !found || !bytes.Equal(e.Value, body) {
+					t.Fatalf("PUT %s answered true, but the store has %q (found %v, %v)", uri, e.Value, found, err)
+				}
+			}
+		case "POST", "PATCH", "OPTIONS":
+			if changed {
+				t.Fatalf("%s %s changed the store", method, uri)
+			}
+		}
+	})
+}
+
+func httpBody(b []byte) *bodyReader { return &bodyReader{bytes.NewReader(b)} }
+
+type bodyReader struct{ *bytes.Reader }
+
+func (bodyReader) Close() error { return nil }
+
+// keyOK restates the key rules independently of validateKey.
+func keyOK(k string) bool {
+	if k == "" || len(k) > MaxKeySize || !utf8.ValidString(k) || k[0] == '/' || strings.Contains(k, "//") {
+		return false
+	}
+	for _, r := range k {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	for _, seg := range strings.Split(k, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzValidateKey checks validateKey against the rules, and that every key
+// it accepts is addressable: the Consul client's URL encoding of it decodes
+// back to the same key on the server.
+func FuzzValidateKey(f *testing.F) {
+	for _, s := range []string{"", "a", "a/b", "a/", "/a", "a//b", ".", "..", "a/./b", "a/../b", "...", "a\x00", "\xff",
+		"with space", "q?x#y%z", "ключ", "a\x7f", "a\u0085", strings.Repeat("x", MaxKeySize), strings.Repeat("x", MaxKeySize+1)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		err := validateKey(key, false)
+		errPrefix := validateKey(key, true)
+		if (err == nil) != keyOK(key) {
+			t.Fatalf("validateKey(%q) = %v, rules say ok=%v", key, err, keyOK(key))
+		}
+		if err != nil && err.Error() == "" {
+			t.Fatalf("validateKey(%q): empty message", key)
+		}
+		if key == "" {
+			if err == nil || errPrefix != nil {
+				t.Fatalf("empty key: key err %v, prefix err %v", err, errPrefix)
+			}
+		} else if (err == nil) != (errPrefix == nil) {
+			t.Fatalf("%q: as key %v, as prefix %v", key, err, errPrefix)
+		}
+		if err != nil {
+			return
+		}
+		u := &url.URL{Path: "/v1/kv/" + key}
+		back, perr := url.ParseRequestURI(u.RequestURI())
+		if perr != nil {
+			t.Fatalf("%q: the encoded path %q does not parse: %v", key, u.RequestURI(), perr)
+		}
+		if got := strings.TrimPrefix(back.Path, "/v1/kv/"); got != key {
+			t.Fatalf("%q: sent as %q, arrives as %q", key, u.RequestURI(), got)
+		}
+	})
+}
