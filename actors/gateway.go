@@ -257,8 +257,15 @@ func (g *Gateway) Ready() error {
 	if st.LeaderHTTPAddr == "" {
 		return fmt.Errorf("the leader %s has not registered its HTTP address yet", st.LeaderID)
 	}
+	if st.CommitIndex > st.AppliedIndex+readyLag {
+		return fmt.Errorf("catching up: applied %d of %d committed entries", st.AppliedIndex, st.CommitIndex)
+	}
 	return nil
 }
+
+// readyLag is how many committed entries a node may trail and still call
+// itself ready; a node replaying a long log or receiving a snapshot is not.
+const readyLag = 1024
 
 // Join adds a member through the leader.
 func (g *Gateway) Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error {
@@ -294,11 +301,7 @@ func (g *Gateway) membership(ctx context.Context, forwarded bool, msg any, metho
 		if status == http.StatusOK {
 			return nil
 		}
-		var fe cluster.ForwardedError
-		if json.Unmarshal(b, &fe) == nil && fe.Code != "" {
-			return cluster.ErrorFromCode(fe.Code, fe.Error)
-		}
-		return fmt.Errorf("leader answered %d: %s", status, bytes.TrimSpace(b))
+		return cluster.LeaderError(status, b)
 	})
 }
 
@@ -337,14 +340,15 @@ func (g *Gateway) Crash(name, reason string) error {
 // --join asks a member to add it.
 func (g *Gateway) maintain(n *cluster.Node, stop <-chan struct{}) {
 	cfg := g.tree.cfg
+	joined := false
 	for {
 		changed := n.LeaderChanged()
 		n.LearnPeerAddrs()
 		if n.IsLeader() {
 			_ = n.EnsureReady(cfg.RequestTimeout)
 		}
-		if len(cfg.Join) > 0 && !n.HasState() {
-			g.joinThroughSeeds(stop)
+		if len(cfg.Join) > 0 && !joined && !n.HasState() {
+			joined = g.joinThroughSeeds(stop)
 		}
 		registered := g.Store().NodeAddr(g.self) == cfg.AdvertiseHTTP
 		if !registered {
@@ -372,8 +376,8 @@ func (g *Gateway) maintain(n *cluster.Node, stop <-chan struct{}) {
 }
 
 // joinThroughSeeds asks each --join address in turn to add this node, until
-// one accepts or stop closes.
-func (g *Gateway) joinThroughSeeds(stop <-chan struct{}) {
+// one accepts (true) or stop closes (false).
+func (g *Gateway) joinThroughSeeds(stop <-chan struct{}) bool {
 	cfg := g.tree.cfg
 	body, _ := json.Marshal(cluster.JoinRequest{ID: g.self, RaftAddr: cfg.Raft.RaftAdvertise, HTTPAddr: cfg.AdvertiseHTTP})
 	backoff := 200 * time.Millisecond
@@ -384,13 +388,13 @@ func (g *Gateway) joinThroughSeeds(stop <-chan struct{}) {
 			cancel()
 			if err == nil && status == http.StatusOK {
 				cfg.Logger.Info("joined the cluster", "through", seed)
-				return
+				return true
 			}
 			cfg.Logger.Warn("join attempt failed", "seed", seed, "status", status, "err", err, "answer", string(bytes.TrimSpace(b)))
 		}
 		select {
 		case <-stop:
-			return
+			return false
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)

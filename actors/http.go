@@ -29,6 +29,10 @@ func (a *httpActor) Receive(ctx actor.Context) {
 			_ = a.srv.Close()
 		}
 	case *actor.Stopping:
+		// Long polls answer now rather than hold the drain for its timeout.
+		if d, ok := a.handler.(interface{ Drain() }); ok {
+			d.Drain()
+		}
 		if a.srv != nil {
 			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := a.srv.Shutdown(c); err != nil {

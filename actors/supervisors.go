@@ -87,8 +87,8 @@ func (a *nodeActor) spawn(ctx actor.Context, name string, producer actor.Produce
 	return pid
 }
 
-// childStrategy restarts a crashed child, at most MaxRestarts times within
-// RestartWindow.
+// childStrategy restarts a crashed child after a growing pause, at most
+// MaxRestarts times within RestartWindow; past that the child is stopped.
 func (t *Tree) childStrategy() actor.SupervisorStrategy {
 	n, within := t.cfg.MaxRestarts, t.cfg.RestartWindow
 	if n <= 0 {
@@ -97,5 +97,35 @@ func (t *Tree) childStrategy() actor.SupervisorStrategy {
 	if within <= 0 {
 		within = time.Minute
 	}
-	return actor.NewOneForOneStrategy(n, within, func(any) actor.Directive { return actor.RestartDirective })
+	return &backoffStrategy{max: n, within: within, first: 100 * time.Millisecond, cap: 5 * time.Second}
+}
+
+// backoffStrategy is one-for-one supervision with a bounded number of
+// restarts and an exponential pause before each one. Without the pause a
+// crash with a lasting cause (a port taken by another process, a full disk)
+// burns the whole budget in a millisecond; with it the cause has seconds to
+// clear. The crashed child's mailbox stays suspended during the pause, so
+// its queued messages wait for the new incarnation.
+type backoffStrategy struct {
+	max        int
+	within     time.Duration
+	first, cap time.Duration
+}
+
+// HandleFailure implements actor.SupervisorStrategy.
+func (s *backoffStrategy) HandleFailure(system *actor.ActorSystem, supervisor actor.Supervisor, child *actor.PID, rs *actor.RestartStatistics, reason any, _ any) {
+	rs.Fail()
+	failures := rs.NumberOfFailures(s.within)
+	if failures > s.max {
+		rs.Reset()
+		system.EventStream.Publish(&actor.SupervisorEvent{Child: child, Reason: reason, Directive: actor.StopDirective})
+		supervisor.StopChildren(child)
+		return
+	}
+	system.EventStream.Publish(&actor.SupervisorEvent{Child: child, Reason: reason, Directive: actor.RestartDirective})
+	pause := s.first << (failures - 1)
+	if pause > s.cap || pause <= 0 {
+		pause = s.cap
+	}
+	time.AfterFunc(pause, func() { supervisor.RestartChildren(child) })
 }

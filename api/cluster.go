@@ -96,8 +96,9 @@ func validateJoin(req cluster.JoinRequest) error {
 	return nil
 }
 
-// membershipStatus keeps "not leader / no quorum" at 503 and turns other
-// refusals from Raft (e.g. a clashing address) into 409.
+// membershipStatus keeps "not leader / no quorum" at 503, a leader's own
+// refusal at its status, and turns other refusals from Raft (e.g. a clashing
+// address) into 409.
 func membershipStatus(err error) int {
 	status, _ := errorStatus(err)
 	if status == http.StatusInternalServerError {

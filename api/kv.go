@@ -191,6 +191,8 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, key string) {
 		select {
 		case <-changed:
 		case <-timer.C:
+		case <-s.draining:
+			deadline = time.Now() // answer with what we have
 		case <-r.Context().Done():
 			timer.Stop()
 			return

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster"
@@ -71,6 +72,9 @@ type Server struct {
 	b    Backend
 	opts Options
 	mux  *http.ServeMux
+
+	drainOnce sync.Once
+	draining  chan struct{} // closed by Drain
 }
 
 // New returns the node's HTTP handler.
@@ -87,7 +91,7 @@ func New(b Backend, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, opts: opts, mux: http.NewServeMux()}
+	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{})}
 	s.routes()
 	return s
 }
@@ -116,6 +120,10 @@ func (s *Server) routes() {
 	}
 }
 
+// Drain makes blocking queries answer now with their current result, so a
+// shutdown does not wait for long polls or cut them off without an answer.
+func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
+
 // ServeHTTP routes /v1/kv/ itself: net/http's mux would answer keys with
 // "//" or "." segments with a redirect, and Consul clients turn a redirected
 // PUT into a GET.
@@ -142,7 +150,11 @@ const (
 
 // errorStatus is the one place errors become HTTP statuses.
 func errorStatus(err error) (status int, outcome string) {
+	var remote *cluster.RemoteError
 	switch {
+	case errors.As(err, &remote) && remote.Status >= 400 && remote.Status < 500:
+		// The leader refused the request outright.
+		return remote.Status, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrBusy):
 		return http.StatusTooManyRequests, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrUnknownOutcome):

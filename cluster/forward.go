@@ -88,6 +88,32 @@ func ErrorFromCode(code, msg string) error {
 	return errors.New(msg)
 }
 
+// RemoteError is a refusal from the leader that carries no error code,
+// e.g. a 413 because the leader's value limit is smaller than this node's.
+// A 4xx from the leader means it did not apply anything.
+type RemoteError struct {
+	Status  int
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("the leader answered %d: %s", e.Status, e.Message)
+}
+
+// LeaderError turns a non-200 answer from the leader into an error: one of
+// the sentinel errors when the body carries a code, a *RemoteError
+// otherwise.
+func LeaderError(status int, body []byte) error {
+	var fe ForwardedError
+	if json.Unmarshal(body, &fe) == nil && fe.Error != "" {
+		if fe.Code != "" {
+			return ErrorFromCode(fe.Code, fe.Error)
+		}
+		return &RemoteError{Status: status, Message: fe.Error}
+	}
+	return &RemoteError{Status: status, Message: string(bytes.TrimSpace(body))}
+}
+
 // Forwarder sends a follower's writes and read-index requests to the leader
 // over HTTP, reusing keep-alive connections.
 type Forwarder struct {
@@ -159,11 +185,7 @@ func (f *Forwarder) call(ctx context.Context, leaderHTTP, path string, body []by
 		return fmt.Errorf("%w (reading the leader's answer: %v)", ErrUnknownOutcome, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var fe ForwardedError
-		if json.Unmarshal(b, &fe) != nil || fe.Error == "" {
-			return fmt.Errorf("leader answered %d: %s", resp.StatusCode, bytes.TrimSpace(b))
-		}
-		return ErrorFromCode(fe.Code, fe.Error)
+		return LeaderError(resp.StatusCode, b)
 	}
 	if err := json.Unmarshal(b, out); err != nil {
 		return fmt.Errorf("%w (bad answer from the leader: %v)", ErrUnknownOutcome, err)

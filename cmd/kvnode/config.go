@@ -57,7 +57,7 @@ var settings = []setting{
 	{"restart_window", kDuration, "1m", "window for max_restarts"},
 	{"raft_heartbeat_timeout", kDuration, "500ms", "follower timeout without leader contact before it campaigns"},
 	{"raft_election_timeout", kDuration, "500ms", "candidate timeout before a new election round"},
-	{"raft_leader_lease_timeout", kDuration, "250ms", "leader steps down after this long without a quorum"},
+	{"raft_leader_lease_timeout", kDuration, "500ms", "leader steps down after this long without a quorum"},
 	{"raft_commit_timeout", kDuration, "20ms", "idle interval after which the leader pushes the commit index"},
 	{"raft_max_append_entries", kInt, "256", "entries per AppendEntries and per FSM batch"},
 	{"raft_snapshot_interval", kDuration, "30s", "how often to check whether a snapshot is due"},

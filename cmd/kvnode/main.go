@@ -23,6 +23,11 @@ import (
 	"github.com/troupe-kv/troupe/storage"
 )
 
+// exitConfig is sysexits' EX_CONFIG: distinct from a crash (1) and from a
+// Go panic (2), so a service manager can refuse to restart a node whose
+// configuration is wrong (systemd: RestartPreventExitStatus=78).
+const exitConfig = 78
+
 func main() {
 	cfg, err := loadConfig(os.Args[1:])
 	if errors.Is(err, errHelp) {
@@ -30,7 +35,7 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "kvnode: %v\n", err)
-		os.Exit(2)
+		os.Exit(exitConfig)
 	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "kvnode: %v\n", err)
@@ -47,7 +52,6 @@ func run(cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	defer store.Close()
 
 	tree := actors.New(actors.Config{
 		Raft: cluster.Config{
@@ -79,7 +83,7 @@ func run(cfg *Config) error {
 	if err := tree.Start(handler); err != nil {
 		return err
 	}
-	logger.Info("kvnode started", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
+	logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
 	if cfg.Chaos {
 		logger.Warn("chaos endpoints are enabled: never run this in production")
 	}
@@ -92,7 +96,12 @@ func run(cfg *Config) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := tree.Stop(ctx); err != nil {
-			logger.Warn("shutdown", "err", err)
+			// Raft may still be applying entries: leave the state file to
+			// the OS (bbolt is crash-safe) rather than close it under Raft.
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		if err := store.Close(); err != nil {
+			return fmt.Errorf("closing the state file: %w", err)
 		}
 		logger.Info("stopped")
 		return nil

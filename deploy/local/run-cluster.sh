@@ -14,6 +14,15 @@ RAFT_BASE=${RAFT_BASE:-8300}
 [ -x "$BIN/kvnode" ] || { echo "build first: make build" >&2; exit 1; }
 mkdir -p "$DATA"
 
+# The members are fixed when the cluster first starts: a different NODES on
+# existing data would leave the new nodes bootstrapping a cluster of their
+# own. Grow a cluster with --join instead (docs/operations.md).
+if [ -f "$DATA/nodes" ] && [ "$(cat "$DATA/nodes")" != "$NODES" ]; then
+  echo "$DATA holds a $(cat "$DATA/nodes")-node cluster; run with NODES=$(cat "$DATA/nodes"), or 'make clean' to start over" >&2
+  exit 1
+fi
+echo "$NODES" >"$DATA/nodes"
+
 members=()
 for i in $(seq 1 "$NODES"); do
   members+=("n$i=127.0.0.1:$((RAFT_BASE + i - 1))")
@@ -48,7 +57,7 @@ for _ in $(seq 1 100); do
   if curl -sf "http://${endpoints[0]}/readyz" >/dev/null 2>&1; then break; fi
   sleep 0.1
 done
-leader=$(curl -s "http://${endpoints[0]}/v1/status/leader" || true)
+leader=$(curl -s "http://${endpoints[0]}/v1/status/leader" | tr -d '"' || true)
 
 cat <<TOUR
 

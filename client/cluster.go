@@ -1,0 +1,138 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+)
+
+// Member is one server of the Raft configuration, as GET
+// /v1/cluster/members reports it. The client keeps its own copy of the
+// type so that importing it does not drag Raft into every tool.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+	// Voter is false for a member that replicates but does not vote.
+	Voter bool `json:"voter"`
+	// Leader is the answering node's belief, which may be stale by an
+	// election.
+	Leader bool `json:"leader"`
+}
+
+// Status is one node's view of the cluster, from GET /v1/cluster/status.
+// It is per node: which node answered is in ID.
+type Status struct {
+	ID                string `json:"id"`
+	State             string `json:"state"`
+	Term              uint64 `json:"term"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastLogIndex      uint64 `json:"last_log_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	// LastContactMS is how long ago this node heard from the leader; 0 on
+	// the leader.
+	LastContactMS  int64  `json:"last_contact_ms"`
+	LeaderID       string `json:"leader_id"`
+	LeaderRaftAddr string `json:"leader_raft_addr"`
+	LeaderHTTPAddr string `json:"leader_http_addr"`
+}
+
+// JoinRequest asks the cluster to add a voter. HTTPAddr is registered so
+// that followers can forward writes to the new node once it leads.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPAddr string `json:"http_addr"`
+}
+
+// Members lists the Raft configuration as the answering node sees it.
+func (c *Client) Members(ctx context.Context) ([]Member, error) {
+	var out []Member
+	if err := c.getJSON(ctx, "/v1/cluster/members", &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Status returns the answering node's status. To see every node, give each
+// endpoint its own client with WithMaxAttempts(1): failover would otherwise
+// quietly answer for another node.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.getJSON(ctx, "/v1/cluster/status", &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Leader returns the leader's Raft address, "" while there is none
+// (Consul's /v1/status/leader).
+func (c *Client) Leader(ctx context.Context) (string, error) {
+	var addr string
+	if err := c.getJSON(ctx, "/v1/status/leader", &addr); err != nil {
+		return "", err
+	}
+	return addr, nil
+}
+
+// Peers returns the voters' Raft addresses (Consul's /v1/status/peers).
+func (c *Client) Peers(ctx context.Context) ([]string, error) {
+	var peers []string
+	if err := c.getJSON(ctx, "/v1/status/peers", &peers); err != nil {
+		return nil, err
+	}
+	return peers, nil
+}
+
+// Ready returns nil once the answering node can serve linearizable
+// requests (GET /readyz): it has a leader and has caught up.
+func (c *Client) Ready(ctx context.Context) error {
+	_, err := c.do(ctx, &request{method: http.MethodGet, path: "/readyz", read: true, accept: []int{200}})
+	return err
+}
+
+// Join adds a voter. Any node accepts it and forwards it to the leader;
+// joining a member that is already in place is a no-op.
+func (c *Client) Join(ctx context.Context, req JoinRequest) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	_, err = c.do(ctx, &request{method: http.MethodPost, path: "/v1/cluster/join", body: body,
+		contentType: "application/json", accept: []int{200}})
+	return err
+}
+
+// Remove takes a member out of the Raft configuration. Removing the leader
+// makes it hand leadership over first.
+func (c *Client) Remove(ctx context.Context, id string) error {
+	_, err := c.do(ctx, &request{method: http.MethodDelete, path: "/v1/cluster/members/" + id, accept: []int{200}})
+	return err
+}
+
+// Snapshot makes the answering node take a Raft snapshot now and returns
+// its index; useful before maintenance, to shorten the log a restart
+// replays.
+func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
+	resp, err := c.do(ctx, &request{method: http.MethodPost, path: "/v1/cluster/snapshot", accept: []int{200}})
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Index uint64 `json:"index"`
+	}
+	if err := decode(resp, &out); err != nil {
+		return 0, err
+	}
+	return out.Index, nil
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, &request{method: http.MethodGet, path: path, query: url.Values{}, read: true, accept: []int{200}})
+	if err != nil {
+		return err
+	}
+	return decode(resp, v)
+}

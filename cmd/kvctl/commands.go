@@ -1,0 +1,549 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/troupe-kv/troupe/client"
+)
+
+// command is one subcommand. setup registers its flags on fs and returns
+// the action bound to them, so each invocation gets fresh flag values.
+type command struct {
+	name    string
+	aliases []string
+	group   string
+	args    string
+	minArgs int
+	maxArgs int
+	summary string
+	long    string
+	example string
+	setup   func(fs *pflag.FlagSet) action
+}
+
+type action func(inv *invocation, args []string) error
+
+func (cmd *command) argsText() string {
+	if cmd.args == "" {
+		return "[flags]"
+	}
+	return cmd.args + " [flags]"
+}
+
+// invocation is what an action works with: parsed globals and a client.
+type invocation struct {
+	*cli
+	ctx    context.Context
+	addrs  []string
+	client *client.Client
+	json   bool
+}
+
+// printJSON writes v indented, with a trailing newline, without HTML
+// escaping: output meant for jq and diff, stable across releases.
+func (inv *invocation) printJSON(v any) error {
+	enc := json.NewEncoder(inv.stdout)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeResult is the JSON answer of put, cas and del.
+type writeResult struct {
+	Key     string `json:"key"`
+	Recurse bool   `json:"recurse,omitempty"`
+	OK      bool   `json:"ok"`
+	Index   uint64 `json:"index"`
+}
+
+const kv, clusterGroup = "Key-value commands", "Cluster commands"
+
+var commands = []*command{
+	{
+		name: "get", group: kv, args: "<key>", minArgs: 1, maxArgs: 1,
+		summary: "print a key's value",
+		long: `Print the value stored under key, followed by a newline unless it already
+ends with one (--raw prints the bytes exactly). With -o json, print the whole
+entry as Consul does: Value is base64, Flags and the indexes are integers.
+A missing key prints "key not found" on stderr and exits with status 1.
+
+Reads are linearizable by default: they reflect every write acknowledged
+before them. --stale lets any node answer from its local copy, which works
+without a leader but may lag behind.`,
+		example: `  kvctl get config/color
+  kvctl get --raw tls/cert > cert.pem
+  kvctl -o json get config/color | jq -r .ModifyIndex
+  kvctl get --stale config/color     # also answers while there is no quorum`,
+		setup: func(fs *pflag.FlagSet) action {
+			stale := fs.Bool("stale", false, "let any node answer from its local copy (may lag; works without a leader)")
+			consistent := fs.Bool("consistent", false, "strictest consistency (Consul's mode; Troupe's default is already linearizable)")
+			raw := fs.Bool("raw", false, "print the value's bytes exactly, without adding a newline")
+			return func(inv *invocation, args []string) error {
+				if *stale && *consistent {
+					return usagef("--stale and --consistent are mutually exclusive")
+				}
+				p, _, err := inv.client.Get(inv.ctx, args[0], client.ReadOptions{Stale: *stale, Consistent: *consistent})
+				if err != nil {
+					return err
+				}
+				if p == nil {
+					return no("key not found: %s", args[0])
+				}
+				if inv.json {
+					return inv.printJSON(p)
+				}
+				v := p.Value
+				if !*raw && (len(v) == 0 || v[len(v)-1] != '\n') {
+					v = append(v, '\n')
+				}
+				_, err = inv.stdout.Write(v)
+				return err
+			}
+		},
+	},
+	{
+		name: "put", group: kv, args: "<key> <value|->", minArgs: 2, maxArgs: 2,
+		summary: "write a value",
+		long: `Write value under key, replacing any previous value. A value of "-" is read
+from standard input, byte for byte (values up to 512 KiB by default). Put
+resets the key's flags to --flags (0 unless given), as Consul does. To store a
+value that starts with "-", put "--" before the arguments.`,
+		example: `  kvctl put config/color blue
+  kvctl put --flags 42 config/color blue
+  kvctl put tls/cert - < cert.pem
+  kvctl put -- config/offset -5`,
+		setup: func(fs *pflag.FlagSet) action {
+			flags := fs.Uint64("flags", 0, "opaque 64-bit flags stored with the value")
+			return func(inv *invocation, args []string) error {
+				value, err := inv.value(args[1])
+				if err != nil {
+					return err
+				}
+				ok, meta, err := inv.client.Put(inv.ctx, args[0], value, client.WriteOptions{Flags: *flags})
+				if err != nil {
+					return err
+				}
+				return inv.wrote("wrote", args[0], false, ok, meta, nil)
+			}
+		},
+	},
+	{
+		name: "cas", group: kv, args: "<key> <value|->", minArgs: 2, maxArgs: 2,
+		summary: "write a value only if the key is unchanged since an index",
+		long: `Check-and-set: write value under key only if the key's ModifyIndex is still
+--index, i.e. nobody wrote it since you read it. --index 0 means "only if
+the key does not exist yet". Get the current index with
+'kvctl -o json get <key>' (ModifyIndex). If the key has changed, nothing is
+written and kvctl exits with status 1. A value of "-" is read from stdin.`,
+		example: `  idx=$(kvctl -o json get config/color | jq .ModifyIndex)
+  kvctl cas --index "$idx" config/color green
+  kvctl cas --index 0 locks/deploy "$(hostname)"   # create only`,
+		setup: func(fs *pflag.FlagSet) action {
+			index := fs.Uint64("index", 0, "the ModifyIndex the key must still have (0: the key must not exist); required")
+			flags := fs.Uint64("flags", 0, "opaque 64-bit flags stored with the value")
+			return func(inv *invocation, args []string) error {
+				if !fs.Changed("index") {
+					return usagef("cas needs --index (use 0 to create a key that must not exist)")
+				}
+				value, err := inv.value(args[1])
+				if err != nil {
+					return err
+				}
+				ok, meta, err := inv.client.CAS(inv.ctx, args[0], value, *index, *flags)
+				if err != nil {
+					return err
+				}
+				return inv.wrote("wrote", args[0], false, ok, meta, func() error { return inv.casFailed(args[0], *index, "cas failed") })
+			}
+		},
+	},
+	{
+		name: "del", aliases: []string{"delete", "rm"}, group: kv, args: "<key>", minArgs: 1, maxArgs: 1,
+		summary: "delete a key, or every key under a prefix",
+		long: `Delete key. Deleting a key that does not exist succeeds. --recurse deletes
+every key that starts with the given prefix (a plain string prefix: "app"
+also matches "apple"); an empty prefix would delete the whole store and
+needs --force. --cas deletes only if the key's ModifyIndex is still N and
+exits with status 1 otherwise.`,
+		example: `  kvctl del config/color
+  kvctl del --recurse config/
+  kvctl del --cas 42 locks/deploy`,
+		setup: func(fs *pflag.FlagSet) action {
+			recurse := fs.BoolP("recurse", "r", false, "delete every key starting with the prefix")
+			cas := fs.Uint64("cas", 0, "delete only if the key's ModifyIndex is still this")
+			force := fs.Bool("force", false, "allow --recurse with an empty prefix (deletes everything)")
+			return func(inv *invocation, args []string) error {
+				key, withCAS := args[0], fs.Changed("cas")
+				switch {
+				case *recurse && withCAS:
+					return usagef("--recurse and --cas cannot be combined")
+				case *recurse && key == "" && !*force:
+					return usagef(`refusing to delete every key: an empty prefix with --recurse needs --force`)
+				case *recurse:
+					meta, err := inv.client.DeleteTree(inv.ctx, key)
+					if err != nil {
+						return err
+					}
+					return inv.wrote("deleted", key, true, true, meta, nil)
+				case withCAS:
+					ok, meta, err := inv.client.DeleteCAS(inv.ctx, key, *cas)
+					if err != nil {
+						return err
+					}
+					return inv.wrote("deleted", key, false, ok, meta, func() error { return inv.casFailed(key, *cas, "not deleted") })
+				}
+				meta, err := inv.client.Delete(inv.ctx, key)
+				if err != nil {
+					return err
+				}
+				return inv.wrote("deleted", key, false, true, meta, nil)
+			}
+		},
+	},
+	{
+		name: "ls", aliases: []string{"list"}, group: kv, args: "[prefix]", minArgs: 0, maxArgs: 1,
+		summary: "list keys under a prefix",
+		long: `List the keys that start with prefix (all keys without one). Like a directory
+listing, keys are folded at the next "/" after the prefix: "config/" lists
+"config/color" and "config/db/" rather than everything below config/db/.
+--separator "" lists every key; --recurse lists every key with its value.
+An empty listing is not an error.`,
+		example: `  kvctl ls
+  kvctl ls config/
+  kvctl ls --recurse config/
+  kvctl ls --separator "" config/
+  kvctl -o json ls --recurse config/ | jq -r '.[].Key'`,
+		setup: func(fs *pflag.FlagSet) action {
+			recurse := fs.BoolP("recurse", "r", false, "list every key under the prefix with its value")
+			sep := fs.String("separator", "/", `fold keys at this separator ("" lists every key)`)
+			stale := fs.Bool("stale", false, "let any node answer from its local copy (may lag; works without a leader)")
+			return func(inv *invocation, args []string) error {
+				prefix := ""
+				if len(args) > 0 {
+					prefix = args[0]
+				}
+				opts := client.ReadOptions{Stale: *stale}
+				if *recurse {
+					if fs.Changed("separator") {
+						return usagef("--separator has no effect with --recurse")
+					}
+					pairs, _, err := inv.client.List(inv.ctx, prefix, opts)
+					if err != nil {
+						return err
+					}
+					if inv.json {
+						if pairs == nil {
+							pairs = []*client.KVPair{}
+						}
+						return inv.printJSON(pairs)
+					}
+					return printPairs(inv.stdout, pairs)
+				}
+				keys, _, err := inv.client.Keys(inv.ctx, prefix, *sep, opts)
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					if keys == nil {
+						keys = []string{}
+					}
+					return inv.printJSON(keys)
+				}
+				for _, k := range keys {
+					fmt.Fprintln(inv.stdout, k)
+				}
+				return nil
+			}
+		},
+	},
+	{
+		name: "members", group: clusterGroup, maxArgs: 0,
+		summary: "list the cluster's members",
+		long: `List the servers in the Raft configuration with their addresses and roles,
+as the answering node sees them.`,
+		example: `  kvctl members
+  kvctl -o json members | jq -r '.[] | select(.leader) | .http_addr'`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				ms, err := inv.client.Members(inv.ctx)
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					if ms == nil {
+						ms = []client.Member{}
+					}
+					return inv.printJSON(ms)
+				}
+				return printMembers(inv.stdout, ms)
+			}
+		},
+	},
+	{
+		name: "status", group: clusterGroup, maxArgs: 0,
+		summary: "show a node's Raft status (--all: every node's)",
+		long: `Show the Raft status of the first node that answers: its state, term,
+indexes, the leader it follows and how long ago it heard from it. --all asks
+every node given with --addr and prints one row each; nodes that do not
+answer are listed as unreachable, their errors go to stderr, and kvctl exits
+with status 2.`,
+		example: `  kvctl status
+  kvctl --addr 10.0.0.1:8500,10.0.0.2:8500,10.0.0.3:8500 status --all
+  kvctl -o json status | jq .commit_index`,
+		setup: func(fs *pflag.FlagSet) action {
+			all := fs.BoolP("all", "a", false, "ask every --addr node and print one row each")
+			return func(inv *invocation, args []string) error {
+				if *all {
+					return inv.statusAll()
+				}
+				st, err := inv.client.Status(inv.ctx)
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					return inv.printJSON(st)
+				}
+				return printStatus(inv.stdout, st)
+			}
+		},
+	},
+	{
+		name: "leader", group: clusterGroup, maxArgs: 0,
+		summary: "show the current leader",
+		long: `Show the leader's id and addresses, as the answering node knows them. With
+no leader (an election, or no quorum) kvctl says so and exits with status 1.`,
+		example: `  kvctl leader
+  kvctl -o json leader | jq -r .http_addr`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				st, err := inv.client.Status(inv.ctx)
+				if err != nil {
+					return err
+				}
+				l := struct {
+					ID       string `json:"id"`
+					RaftAddr string `json:"raft_addr"`
+					HTTPAddr string `json:"http_addr"`
+				}{st.LeaderID, st.LeaderRaftAddr, st.LeaderHTTPAddr}
+				if inv.json {
+					if err := inv.printJSON(l); err != nil {
+						return err
+					}
+				} else if l.ID != "" {
+					fmt.Fprintf(inv.stdout, "%s  raft %s  http %s\n", l.ID, l.RaftAddr, orDash(l.HTTPAddr))
+				}
+				if l.ID == "" {
+					return no("no leader known to %s (election in progress, or no quorum)", st.ID)
+				}
+				return nil
+			}
+		},
+	},
+	{
+		name: "peers", group: clusterGroup, maxArgs: 0,
+		summary: "list the voters' Raft addresses",
+		long:    `List the Raft addresses of the voting members (Consul's /v1/status/peers).`,
+		example: `  kvctl peers`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				peers, err := inv.client.Peers(inv.ctx)
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					if peers == nil {
+						peers = []string{}
+					}
+					return inv.printJSON(peers)
+				}
+				for _, p := range peers {
+					fmt.Fprintln(inv.stdout, p)
+				}
+				return nil
+			}
+		},
+	},
+	{
+		name: "join", group: clusterGroup, args: "<id> <raft-addr> <http-addr>", minArgs: 3, maxArgs: 3,
+		summary: "add a node to the cluster",
+		long: `Add a voting member. Start the new node first (without --initial-cluster);
+any existing member accepts the request and passes it to the leader.
+Joining a member that is already there with the same addresses is a no-op.`,
+		example: `  kvctl join n4 10.0.0.4:8300 10.0.0.4:8500`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				if err := inv.client.Join(inv.ctx, client.JoinRequest{ID: args[0], RaftAddr: args[1], HTTPAddr: args[2]}); err != nil {
+					return err
+				}
+				if inv.json {
+					return inv.printJSON(map[string]string{"joined": args[0]})
+				}
+				fmt.Fprintf(inv.stdout, "joined %s\n", args[0])
+				return nil
+			}
+		},
+	},
+	{
+		name: "remove", group: clusterGroup, args: "<id>", minArgs: 1, maxArgs: 1,
+		summary: "remove a node from the cluster",
+		long: `Remove a member from the Raft configuration, e.g. a node that is gone for
+good, so it no longer counts towards the quorum. Removing the leader makes it
+hand leadership over first.`,
+		example: `  kvctl remove n3`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				if err := inv.client.Remove(inv.ctx, args[0]); err != nil {
+					return err
+				}
+				if inv.json {
+					return inv.printJSON(map[string]string{"removed": args[0]})
+				}
+				fmt.Fprintf(inv.stdout, "removed %s\n", args[0])
+				return nil
+			}
+		},
+	},
+	{
+		name: "snapshot", group: clusterGroup, maxArgs: 0,
+		summary: "make a node take a Raft snapshot now",
+		long: `Make the answering node snapshot its state and compact its Raft log, e.g.
+before maintenance, so a restart replays less.`,
+		example: `  kvctl --addr 10.0.0.2:8500 snapshot`,
+		setup: func(fs *pflag.FlagSet) action {
+			return func(inv *invocation, args []string) error {
+				idx, err := inv.client.Snapshot(inv.ctx)
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					return inv.printJSON(map[string]uint64{"index": idx})
+				}
+				fmt.Fprintf(inv.stdout, "snapshot taken at index %d\n", idx)
+				return nil
+			}
+		},
+	},
+}
+
+// value resolves a value argument, "-" meaning standard input.
+func (inv *invocation) value(arg string) ([]byte, error) {
+	if arg != "-" {
+		return []byte(arg), nil
+	}
+	b, err := io.ReadAll(inv.stdin)
+	if err != nil {
+		return nil, fmt.Errorf("reading the value from stdin: %w", err)
+	}
+	return b, nil
+}
+
+// wrote reports a write: the JSON result, or a line saying what happened.
+// failed, called when the server answered false, turns that into the "no"
+// exit after the JSON result is out, so scripts get both.
+func (inv *invocation) wrote(verb, key string, recurse, ok bool, meta client.Meta, failed func() error) error {
+	if inv.json {
+		if err := inv.printJSON(writeResult{Key: key, Recurse: recurse, OK: ok, Index: meta.Index}); err != nil {
+			return err
+		}
+	}
+	if !ok {
+		if failed != nil {
+			return failed()
+		}
+		return fmt.Errorf("the server answered false to a plain %s of %s", verb, key)
+	}
+	if inv.json {
+		return nil
+	}
+	switch {
+	case recurse && key == "":
+		fmt.Fprintf(inv.stdout, "%s every key (index %d)\n", verb, meta.Index)
+	case recurse:
+		fmt.Fprintf(inv.stdout, "%s every key under %q (index %d)\n", verb, key, meta.Index)
+	default:
+		fmt.Fprintf(inv.stdout, "%s %s (index %d)\n", verb, key, meta.Index)
+	}
+	return nil
+}
+
+// casFailed explains a failed precondition by reading the key's current
+// state; the read is best effort, the "no" exit stands either way.
+func (inv *invocation) casFailed(key string, index uint64, what string) error {
+	p, _, err := inv.client.Get(inv.ctx, key, client.ReadOptions{})
+	switch {
+	case err != nil:
+		return no("%s: %s has changed since index %d", what, key, index)
+	case p == nil && index == 0:
+		return no("%s: %s was just created by someone else", what, key)
+	case p == nil:
+		return no("%s: %s does not exist", what, key)
+	case index == 0:
+		return no("%s: %s already exists (index %d); --index 0 only creates", what, key, p.ModifyIndex)
+	default:
+		return no("%s: %s is at index %d, not %d", what, key, p.ModifyIndex, index)
+	}
+}
+
+// nodeStatus is one row of status --all.
+type nodeStatus struct {
+	Endpoint string         `json:"endpoint"`
+	Status   *client.Status `json:"status,omitempty"`
+	Error    string         `json:"error,omitempty"`
+}
+
+// statusAll asks every node on its own, without failover, because the
+// point is to compare the nodes' views.
+func (inv *invocation) statusAll() error {
+	rows := make([]nodeStatus, len(inv.addrs))
+	var wg sync.WaitGroup
+	for i, a := range inv.addrs {
+		wg.Go(func() {
+			one := client.New([]string{a}, client.WithMaxAttempts(1))
+			defer one.CloseIdleConnections()
+			st, err := one.Status(inv.ctx)
+			rows[i] = nodeStatus{Endpoint: a, Status: st}
+			if err != nil {
+				rows[i].Error = err.Error()
+			}
+		})
+	}
+	wg.Wait()
+	var failed []string
+	for _, r := range rows {
+		if r.Error != "" {
+			failed = append(failed, r.Error)
+		}
+	}
+	var err error
+	if inv.json {
+		err = inv.printJSON(rows)
+	} else {
+		err = printStatusTable(inv.stdout, rows)
+	}
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d of %d nodes did not answer: %s", len(failed), len(rows), strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ms(n int64) string {
+	return (time.Duration(n) * time.Millisecond).String()
+}
