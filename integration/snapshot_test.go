@@ -89,6 +89,15 @@ func TestSnapshotRecoveryAndCatchUp(t *testing.T) {
 	writeKeys(t, c, keys)
 	t.Logf("%d writes with 16 writers in %s", keys, time.Since(start).Round(time.Millisecond))
 
+	// Every node applies everything before the snapshots, so the restart
+	// below must recover all keys from its own files, without catching up.
+	st, err := leader.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		n.WaitApplied(st.CommitIndex, 30*time.Second)
+	}
 	for _, n := range c.Nodes {
 		code, body, _, err := n.Do(http.MethodPost, "/v1/cluster/snapshot", nil)
 		if err != nil || code != 200 {
@@ -110,7 +119,7 @@ func TestSnapshotRecoveryAndCatchUp(t *testing.T) {
 	wiped.Kill()
 	wiped.Wipe()
 	wiped.Start()
-	st, err := leader.Status()
+	st, err = leader.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
