@@ -315,16 +315,45 @@ func (g *Gateway) Snapshot(ctx context.Context) (uint64, error) {
 	return r.Index, r.Err
 }
 
-// CrashableActors are the actors Crash accepts.
-var CrashableActors = []string{"raft", "http", "node"}
+// Health reports this node's failure detector view of its peers.
+func (g *Gateway) Health(ctx context.Context) (*cluster.Health, error) {
+	reply, err := g.ask(ctx, "peers", &GetHealth{})
+	if err != nil {
+		return nil, fmt.Errorf("%w (the peers actor did not answer: %v)", cluster.ErrNoLeader, err)
+	}
+	return reply.(*cluster.Health), nil
+}
+
+// CrashableActors are the actors Crash accepts; "peer/<id>" names the
+// monitor of one peer.
+var CrashableActors = []string{"raft", "http", "peers", "peer/<id>", "node"}
+
+func (g *Gateway) isPeer(id string) bool {
+	members, err := g.Members()
+	if err != nil || id == g.self {
+		return false
+	}
+	for _, m := range members {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
 
 // Crash makes the named actor panic (chaos mode only).
 func (g *Gateway) Crash(name, reason string) error {
 	var pid *actor.PID
-	switch name {
-	case "raft", "http":
+	switch {
+	case name == "raft" || name == "http" || name == "peers":
 		pid = g.tree.pid(name)
-	case "node":
+	case strings.HasPrefix(name, "peer/"):
+		id := strings.TrimPrefix(name, "peer/")
+		if !g.isPeer(id) {
+			return fmt.Errorf("no monitor for %q: not a member other than this node", id)
+		}
+		pid = g.tree.pid("peers/" + id)
+	case name == "node":
 		pid = g.tree.system.NewLocalPID("app/node")
 	default:
 		return fmt.Errorf("unknown actor %q (want one of %s)", name, strings.Join(CrashableActors, ", "))

@@ -91,6 +91,8 @@ func (a *raftActor) open() {
 	}
 	a.node = node
 	a.stop = make(chan struct{})
+	peers, root := a.tree.pid("peers"), a.tree.system.Root
+	node.OnPeerHeartbeat(func(ev cluster.PeerHeartbeat) { root.Send(peers, ev) })
 	a.tree.gateway.setNode(node)
 	go a.tree.gateway.maintain(node, a.stop)
 }

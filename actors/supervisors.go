@@ -57,6 +57,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.raft = a.spawn(ctx, "raft", func() actor.Actor { return newRaftActor(a.tree) })
+		a.spawn(ctx, "peers", func() actor.Actor { return &peersActor{tree: a.tree} })
 		a.http = a.spawn(ctx, "http", func() actor.Actor { return &httpActor{tree: a.tree, handler: a.handler} })
 	case *actor.Restarting:
 		a.leaving = true
@@ -80,7 +81,9 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 }
 
 func (a *nodeActor) spawn(ctx actor.Context, name string, producer actor.Producer) *actor.PID {
-	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(producer), name)
+	// Children that supervise children of their own (peers) get the same
+	// bounded, backed-off restarts.
+	pid, err := ctx.SpawnNamed(actor.PropsFromProducer(producer, actor.WithSupervisor(a.tree.childStrategy())), name)
 	if err != nil {
 		panic(fmt.Sprintf("spawn %s: %v", name, err))
 	}

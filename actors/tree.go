@@ -36,6 +36,9 @@ type Config struct {
 	MaxRestarts   int
 	RestartWindow time.Duration
 
+	// Detector tunes the per-peer failure detector.
+	Detector cluster.DetectorConfig
+
 	Logger *slog.Logger
 }
 
@@ -60,6 +63,9 @@ func New(cfg Config) *Tree {
 	}
 	if cfg.Raft.Network == nil {
 		cfg.Raft.Network = faultnet.New(cfg.Raft.NodeID)
+	}
+	if cfg.Detector.ProbeInterval <= 0 {
+		cfg.Detector = cluster.DefaultDetector()
 	}
 	// protoactor logs every recovered panic and dead letter at Info; the
 	// node reports restarts itself (see watchSupervision), so only its
@@ -139,8 +145,15 @@ func (t *Tree) pid(name string) *actor.PID {
 // line naming the actor and the panic.
 func (t *Tree) watchSupervision() {
 	t.system.EventStream.Subscribe(func(evt any) {
-		if e, ok := evt.(*actor.SupervisorEvent); ok {
+		switch e := evt.(type) {
+		case *actor.SupervisorEvent:
 			t.cfg.Logger.Warn("actor failed", "actor", e.Child.Id, "directive", e.Directive.String(), "reason", fmt.Sprint(e.Reason))
+		case *cluster.PeerStateChanged:
+			level := slog.LevelInfo
+			if e.To == cluster.PeerDead || e.To == cluster.PeerSuspect {
+				level = slog.LevelWarn
+			}
+			t.cfg.Logger.Log(context.Background(), level, "peer state changed", "peer", e.Peer, "from", string(e.From), "to", string(e.To), "phi", e.Phi)
 		}
 	})
 }

@@ -194,6 +194,10 @@ func (f *fakeBackend) Snapshot(ctx context.Context) (uint64, error) {
 	return f.snapIndex, f.snapErr
 }
 
+func (f *fakeBackend) Health(ctx context.Context) (*cluster.Health, error) {
+	return &cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{{ID: "n2", State: cluster.PeerAlive}}}, nil
+}
+
 func (f *fakeBackend) Crash(actor, reason string) error {
 	switch actor {
 	case "raft", "http", "node":

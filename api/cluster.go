@@ -147,6 +147,31 @@ func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]uint64{"index": idx})
 }
 
+// clusterHealth reports the failure detector's verdict on every peer.
+func (s *Server) clusterHealth(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	h, err := s.b.Health(ctx)
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// internalPing answers a peer's failure-detector probe. It obeys the fault
+// rules like every other message from a peer.
+func (s *Server) internalPing(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(cluster.ForwardedHeader) == "" {
+		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
+		return
+	}
+	if !s.fromPeer(w, r) {
+		return
+	}
+	writeJSON(w, http.StatusOK, cluster.PingReply{ID: s.b.NodeID()})
+}
+
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok\n")

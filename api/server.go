@@ -36,6 +36,8 @@ type Backend interface {
 	Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error
 	Remove(ctx context.Context, id string, forwarded bool) error
 	Snapshot(ctx context.Context) (uint64, error)
+	// Health is the failure detector's view of every peer.
+	Health(ctx context.Context) (*cluster.Health, error)
 	Crash(actor, reason string) error
 	Faults() faultnet.Rules
 	SetFaults(faultnet.Rules) error
@@ -106,11 +108,13 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.clusterRemove)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
+	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 
 	m.HandleFunc("POST "+cluster.ApplyPath, s.internalApply)
 	m.HandleFunc("POST "+cluster.ReadIndexPath, s.internalReadIndex)
+	m.HandleFunc("GET "+cluster.PingPath, s.internalPing)
 
 	if s.opts.Chaos {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,8 +34,12 @@ func ParseInitialCluster(s string) ([]Server, error) {
 		if !ok || id == "" || addr == "" {
 			return nil, fmt.Errorf("%q is not id=host:port", part)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
 			return nil, fmt.Errorf("%q: %v", part, err)
+		}
+		if p, err := strconv.ParseUint(port, 10, 16); host == "" || err != nil || p == 0 {
+			return nil, fmt.Errorf("%q: address must be host:port with a port from 1 to 65535", part)
 		}
 		if ids[id] {
 			return nil, fmt.Errorf("node id %q appears twice", id)

@@ -22,6 +22,7 @@ const (
 	ForwardedHeader = "X-Troupe-Forwarded-By"
 	ApplyPath       = "/v1/internal/apply"
 	ReadIndexPath   = "/v1/internal/read-index"
+	PingPath        = "/v1/internal/ping"
 	JoinPath        = "/v1/cluster/join"
 	MembersPath     = "/v1/cluster/members/"
 )
@@ -106,7 +107,8 @@ func (e *RemoteError) Error() string {
 func LeaderError(status int, body []byte) error {
 	var fe ForwardedError
 	if json.Unmarshal(body, &fe) == nil && fe.Error != "" {
-		if fe.Code != "" {
+		switch fe.Code {
+		case codeNotLeader, codeNoLeader, codeUnknown, codeBusy:
 			return ErrorFromCode(fe.Code, fe.Error)
 		}
 		return &RemoteError{Status: status, Message: fe.Error}
@@ -155,6 +157,33 @@ func (f *Forwarder) ReadIndex(ctx context.Context, leaderHTTP string) (uint64, e
 		return 0, err
 	}
 	return reply.Index, nil
+}
+
+// PingReply is the JSON body of a successful ping.
+type PingReply struct {
+	ID string `json:"id"`
+}
+
+// Ping asks the node at host for its id: the failure detector's probe. It
+// goes through the fault layer like every other inter-node message.
+func (f *Forwarder) Ping(ctx context.Context, host string) (string, error) {
+	resp, _, err := f.send(ctx, host, http.MethodGet, PingPath, nil, true)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", LeaderError(resp.StatusCode, b)
+	}
+	var reply PingReply
+	if err := json.Unmarshal(b, &reply); err != nil {
+		return "", fmt.Errorf("bad ping answer: %v", err)
+	}
+	return reply.ID, nil
 }
 
 // Do sends an arbitrary request (membership changes) to host and returns its

@@ -48,6 +48,7 @@ type Node struct {
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced at each leader change
+	peerFn   func(PeerHeartbeat)
 
 	// readyTerm is the term in which this leader has applied an entry of its
 	// own; only then does its commit index cover every earlier write.
@@ -198,24 +199,59 @@ func catchUpFromSnapshot(snaps raft.SnapshotStore, store *storage.Store) error {
 func (n *Node) watchLeader() {
 	ch := make(chan raft.Observation, 16)
 	n.observer = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
+			return true
+		}
+		return false
 	})
 	n.raft.RegisterObserver(n.observer)
 	n.obsDone = make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-ch:
-				n.leaderMu.Lock()
-				close(n.leaderCh)
-				n.leaderCh = make(chan struct{})
-				n.leaderMu.Unlock()
+			case o := <-ch:
+				switch d := o.Data.(type) {
+				case raft.LeaderObservation:
+					n.leaderMu.Lock()
+					close(n.leaderCh)
+					n.leaderCh = make(chan struct{})
+					n.leaderMu.Unlock()
+				case raft.FailedHeartbeatObservation:
+					n.notifyPeer(PeerHeartbeat{Peer: string(d.PeerID), Failed: true})
+				case raft.ResumedHeartbeatObservation:
+					n.notifyPeer(PeerHeartbeat{Peer: string(d.PeerID)})
+				}
 			case <-n.obsDone:
 				return
 			}
 		}
 	}()
+}
+
+// PeerHeartbeat is what raft itself saw of a peer: as leader it heartbeats
+// every follower, and reports when a heartbeat fails and when one succeeds
+// again after failures. The failure detector takes it as extra evidence.
+type PeerHeartbeat struct {
+	Peer   string
+	Failed bool
+}
+
+// OnPeerHeartbeat registers fn to receive raft's heartbeat observations. fn
+// must not block: it runs on the observer goroutine.
+func (n *Node) OnPeerHeartbeat(fn func(PeerHeartbeat)) {
+	n.leaderMu.Lock()
+	n.peerFn = fn
+	n.leaderMu.Unlock()
+}
+
+func (n *Node) notifyPeer(ev PeerHeartbeat) {
+	n.leaderMu.Lock()
+	fn := n.peerFn
+	n.leaderMu.Unlock()
+	if fn != nil {
+		fn(ev)
+	}
 }
 
 // LeaderChanged returns a channel closed at the next leader change.
@@ -369,7 +405,12 @@ func (n *Node) ensureReady(term uint64, timeout time.Duration) error {
 	noop := (&storage.Command{Op: storage.OpNoop}).Encode()
 	f := n.raft.Apply(noop, timeout)
 	if err := f.Error(); err != nil {
-		return translate(err)
+		// The no-op has no effect a client could see: whatever became of
+		// it, the answer is "not the leader (any more)".
+		if err := translate(err); !errors.Is(err, ErrUnknownOutcome) {
+			return err
+		}
+		return ErrNotLeader
 	}
 	if n.raft.CurrentTerm() != term {
 		return ErrNotLeader

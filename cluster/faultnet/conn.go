@@ -106,15 +106,46 @@ func (c *conn) Read(b []byte) (int, error) {
 	dl := c.readDeadline
 	c.mu.Unlock()
 	// Hold the read while the peer is cut off from us: its messages "never
-	// arrive". Delay is applied by the sender only, so it is not counted
-	// twice.
-	if _, err := c.net.waitWhileCut(c.closed, c.peer, In, dl); err != nil {
+	// arrive". An inbound delay holds each message once it has arrived.
+	e, err := c.net.waitWhileCut(c.closed, c.peer, In, dl)
+	if err != nil {
 		return 0, err
 	}
+	var n int
 	if c.r != nil {
-		return c.r.Read(b)
+		n, err = c.r.Read(b)
+	} else {
+		n, err = c.Conn.Read(b)
 	}
-	return c.Conn.Read(b)
+	if n > 0 {
+		if herr := c.hold(c.net.pause(e), dl); herr != nil {
+			return 0, herr
+		}
+	}
+	return n, err
+}
+
+// hold waits d, as a delayed message does, but gives up at the deadline
+// (a timeout, as the OS would report) or when the conn is closed.
+func (c *conn) hold(d time.Duration, deadline time.Time) error {
+	if d <= 0 {
+		return nil
+	}
+	timeout := false
+	if !deadline.IsZero() && time.Until(deadline) < d {
+		d, timeout = max(time.Until(deadline), 0), true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		if timeout {
+			return &net.OpError{Op: "io", Net: "tcp", Err: timeoutError{}}
+		}
+		return nil
+	case <-c.closed:
+		return net.ErrClosed
+	}
 }
 
 func (c *conn) Write(b []byte) (int, error) {
@@ -128,12 +159,8 @@ func (c *conn) Write(b []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if d := c.net.pause(e); d > 0 {
-		if !dl.IsZero() && time.Until(dl) < d {
-			time.Sleep(time.Until(dl))
-			return 0, &net.OpError{Op: "write", Net: "tcp", Err: timeoutError{}}
-		}
-		time.Sleep(d)
+	if err := c.hold(c.net.pause(e), dl); err != nil {
+		return 0, err
 	}
 	return c.Conn.Write(b)
 }

@@ -60,8 +60,12 @@ type Duration time.Duration
 // MarshalJSON writes the duration as a Go duration string.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
 
-// UnmarshalJSON accepts "50ms" or a number of nanoseconds.
+// UnmarshalJSON accepts "50ms", a number of nanoseconds, or null (zero).
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		*d = 0
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err == nil {
 		v, err := time.ParseDuration(s)
@@ -179,8 +183,6 @@ func (n *Network) SetRules(rs Rules) error {
 	}
 	n.rules = rs
 	n.rng = rand.New(rand.NewPCG(rs.Seed, rs.Seed^0x9e3779b97f4a7c15))
-	close(n.changed)
-	n.changed = make(chan struct{})
 	var doomed []*conn
 	for c := range n.conns {
 		if affected[AnyPeer] || affected[c.peer] {
@@ -189,9 +191,15 @@ func (n *Network) SetRules(rs Rules) error {
 		}
 	}
 	n.mu.Unlock()
+	// Sever first, then wake the waiters: a message held by the old rules
+	// must not slip out on a connection the new rules are about to close.
 	for _, c := range doomed {
 		c.Close()
 	}
+	n.mu.Lock()
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.mu.Unlock()
 	return nil
 }
 
@@ -273,12 +281,10 @@ func (timeoutError) Is(err error) bool {
 // receiving Listener knows who is calling (Raft connections).
 func (n *Network) Dial(ctx context.Context, addr string, preamble bool) (net.Conn, error) {
 	peer := n.PeerOf(addr)
-	deadline, _ := ctx.Deadline()
-	if _, err := n.waitWhileCut(ctx.Done(), peer, Out, deadline); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
+	// The context alone bounds the wait, so a cut dial always ends with the
+	// context's own error.
+	if _, err := n.waitWhileCut(ctx.Done(), peer, Out, time.Time{}); err != nil {
+		return nil, ctx.Err()
 	}
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -1,0 +1,304 @@
+package actors
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupe-kv/troupe/cluster"
+)
+
+// GetHealth asks the peers actor for a *cluster.Health.
+type GetHealth struct{}
+
+// membersRead carries the member list read off the mailbox.
+type membersRead struct {
+	members []cluster.Member
+}
+
+type refreshPeers struct{}
+
+// peersActor supervises one monitor per other member (one-for-one, with
+// the node's restart budget), keeps their latest reports, and answers
+// health questions.
+type peersActor struct {
+	tree     *Tree
+	monitors map[string]*actor.PID
+	status   map[string]cluster.PeerStatus
+	stop     chan struct{}
+	leaving  bool
+}
+
+func (a *peersActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.monitors = map[string]*actor.PID{}
+		a.status = map[string]cluster.PeerStatus{}
+		a.stop = make(chan struct{})
+		ticker(ctx, time.Second, &refreshPeers{}, a.stop)
+		ctx.Send(ctx.Self(), &refreshPeers{})
+	case *actor.Restarting:
+		a.leaving = true
+		close(a.stop)
+	case *actor.Stopping:
+		a.leaving = true
+		close(a.stop)
+	case *refreshPeers:
+		// Reading the configuration goes through Raft's main loop: do it
+		// off the mailbox.
+		n, self, root := a.tree.gateway.node(), ctx.Self(), ctx.ActorSystem().Root
+		if n == nil {
+			return
+		}
+		go func() {
+			if members, err := n.Members(); err == nil {
+				root.Send(self, &membersRead{members: members})
+			}
+		}()
+	case *membersRead:
+		a.reconcile(ctx, m.members)
+	case *cluster.PeerStatus:
+		if _, ok := a.monitors[m.ID]; ok {
+			a.status[m.ID] = *m
+		}
+	case cluster.PeerHeartbeat:
+		if pid, ok := a.monitors[m.Peer]; ok {
+			ctx.Send(pid, m)
+		}
+	case *GetHealth:
+		ctx.Respond(a.health())
+	case *actor.Terminated:
+		if a.leaving {
+			return
+		}
+		for id, pid := range a.monitors {
+			if pid.Equal(m.Who) {
+				// Stopped by the strategy after too many crashes: give up
+				// on this level too, so the node's budget decides.
+				panic(fmt.Sprintf("monitor of %s crashed too often", id))
+			}
+		}
+	case *Crash:
+		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	}
+}
+
+// reconcile starts a monitor for each new member and stops those of
+// removed ones.
+func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
+	self := a.tree.cfg.Raft.NodeID
+	seen := map[string]bool{}
+	for _, m := range members {
+		if m.ID == self {
+			continue
+		}
+		seen[m.ID] = true
+		if pid, ok := a.monitors[m.ID]; ok {
+			ctx.Send(pid, &peerAddr{addr: m.HTTPAddr})
+			continue
+		}
+		id, addr := m.ID, m.HTTPAddr
+		props := actor.PropsFromProducer(func() actor.Actor {
+			return &monitorActor{tree: a.tree, id: id, addr: addr}
+		})
+		pid, err := ctx.SpawnNamed(props, id)
+		if err != nil {
+			panic(fmt.Sprintf("spawn monitor of %s: %v", id, err))
+		}
+		a.monitors[id] = pid
+	}
+	for id, pid := range a.monitors {
+		if !seen[id] {
+			delete(a.monitors, id)
+			delete(a.status, id)
+			ctx.Poison(pid)
+		}
+	}
+}
+
+func (a *peersActor) health() *cluster.Health {
+	h := &cluster.Health{Node: a.tree.cfg.Raft.NodeID, Peers: []cluster.PeerStatus{}}
+	if n := a.tree.gateway.node(); n != nil {
+		h.LeaderID, h.Leader = n.Leader()
+	}
+	for id := range a.monitors {
+		st, ok := a.status[id]
+		if !ok {
+			st = cluster.PeerStatus{ID: id, State: cluster.PeerUnknown}
+		}
+		h.Peers = append(h.Peers, st)
+	}
+	sort.Slice(h.Peers, func(i, j int) bool { return h.Peers[i].ID < h.Peers[j].ID })
+	return h
+}
+
+// ticker sends msg to the actor every d until stop closes. The goroutine
+// only sends: the work happens in the mailbox.
+func ticker(ctx actor.Context, d time.Duration, msg any, stop <-chan struct{}) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				root.Send(self, msg)
+			case <-stop:
+				return
+			}
+		}
+	}()
+}
+
+type probeTick struct{}
+
+type probeResult struct {
+	ok  bool
+	rtt time.Duration
+	at  time.Time
+}
+
+type peerAddr struct{ addr string }
+
+// monitorActor watches one peer: it pings it every ProbeInterval (one ping
+// in flight at a time, off the mailbox), feeds each answer to a phi-accrual
+// detector, and turns phi into Alive/Suspect/Dead with hysteresis. Its
+// state is soft: a restarted monitor starts over from Unknown.
+type monitorActor struct {
+	tree *Tree
+	id   string
+	addr string
+
+	cfg     cluster.DetectorConfig
+	det     *cluster.PhiAccrual
+	state   cluster.PeerState
+	since   time.Time
+	streak  int // answers in a row
+	probing bool
+	stop    chan struct{}
+
+	rtts                     []time.Duration
+	probes, fails, raftFails uint64
+}
+
+func (a *monitorActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.cfg = a.tree.cfg.Detector
+		a.reset(time.Now())
+		a.state, a.since = cluster.PeerUnknown, time.Now()
+		a.stop = make(chan struct{})
+		ticker(ctx, a.cfg.ProbeInterval, &probeTick{}, a.stop)
+	case *actor.Restarting:
+		close(a.stop)
+	case *actor.Stopping:
+		close(a.stop)
+	case *peerAddr:
+		a.addr = m.addr
+	case *probeTick:
+		a.evaluate(ctx, time.Now())
+		if !a.probing && a.addr != "" {
+			a.probing = true
+			a.probe(ctx)
+		}
+	case *probeResult:
+		a.probing = false
+		a.probes++
+		if m.ok {
+			a.det.Heartbeat(m.at)
+			a.streak++
+			a.rtts = append(a.rtts, m.rtt)
+			if len(a.rtts) > 100 {
+				a.rtts = a.rtts[1:]
+			}
+		} else {
+			a.fails++
+			a.streak = 0
+		}
+		a.evaluate(ctx, time.Now())
+	case cluster.PeerHeartbeat:
+		// Raft's own heartbeats to this peer (seen when this node leads).
+		if m.Failed {
+			a.raftFails++
+		} else {
+			a.det.Heartbeat(time.Now())
+		}
+	case *Crash:
+		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	}
+}
+
+// reset starts a fresh arrival history, counting now as the last sign of
+// life: silence accrues suspicion from here.
+func (a *monitorActor) reset(now time.Time) {
+	a.det = cluster.NewPhiAccrual(a.cfg.Window, a.cfg.ProbeInterval, a.cfg.MinStdDev, a.cfg.AcceptablePause)
+	a.det.Heartbeat(now)
+}
+
+func (a *monitorActor) probe(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	fwd, addr, id, timeout := a.tree.gateway.fwd, a.addr, a.id, a.cfg.ProbeTimeout
+	go func() {
+		start := time.Now()
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		got, err := fwd.Ping(c, addr)
+		cancel()
+		// An answer from a different node at that address is no sign of
+		// life of this peer.
+		ok := err == nil && got == id
+		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now()})
+	}()
+}
+
+// evaluate applies the thresholds: phi decides Alive → Suspect → Dead, and
+// only RecoverProbes answers in a row bring a peer back to Alive.
+func (a *monitorActor) evaluate(ctx actor.Context, now time.Time) {
+	phi := a.det.Phi(now)
+	next := a.state
+	switch {
+	case phi >= a.cfg.DeadPhi:
+		next = cluster.PeerDead
+	case phi >= a.cfg.SuspectPhi && a.state != cluster.PeerDead:
+		next = cluster.PeerSuspect
+	case a.state == cluster.PeerAlive:
+	case a.streak >= a.cfg.RecoverProbes || a.state == cluster.PeerUnknown && a.streak > 0:
+		next = cluster.PeerAlive
+	}
+	if next != a.state {
+		if a.state == cluster.PeerDead && next == cluster.PeerAlive {
+			// The long silence would otherwise inflate the history and
+			// blunt the detector for the next failure.
+			a.reset(now)
+		}
+		ev := &cluster.PeerStateChanged{Peer: a.id, From: a.state, To: next, Phi: phi, At: now}
+		a.state, a.since = next, now
+		ctx.ActorSystem().EventStream.Publish(ev)
+	}
+	ctx.Send(ctx.Parent(), a.status(phi))
+}
+
+func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
+	var mean, dev float64
+	for _, r := range a.rtts {
+		mean += float64(r)
+	}
+	if n := float64(len(a.rtts)); n > 0 {
+		mean /= n
+		for _, r := range a.rtts {
+			dev += (float64(r) - mean) * (float64(r) - mean)
+		}
+		dev = math.Sqrt(dev / n)
+	}
+	return &cluster.PeerStatus{
+		ID: a.id, HTTPAddr: a.addr, State: a.state, Phi: math.Round(phi*100) / 100,
+		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
+		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
+	}
+}
+
+// roundMS turns nanoseconds into milliseconds with three decimals.
+func roundMS(ns float64) float64 { return math.Round(ns/1e3) / 1e3 }

@@ -1,0 +1,48 @@
+package cluster
+
+import "time"
+
+// PeerState is the failure detector's verdict on a peer.
+type PeerState string
+
+// The states a peer moves through. Alive → Suspect → Dead as phi rises;
+// back to Alive only after RecoverProbes answers in a row.
+const (
+	PeerUnknown PeerState = "unknown" // not heard from yet
+	PeerAlive   PeerState = "alive"
+	PeerSuspect PeerState = "suspect"
+	PeerDead    PeerState = "dead"
+)
+
+// PeerStateChanged is published on the actor system's event stream when a
+// monitor's verdict on its peer changes.
+type PeerStateChanged struct {
+	Peer     string
+	From, To PeerState
+	Phi      float64
+	At       time.Time
+}
+
+// PeerStatus is one monitor's current view of its peer.
+type PeerStatus struct {
+	ID           string    `json:"id"`
+	HTTPAddr     string    `json:"http_addr"`
+	State        PeerState `json:"state"`
+	Phi          float64   `json:"phi"`
+	LastHeard    time.Time `json:"last_heard"`
+	RTTMeanMS    float64   `json:"rtt_mean_ms"`
+	RTTStdDevMS  float64   `json:"rtt_stddev_ms"`
+	Probes       uint64    `json:"probes"`
+	Failures     uint64    `json:"failures"`
+	RaftFailures uint64    `json:"raft_heartbeat_failures"`
+	Since        time.Time `json:"state_since"`
+}
+
+// Health is this node's view of its peers and of the leader, for
+// GET /v1/cluster/health.
+type Health struct {
+	Node     string       `json:"node"`
+	LeaderID string       `json:"leader_id"`
+	Leader   string       `json:"leader_raft_addr"`
+	Peers    []PeerStatus `json:"peers"`
+}
