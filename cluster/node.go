@@ -575,5 +575,8 @@ func (n *Node) TransferLeadership() error {
 	if !n.IsLeader() {
 		return nil
 	}
+	if peers, err := n.Peers(); err == nil && len(peers) < 2 {
+		return nil // nobody to hand over to
+	}
 	return n.raft.LeadershipTransfer().Error()
 }
