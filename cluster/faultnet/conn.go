@@ -2,12 +2,18 @@ package faultnet
 
 import (
 	"bufio"
+	"context"
+	"math/rand/v2"
+	"syscall"
+
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // preambleMagic starts every Raft connection, so a stray client (an HTTP
@@ -63,16 +69,51 @@ type conn struct {
 
 	idOnce sync.Once
 	idErr  error
-	closed chan struct{} // closed by Close: wakes a Read or Write held by a cut
+	closed chan struct{} // closed by Close: wakes a Read or Write held by a fault
+	ctx    context.Context // cancelled by Close, for waits that take a context
+	cancel context.CancelFunc
 
 	mu            sync.Mutex
 	readDeadline  time.Time
 	writeDeadline time.Time
+	rngOut, rngIn *rand.Rand // this link's own random choices, set by register
 	closeOnce     sync.Once
 }
 
 func newConn(raw net.Conn, n *Network, peer string, needID bool) *conn {
-	return &conn{Conn: raw, net: n, peer: peer, needID: needID, closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &conn{Conn: raw, net: n, peer: peer, needID: needID, closed: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// fate draws, for one message, whether it is lost and how long it waits.
+func (c *conn) fate(e effect, rng *rand.Rand) (lost bool, wait time.Duration) {
+	if e.drop == 0 && e.delay == 0 {
+		return false, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lost = e.drop > 0 && rng.Float64() < e.drop
+	return lost, pause(e, rng)
+}
+
+// throttle waits until the link's token bucket allows n more bytes, or
+// the deadline passes (a timeout) or the conn closes.
+func (c *conn) throttle(l *rate.Limiter, n int, deadline time.Time) error {
+	if l == nil {
+		return nil
+	}
+	ctx, cancel := c.ctx, context.CancelFunc(func() {})
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(c.ctx, deadline)
+	}
+	defer cancel()
+	if err := l.WaitN(ctx, n); err != nil {
+		if c.ctx.Err() != nil {
+			return net.ErrClosed
+		}
+		return &net.OpError{Op: "io", Net: "tcp", Err: timeoutError{}}
+	}
+	return nil
 }
 
 func (c *conn) identify() error {
@@ -106,10 +147,14 @@ func (c *conn) Read(b []byte) (int, error) {
 	dl := c.readDeadline
 	c.mu.Unlock()
 	// Hold the read while the peer is cut off from us: its messages "never
-	// arrive". An inbound delay holds each message once it has arrived.
+	// arrive". Loss, delay and the bandwidth cap of the "in" direction act
+	// on each message once it has arrived.
 	e, err := c.net.waitWhileCut(c.closed, c.peer, In, dl)
 	if err != nil {
 		return 0, err
+	}
+	if e.limiter != nil && len(b) > e.limiter.Burst() {
+		b = b[:e.limiter.Burst()]
 	}
 	var n int
 	if c.r != nil {
@@ -118,11 +163,28 @@ func (c *conn) Read(b []byte) (int, error) {
 		n, err = c.Conn.Read(b)
 	}
 	if n > 0 {
-		if herr := c.hold(c.net.pause(e), dl); herr != nil {
+		lost, wait := c.fate(e, c.rngIn)
+		if lost {
+			c.Close()
+			return 0, &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+		}
+		if herr := c.hold(wait, dl); herr != nil {
 			return 0, herr
+		}
+		if terr := c.throttle(e.limiter, n, dl); terr != nil {
+			return 0, terr
 		}
 	}
 	return n, err
+}
+
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
 }
 
 // hold waits d, as a delayed message does, but gives up at the deadline
@@ -155,14 +217,39 @@ func (c *conn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	dl := c.writeDeadline
 	c.mu.Unlock()
+	if c.isClosed() {
+		return 0, net.ErrClosed
+	}
 	e, err := c.net.waitWhileCut(c.closed, c.peer, Out, dl)
 	if err != nil {
 		return 0, err
 	}
-	if err := c.hold(c.net.pause(e), dl); err != nil {
+	lost, wait := c.fate(e, c.rngOut)
+	if lost {
+		// The sender believes the message left; it never arrives, and the
+		// connection breaks under both ends.
+		c.Close()
+		return len(b), nil
+	}
+	if err := c.hold(wait, dl); err != nil {
 		return 0, err
 	}
-	return c.Conn.Write(b)
+	if e.limiter == nil {
+		return c.Conn.Write(b)
+	}
+	written := 0
+	for written < len(b) {
+		chunk := min(len(b)-written, e.limiter.Burst())
+		if err := c.throttle(e.limiter, chunk, dl); err != nil {
+			return written, err
+		}
+		n, err := c.Conn.Write(b[written : written+chunk])
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 func (c *conn) SetDeadline(t time.Time) error {
@@ -189,6 +276,7 @@ func (c *conn) SetWriteDeadline(t time.Time) error {
 func (c *conn) Close() error {
 	c.closeOnce.Do(func() {
 		close(c.closed)
+		c.cancel()
 		c.net.unregister(c)
 	})
 	return c.Conn.Close()

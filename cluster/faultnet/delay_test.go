@@ -15,17 +15,21 @@ func jittery(seed uint64) Rules {
 	return Rules{Seed: seed, Rules: []Rule{{Peer: AnyPeer, Direction: Both, Delay: Duration(50 * time.Millisecond), Jitter: Duration(20 * time.Millisecond)}}}
 }
 
+// pauses draws count pauses for the first connection to "peer".
 func pauses(n *Network, count int) []time.Duration {
 	e, _ := n.effectFor("peer", Out)
+	n.mu.Lock()
+	rng := n.linkRand("peer", Out, 0)
+	n.mu.Unlock()
 	out := make([]time.Duration, count)
 	for i := range out {
-		out[i] = n.pause(e)
+		out[i] = pause(e, rng)
 	}
 	return out
 }
 
-// TestPauseIsSeeded: the jitter sequence depends only on the seed, so a
-// failing chaos run can be replayed; installing the rules again restarts it.
+// TestPauseIsSeeded: the jitter sequence of a link depends only on the
+// seed, so a failing chaos run can be replayed.
 func TestPauseIsSeeded(t *testing.T) {
 	n1, n2 := New("a"), New("b")
 	mustSetRules(t, n1, jittery(42))
@@ -53,12 +57,21 @@ func TestPauseIsSeeded(t *testing.T) {
 	if other := pauses(n2, 200); reflect.DeepEqual(other, s1) {
 		t.Fatal("seeds 42 and 43 gave the same pauses")
 	}
+	// Different links (peer, connection number) get different sequences.
+	n1.mu.Lock()
+	other := n1.linkRand("peer", Out, 1)
+	n1.mu.Unlock()
+	e, _ := n1.effectFor("peer", Out)
+	if pause(e, other) == s1[0] && pause(e, other) == s1[1] && pause(e, other) == s1[2] {
+		t.Fatal("two connections to one peer share a jitter sequence")
+	}
 
 	// Without jitter the pause is the delay; without a delay there is none.
-	if p := n1.pause(effect{delay: 7 * time.Millisecond}); p != 7*time.Millisecond {
+	rng := n1.linkRand("x", Out, 0)
+	if p := pause(effect{delay: 7 * time.Millisecond}, rng); p != 7*time.Millisecond {
 		t.Fatalf("pause without jitter: %v", p)
 	}
-	if p := n1.pause(effect{cut: true}); p != 0 {
+	if p := pause(effect{cut: true}, rng); p != 0 {
 		t.Fatalf("pause without delay: %v", p)
 	}
 }

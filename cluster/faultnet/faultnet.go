@@ -1,8 +1,20 @@
 // Package faultnet is the one layer every inter-node connection of a node
-// goes through (Raft RPCs and leader forwarding), so that tests and the
-// chaos suite can make the network misbehave on purpose: cut a link both
-// ways or one way, and delay messages. With no rules it adds nothing but a
-// small handshake that tells the receiver which peer is calling.
+// goes through (Raft RPCs, leader forwarding, failure-detector pings), so
+// that tests and the chaos suite can make the network misbehave on purpose:
+// cut a link both ways or one way, lose, delay and reorder messages, and
+// throttle bandwidth. With no rules it adds nothing but a small handshake
+// that tells the receiver which peer is calling.
+//
+// A "message" is one write on a connection (Raft flushes one or more RPCs
+// per write). TCP never loses a message quietly: a lost packet is resent,
+// and if resending fails the connection breaks. faultnet's drop takes that
+// harsher end: the message vanishes and its connection breaks, so both
+// sides see errors and must reconnect and retry, as Raft and the forwarder
+// do.
+//
+// Random choices (loss, jitter) are deterministic given the rule set's
+// seed: the k-th message on the n-th connection to a peer since the rules
+// were installed meets the same fate in every run.
 //
 // Rules are local to the node that holds them: "out" governs what this node
 // sends to a peer, "in" what it accepts from that peer. Isolating a node
@@ -15,11 +27,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Direction says which way a rule acts, seen from the node holding it.
@@ -42,9 +57,16 @@ type Rule struct {
 	// Cut stops all messages: senders block until the rule is lifted or
 	// their deadline passes, as on a link that silently drops everything.
 	Cut bool `json:"cut,omitempty"`
-	// Delay and Jitter hold each message back for Delay ± Jitter.
+	// Delay and Jitter hold each message back for Delay ± Jitter. Each
+	// connection is delayed on its own, so messages reorder across
+	// connections (never within one: TCP keeps order).
 	Delay  Duration `json:"delay,omitempty"`
 	Jitter Duration `json:"jitter,omitempty"`
+	// Drop is the probability (0..1) that a message is lost, breaking its
+	// connection.
+	Drop float64 `json:"drop,omitempty"`
+	// Bandwidth caps each link at this many bytes per second (0: no cap).
+	Bandwidth int64 `json:"bandwidth,omitempty"`
 }
 
 // Rules is a node's whole fault set. Seed makes the random choices (jitter)
@@ -103,8 +125,17 @@ func (rs Rules) Validate() error {
 		if time.Duration(r.Delay) > time.Minute {
 			return fmt.Errorf("rule %d: delay %s is above the 1m limit", i, time.Duration(r.Delay))
 		}
-		if !r.Cut && r.Delay == 0 {
-			return fmt.Errorf("rule %d: does nothing (set cut or delay)", i)
+		if r.Drop < 0 || r.Drop > 1 || r.Drop != r.Drop {
+			return fmt.Errorf("rule %d: drop %v must be a probability from 0 to 1", i, r.Drop)
+		}
+		if r.Bandwidth < 0 {
+			return fmt.Errorf("rule %d: bandwidth must not be negative", i)
+		}
+		if r.Bandwidth > 0 && r.Bandwidth < 1024 {
+			return fmt.Errorf("rule %d: bandwidth %d B/s is below the 1024 B/s floor", i, r.Bandwidth)
+		}
+		if !r.Cut && r.Delay == 0 && r.Drop == 0 && r.Bandwidth == 0 {
+			return fmt.Errorf("rule %d: does nothing (set cut, delay, drop or bandwidth)", i)
 		}
 	}
 	return nil
@@ -114,31 +145,47 @@ func (rs Rules) Validate() error {
 type effect struct {
 	cut           bool
 	delay, jitter time.Duration
+	drop          float64
+	bandwidth     int64 // bytes/s, 0 = no cap
+	limiter       *rate.Limiter
 }
-
-func (e effect) none() bool { return !e.cut && e.delay == 0 }
 
 // Network applies one node's rules to its connections.
 type Network struct {
 	self string
 
-	mu      sync.Mutex
-	rules   Rules
-	rng     *rand.Rand
-	changed chan struct{} // closed and replaced when rules change
-	conns   map[*conn]struct{}
-	byAddr  map[string]string // peer address (raft or http) -> node id
+	mu       sync.Mutex
+	rules    Rules
+	changed  chan struct{} // closed and replaced when rules change
+	conns    map[*conn]struct{}
+	byAddr   map[string]string // peer address (raft or http) -> node id
+	seq      map[string]uint64 // connections per peer since the rules changed
+	inRand   map[string]*rand.Rand
+	limiters map[string]*rate.Limiter // per peer and direction
 }
 
 // New returns a Network for node self with no faults.
 func New(self string) *Network {
 	return &Network{
-		self:    self,
-		rng:     rand.New(rand.NewPCG(0, 0)),
-		changed: make(chan struct{}),
-		conns:   map[*conn]struct{}{},
-		byAddr:  map[string]string{},
+		self:     self,
+		changed:  make(chan struct{}),
+		conns:    map[*conn]struct{}{},
+		byAddr:   map[string]string{},
+		seq:      map[string]uint64{},
+		inRand:   map[string]*rand.Rand{},
+		limiters: map[string]*rate.Limiter{},
 	}
+}
+
+// linkRand is the random source for one connection (or, for forwarded
+// HTTP requests, one peer's inbound stream): a function of the seed, the
+// peer, the direction and the connection's number only.
+func (n *Network) linkRand(peer string, d Direction, seq uint64) *rand.Rand {
+	h := fnv.New64a()
+	h.Write([]byte(peer))
+	h.Write([]byte{0})
+	h.Write([]byte(d))
+	return rand.New(rand.NewPCG(n.rules.Seed, h.Sum64()^(seq*0x9e3779b97f4a7c15)))
 }
 
 // Self is the node id this network belongs to.
@@ -182,7 +229,9 @@ func (n *Network) SetRules(rs Rules) error {
 		affected[r.Peer] = true
 	}
 	n.rules = rs
-	n.rng = rand.New(rand.NewPCG(rs.Seed, rs.Seed^0x9e3779b97f4a7c15))
+	n.seq = map[string]uint64{}
+	n.inRand = map[string]*rand.Rand{}
+	n.limiters = map[string]*rate.Limiter{}
 	var doomed []*conn
 	for c := range n.conns {
 		if affected[AnyPeer] || affected[c.peer] {
@@ -218,22 +267,38 @@ func (n *Network) effectFor(peer string, d Direction) (effect, <-chan struct{}) 
 		e.cut = e.cut || r.Cut
 		e.delay = max(e.delay, time.Duration(r.Delay))
 		e.jitter = max(e.jitter, time.Duration(r.Jitter))
+		e.drop = max(e.drop, r.Drop)
+		if r.Bandwidth > 0 && (e.bandwidth == 0 || r.Bandwidth < e.bandwidth) {
+			e.bandwidth = r.Bandwidth
+		}
+	}
+	if e.bandwidth > 0 {
+		// One bucket per peer and direction, shared by its connections:
+		// the cap is on the link, not on each connection.
+		key := peer + "\x00" + string(d)
+		l := n.limiters[key]
+		if l == nil || int64(l.Limit()) != e.bandwidth {
+			l = rate.NewLimiter(rate.Limit(e.bandwidth), burst(e.bandwidth))
+			n.limiters[key] = l
+		}
+		e.limiter = l
 	}
 	return e, n.changed
 }
 
-// pause returns how long to hold one message back.
-func (n *Network) pause(e effect) time.Duration {
+// burst is a token bucket's depth: a tenth of a second of traffic, at least
+// 1 KiB, so a capped link still moves data smoothly.
+func burst(bw int64) int { return int(max(bw/10, 1024)) }
+
+// pause returns how long to hold one message back, drawing jitter from rng.
+func pause(e effect, rng *rand.Rand) time.Duration {
 	if e.delay == 0 {
 		return 0
 	}
 	if e.jitter == 0 {
 		return e.delay
 	}
-	n.mu.Lock()
-	j := time.Duration(n.rng.Int64N(int64(2*e.jitter) + 1))
-	n.mu.Unlock()
-	return e.delay - e.jitter + j
+	return e.delay - e.jitter + time.Duration(rng.Int64N(int64(2*e.jitter)+1))
 }
 
 // ErrCut is returned when a cut link makes an operation give up at its
@@ -310,9 +375,13 @@ func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Co
 	return n.Dial(ctx, addr, false)
 }
 
-// register tracks a live conn so a rule change can sever it.
+// register tracks a live conn so a rule change can sever it, and gives it
+// its own random sources.
 func (n *Network) register(c *conn) {
 	n.mu.Lock()
+	seq := n.seq[c.peer]
+	n.seq[c.peer] = seq + 1
+	c.rngOut, c.rngIn = n.linkRand(c.peer, Out, seq), n.linkRand(c.peer, In, seq)
 	n.conns[c] = struct{}{}
 	n.mu.Unlock()
 }
@@ -326,9 +395,13 @@ func (n *Network) unregister(c *conn) {
 // Listen wraps a listener whose callers send a preamble (see Dial).
 func (n *Network) Listen(ln net.Listener) net.Listener { return &listener{Listener: ln, net: n} }
 
-// AllowInbound holds an inbound request from peer while the rules cut that
-// peer off, as if its message never arrived. It returns an error when ctx
-// ends first. HTTP handlers use it for forwarded requests.
+// ErrDropped is returned by AllowInbound for a request the rules lose.
+var ErrDropped = errors.New("faultnet: message dropped")
+
+// AllowInbound applies the "in" rules for peer to one request it sent over
+// HTTP (a forwarded write, a ping): held while the link is cut (an error
+// when ctx ends first), lost with the drop probability (ErrDropped), and
+// delayed. HTTP handlers call it for requests from other nodes.
 func (n *Network) AllowInbound(ctx context.Context, peer string) error {
 	e, err := n.waitWhileCut(ctx.Done(), peer, In, time.Time{})
 	if err != nil {
@@ -337,7 +410,19 @@ func (n *Network) AllowInbound(ctx context.Context, peer string) error {
 		}
 		return err
 	}
-	if d := n.pause(e); d > 0 {
+	n.mu.Lock()
+	rng := n.inRand[peer]
+	if rng == nil {
+		rng = n.linkRand(peer, In, 1<<63)
+		n.inRand[peer] = rng
+	}
+	lost := e.drop > 0 && rng.Float64() < e.drop
+	d := pause(e, rng)
+	n.mu.Unlock()
+	if lost {
+		return ErrDropped
+	}
+	if d > 0 {
 		select {
 		case <-time.After(d):
 		case <-ctx.Done():
