@@ -69,7 +69,7 @@ type conn struct {
 
 	idOnce sync.Once
 	idErr  error
-	closed chan struct{} // closed by Close: wakes a Read or Write held by a fault
+	closed chan struct{}   // closed by Close: wakes a Read or Write held by a fault
 	ctx    context.Context // cancelled by Close, for waits that take a context
 	cancel context.CancelFunc
 
