@@ -64,6 +64,7 @@ func (a *peersActor) Receive(ctx actor.Context) {
 	case *cluster.PeerStatus:
 		if _, ok := a.monitors[m.ID]; ok {
 			a.status[m.ID] = *m
+			a.tree.metrics.peerStatus(m)
 		}
 	case cluster.PeerHeartbeat:
 		if pid, ok := a.monitors[m.Peer]; ok {
@@ -115,6 +116,7 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 		if !seen[id] {
 			delete(a.monitors, id)
 			delete(a.status, id)
+			a.tree.metrics.forgetPeer(id)
 			ctx.Poison(pid)
 		}
 	}

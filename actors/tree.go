@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
@@ -48,6 +50,7 @@ type Tree struct {
 	system  *actor.ActorSystem
 	gateway *Gateway
 	app     *actor.PID
+	metrics *metrics
 
 	stopping atomic.Bool
 	exitOnce sync.Once
@@ -76,8 +79,12 @@ func New(cfg Config) *Tree {
 	}))
 	t := &Tree{cfg: cfg, system: system, exited: make(chan error, 1), stopped: make(chan struct{})}
 	t.gateway = newGateway(t)
+	t.metrics = newMetrics(t)
 	return t
 }
+
+// Metrics is the node's Prometheus registry, served at /metrics.
+func (t *Tree) Metrics() prometheus.Gatherer { return t.metrics.registry }
 
 // Gateway is the entry point for the HTTP API.
 func (t *Tree) Gateway() *Gateway { return t.gateway }
@@ -148,12 +155,14 @@ func (t *Tree) watchSupervision() {
 		switch e := evt.(type) {
 		case *actor.SupervisorEvent:
 			t.cfg.Logger.Warn("actor failed", "actor", e.Child.Id, "directive", e.Directive.String(), "reason", fmt.Sprint(e.Reason))
+			t.metrics.actorFailure.WithLabelValues(e.Child.Id, e.Directive.String()).Inc()
 		case *cluster.PeerStateChanged:
 			level := slog.LevelInfo
 			if e.To == cluster.PeerDead || e.To == cluster.PeerSuspect {
 				level = slog.LevelWarn
 			}
-			t.cfg.Logger.Log(context.Background(), level, "peer state changed", "peer", e.Peer, "from", string(e.From), "to", string(e.To), "phi", e.Phi)
+			t.cfg.Logger.Log(context.Background(), level, "peer state changed", "peer", e.Peer, "from", string(e.From), "to", string(e.To), "phi", math.Round(e.Phi*100)/100)
+			t.metrics.peerChanges.WithLabelValues(e.Peer, string(e.To)).Inc()
 		}
 	})
 }

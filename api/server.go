@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
@@ -59,8 +61,10 @@ type Options struct {
 	// leader and a quorum before answering 503.
 	RequestTimeout time.Duration
 	// Chaos mounts the fault-injection endpoints. Never in production.
-	Chaos  bool
-	Logger *slog.Logger
+	Chaos bool
+	// Metrics, when set, is served in Prometheus' text format at /metrics.
+	Metrics prometheus.Gatherer
+	Logger  *slog.Logger
 }
 
 // DefaultMaxValueSize is Consul's default kv_max_value_size: 512 KiB.
@@ -110,6 +114,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
 	m.HandleFunc("GET /healthz", s.healthz)
+	if s.opts.Metrics != nil {
+		m.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
+	}
 	m.HandleFunc("GET /readyz", s.readyz)
 
 	m.HandleFunc("POST "+cluster.ApplyPath, s.internalApply)

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +61,15 @@ func TestDetectorKillAndResume(t *testing.T) {
 	victim.Kill()
 	for _, w := range watchers {
 		waitView(t, w, victim.ID, "dead")
+		// The change is counted in the node's metrics.
+		code, body, _, err := w.Do(http.MethodGet, "/metrics", nil)
+		want := `troupe_peer_state_changes_total{peer="` + victim.ID + `",to="dead"} 1`
+		if err != nil || code != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("metrics of %s lack %q", w.ID, want)
+		}
+		if !strings.Contains(w.Log(), "peer state changed") {
+			t.Fatalf("%s did not log the state change", w.ID)
+		}
 	}
 	victim.Start()
 	for _, w := range watchers {

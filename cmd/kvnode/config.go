@@ -24,6 +24,7 @@ const (
 	kString kind = iota
 	kDuration
 	kInt
+	kFloat
 	kBool
 )
 
@@ -55,6 +56,7 @@ var settings = []setting{
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
 	{"max_restarts", kInt, "5", "crashes of one actor tolerated within restart_window before the node exits"},
 	{"restart_window", kDuration, "1m", "window for max_restarts"},
+	{"timing_profile", kString, "lan", "lan or wan: the defaults for every raft_ and detector_ setting (explicit settings win)"},
 	{"raft_heartbeat_timeout", kDuration, "500ms", "follower timeout without leader contact before it campaigns"},
 	{"raft_election_timeout", kDuration, "500ms", "candidate timeout before a new election round"},
 	{"raft_leader_lease_timeout", kDuration, "500ms", "leader steps down after this long without a quorum"},
@@ -63,6 +65,12 @@ var settings = []setting{
 	{"raft_snapshot_interval", kDuration, "30s", "how often to check whether a snapshot is due"},
 	{"raft_snapshot_threshold", kInt, "8192", "log entries since the last snapshot that make one due"},
 	{"raft_trailing_logs", kInt, "10240", "log entries kept behind a snapshot for slow followers"},
+	{"detector_probe_interval", kDuration, "200ms", "how often each peer is pinged by the failure detector"},
+	{"detector_probe_timeout", kDuration, "1s", "how long one ping may take before it counts as missed"},
+	{"detector_suspect_phi", kFloat, "3", "phi at which a peer becomes suspect"},
+	{"detector_dead_phi", kFloat, "8", "phi at which a peer is declared dead"},
+	{"detector_min_stddev", kDuration, "100ms", "floor on the deviation of a peer's answer intervals"},
+	{"detector_acceptable_pause", kDuration, "500ms", "silence tolerated on top of a peer's usual answer interval"},
 	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
 }
 
@@ -84,7 +92,9 @@ type Config struct {
 	MaxInFlight    int
 	MaxRestarts    int
 	RestartWindow  time.Duration
+	TimingProfile  string
 	Timing         cluster.Timing
+	Detector       cluster.DetectorConfig
 	Chaos          bool
 }
 
@@ -170,9 +180,34 @@ func readConfigFile(v *viper.Viper, path string) error {
 	return nil
 }
 
+// wanProfile holds the defaults timing_profile=wan puts in place: slower
+// heartbeats and a more patient failure detector for links with tens to
+// hundreds of milliseconds of latency and occasional stalls. Any setting
+// given explicitly still wins.
+var wanProfile = map[string]string{
+	"raft_heartbeat_timeout":    "2s",
+	"raft_election_timeout":     "2s",
+	"raft_leader_lease_timeout": "1s",
+	"raft_commit_timeout":       "50ms",
+	"detector_probe_interval":   "1s",
+	"detector_probe_timeout":    "3s",
+	"detector_min_stddev":       "500ms",
+	"detector_acceptable_pause": "3s",
+}
+
 // build parses and checks every setting.
 func build(v *viper.Viper) (*Config, error) {
 	p := parser{v: v}
+	profile := strings.ToLower(p.str("timing_profile"))
+	switch profile {
+	case "lan":
+	case "wan":
+		for key, val := range wanProfile {
+			v.SetDefault(key, val)
+		}
+	default:
+		return nil, fmt.Errorf("config: timing_profile: %q is not lan or wan", profile)
+	}
 	c := &Config{
 		NodeID:         p.str("node_id"),
 		DataDir:        p.str("data_dir"),
@@ -189,6 +224,7 @@ func build(v *viper.Viper) (*Config, error) {
 		MaxRestarts:    p.positiveInt("max_restarts"),
 		RestartWindow:  p.positiveDuration("restart_window"),
 		Chaos:          p.boolean("chaos"),
+		TimingProfile:  profile,
 		Timing: cluster.Timing{
 			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),
 			ElectionTimeout:    p.positiveDuration("raft_election_timeout"),
@@ -198,6 +234,16 @@ func build(v *viper.Viper) (*Config, error) {
 			SnapshotInterval:   p.positiveDuration("raft_snapshot_interval"),
 			SnapshotThreshold:  uint64(p.positiveInt("raft_snapshot_threshold")),
 			TrailingLogs:       uint64(p.positiveInt("raft_trailing_logs")),
+		},
+		Detector: cluster.DetectorConfig{
+			ProbeInterval:   p.positiveDuration("detector_probe_interval"),
+			ProbeTimeout:    p.positiveDuration("detector_probe_timeout"),
+			SuspectPhi:      p.positiveFloat("detector_suspect_phi"),
+			DeadPhi:         p.positiveFloat("detector_dead_phi"),
+			MinStdDev:       p.positiveDuration("detector_min_stddev"),
+			AcceptablePause: p.positiveDuration("detector_acceptable_pause"),
+			Window:          cluster.DefaultDetector().Window,
+			RecoverProbes:   cluster.DefaultDetector().RecoverProbes,
 		},
 	}
 	if p.err != nil {
@@ -294,6 +340,15 @@ func (c *Config) validate(initialCluster, join string) error {
 	if err := cluster.ValidateTiming(t); err != nil {
 		return bad("raft timing", "%v", err)
 	}
+	d := c.Detector
+	switch {
+	case d.DeadPhi <= d.SuspectPhi:
+		return bad("detector_dead_phi", "%v must be above detector_suspect_phi (%v)", d.DeadPhi, d.SuspectPhi)
+	case d.ProbeTimeout < d.ProbeInterval:
+		return bad("detector_probe_timeout", "%s must be at least detector_probe_interval (%s)", d.ProbeTimeout, d.ProbeInterval)
+	case d.ProbeInterval < 10*time.Millisecond:
+		return bad("detector_probe_interval", "%s is below the 10ms floor", d.ProbeInterval)
+	}
 	return nil
 }
 
@@ -377,6 +432,19 @@ func (p *parser) positiveInt(key string) int {
 		p.fail(key, "%d must be positive", n)
 	}
 	return n
+}
+
+func (p *parser) positiveFloat(key string) float64 {
+	s := p.str(key)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f != f {
+		p.fail(key, "%q is not a number", s)
+		return 0
+	}
+	if f <= 0 {
+		p.fail(key, "%s must be positive", s)
+	}
+	return f
 }
 
 func (p *parser) boolean(key string) bool {

@@ -81,6 +81,13 @@ var settingValue = map[string]func(c *Config) string{
 	"raft_snapshot_threshold":   func(c *Config) string { return strconv.FormatUint(c.Timing.SnapshotThreshold, 10) },
 	"raft_trailing_logs":        func(c *Config) string { return strconv.FormatUint(c.Timing.TrailingLogs, 10) },
 	"chaos":                     func(c *Config) string { return strconv.FormatBool(c.Chaos) },
+	"timing_profile":            func(c *Config) string { return c.TimingProfile },
+	"detector_probe_interval":   func(c *Config) string { return c.Detector.ProbeInterval.String() },
+	"detector_probe_timeout":    func(c *Config) string { return c.Detector.ProbeTimeout.String() },
+	"detector_suspect_phi":      func(c *Config) string { return strconv.FormatFloat(c.Detector.SuspectPhi, 'g', -1, 64) },
+	"detector_dead_phi":         func(c *Config) string { return strconv.FormatFloat(c.Detector.DeadPhi, 'g', -1, 64) },
+	"detector_min_stddev":       func(c *Config) string { return c.Detector.MinStdDev.String() },
+	"detector_acceptable_pause": func(c *Config) string { return c.Detector.AcceptablePause.String() },
 }
 
 func formatCluster(servers []cluster.Server) string {
@@ -107,6 +114,12 @@ func canonical(t *testing.T, s setting, text string) string {
 			t.Fatalf("%s: default %q: %v", s.name, text, err)
 		}
 		return strconv.FormatBool(b)
+	case kFloat:
+		f, err := strconv.ParseFloat(text, 64)
+		if err != nil {
+			t.Fatalf("%s: default %q: %v", s.name, text, err)
+		}
+		return strconv.FormatFloat(f, 'g', -1, 64)
 	}
 	return text
 }

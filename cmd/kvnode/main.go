@@ -71,6 +71,7 @@ func run(cfg *Config) error {
 		MaxInFlight:    cfg.MaxInFlight,
 		MaxRestarts:    cfg.MaxRestarts,
 		RestartWindow:  cfg.RestartWindow,
+		Detector:       cfg.Detector,
 		Logger:         logger,
 	})
 	handler := api.New(tree.Gateway(), api.Options{
@@ -78,6 +79,7 @@ func run(cfg *Config) error {
 		MaxValueSize:   cfg.MaxValueSize,
 		RequestTimeout: cfg.RequestTimeout,
 		Chaos:          cfg.Chaos,
+		Metrics:        tree.Metrics(),
 		Logger:         logger,
 	})
 	if err := tree.Start(handler); err != nil {

@@ -1,0 +1,86 @@
+package actors
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/troupe-kv/troupe/cluster"
+)
+
+// metrics are the node's Prometheus series. Each Tree has its own registry
+// so several nodes can share a process (tests) without colliding.
+type metrics struct {
+	registry     *prometheus.Registry
+	peerState    *prometheus.GaugeVec
+	peerPhi      *prometheus.GaugeVec
+	peerChanges  *prometheus.CounterVec
+	actorFailure *prometheus.CounterVec
+}
+
+func newMetrics(t *Tree) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		peerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "troupe_peer_state",
+			Help: "1 for the failure detector's current verdict on each peer (state label), 0 otherwise.",
+		}, []string{"peer", "state"}),
+		peerPhi: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "troupe_peer_phi",
+			Help: "Phi-accrual suspicion level of each peer at its last evaluation.",
+		}, []string{"peer"}),
+		peerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_peer_state_changes_total",
+			Help: "Failure detector state changes, by peer and new state.",
+		}, []string{"peer", "to"}),
+		actorFailure: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_actor_failures_total",
+			Help: "Actor crashes handled by a supervisor, by actor and decision.",
+		}, []string{"actor", "directive"}),
+	}
+	status := func(f func(cluster.Status) float64) func() float64 {
+		return func() float64 {
+			n := t.gateway.node()
+			if n == nil {
+				return 0
+			}
+			return f(n.Status())
+		}
+	}
+	m.registry.MustRegister(
+		m.peerState, m.peerPhi, m.peerChanges, m.actorFailure,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_leader", Help: "1 while this node is the Raft leader."},
+			status(func(s cluster.Status) float64 { return b2f(s.State == "Leader") })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_term", Help: "Current Raft term."},
+			status(func(s cluster.Status) float64 { return float64(s.Term) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_commit_index", Help: "Highest log index known committed."},
+			status(func(s cluster.Status) float64 { return float64(s.CommitIndex) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_applied_index", Help: "Highest log index applied to the state file."},
+			status(func(s cluster.Status) float64 { return float64(s.AppliedIndex) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_last_contact_seconds", Help: "Time since this node last heard from a leader (0 on the leader)."},
+			status(func(s cluster.Status) float64 { return float64(s.LastContactMS) / 1000 })),
+	)
+	return m
+}
+
+// peerStatus records a monitor's latest verdict.
+func (m *metrics) peerStatus(st *cluster.PeerStatus) {
+	for _, s := range []cluster.PeerState{cluster.PeerUnknown, cluster.PeerAlive, cluster.PeerSuspect, cluster.PeerDead} {
+		m.peerState.WithLabelValues(st.ID, string(s)).Set(b2f(st.State == s))
+	}
+	m.peerPhi.WithLabelValues(st.ID).Set(st.Phi)
+}
+
+// forgetPeer drops the series of a removed member.
+func (m *metrics) forgetPeer(id string) {
+	m.peerState.DeletePartialMatch(prometheus.Labels{"peer": id})
+	m.peerPhi.DeleteLabelValues(id)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
