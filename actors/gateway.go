@@ -42,10 +42,14 @@ func (g *Gateway) SetFaults(rs faultnet.Rules) error {
 	return g.tree.cfg.Raft.Network.SetRules(rs)
 }
 
-// AllowInbound holds a request forwarded by peer while the fault rules cut
-// that peer off from this node.
+// AllowInbound applies the fault rules to a request peer sent this node.
 func (g *Gateway) AllowInbound(ctx context.Context, peer string) error {
 	return g.tree.cfg.Raft.Network.AllowInbound(ctx, peer)
+}
+
+// AllowOutbound applies the fault rules to this node's answer to peer.
+func (g *Gateway) AllowOutbound(ctx context.Context, peer string) error {
+	return g.tree.cfg.Raft.Network.AllowOutbound(ctx, peer)
 }
 
 func (g *Gateway) setNode(n *cluster.Node) { g.cur.Store(n) }

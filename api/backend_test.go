@@ -218,6 +218,10 @@ func (f *fakeBackend) AllowInbound(ctx context.Context, peer string) error {
 	return f.net.AllowInbound(ctx, peer)
 }
 
+func (f *fakeBackend) AllowOutbound(ctx context.Context, peer string) error {
+	return f.net.AllowOutbound(ctx, peer)
+}
+
 var _ Backend = (*fakeBackend)(nil)
 
 // newAPI builds a Server over a fresh fake backend.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,9 +61,6 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
-	if !s.fromPeer(w, r) {
-		return
-	}
 	var req cluster.JoinRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
 	dec.DisallowUnknownFields()
@@ -108,9 +106,6 @@ func membershipStatus(err error) int {
 }
 
 func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
-	if !s.fromPeer(w, r) {
-		return
-	}
 	id := r.PathValue("id")
 	members, err := s.b.Members()
 	if err != nil {
@@ -166,9 +161,6 @@ func (s *Server) internalPing(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
-	if !s.fromPeer(w, r) {
-		return
-	}
 	writeJSON(w, http.StatusOK, cluster.PingReply{ID: s.b.NodeID()})
 }
 
@@ -194,9 +186,6 @@ func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
-	if !s.fromPeer(w, r) {
-		return
-	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxValueSize+2*MaxKeySize+1024))
 	if err != nil {
 		writeJSONError(w, http.StatusRequestEntityTooLarge, err)
@@ -217,9 +206,6 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
-	if !s.fromPeer(w, r) {
-		return
-	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	idx, err := s.b.ReadIndexForwarded(ctx)
@@ -230,28 +216,63 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, cluster.ReadIndexReply{Index: idx})
 }
 
-// fromPeer applies the fault rules to a request another node sent (it
-// carries the forwarded-by header). It reports false, having answered
-// nothing, when the request was "lost" on a cut link.
-func (s *Server) fromPeer(w http.ResponseWriter, r *http.Request) bool {
-	peer := r.Header.Get(cluster.ForwardedHeader)
-	if peer == "" {
-		return true
-	}
-	ctx, cancel := s.requestContext(r)
-	defer cancel()
-	if err := s.b.AllowInbound(ctx, peer); err != nil {
-		// The sender sees a silent link: hijack and drop the connection.
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				conn.Close()
-				return false
-			}
+// fromPeer wraps the handlers of requests other nodes send (they carry the
+// forwarded-by header) in the fault rules for that peer: the request obeys
+// this node's "in" rules before it is served, and the answer obeys the
+// "out" rules before it leaves. A request or answer "lost" on the way is
+// never answered: the connection is dropped, as a silent network would.
+func (s *Server) fromPeer(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		peer := r.Header.Get(cluster.ForwardedHeader)
+		if peer == "" {
+			h(w, r)
+			return
 		}
-		writeJSONError(w, http.StatusServiceUnavailable, fmt.Errorf("%w (link from %s is cut)", cluster.ErrNoLeader, peer))
-		return false
+		ctx, cancel := s.requestContext(r)
+		defer cancel()
+		if err := s.b.AllowInbound(ctx, peer); err != nil {
+			dropConnection(w, peer)
+			return
+		}
+		answer := &heldResponse{header: http.Header{}, status: http.StatusOK}
+		h(answer, r)
+		if err := s.b.AllowOutbound(ctx, peer); err != nil {
+			dropConnection(w, peer)
+			return
+		}
+		answer.sendTo(w)
 	}
-	return true
+}
+
+// dropConnection ends a request without an answer. A writer that cannot
+// be hijacked gets a 503 instead, the nearest thing to silence it allows.
+func dropConnection(w http.ResponseWriter, peer string) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	writeJSONError(w, http.StatusServiceUnavailable, fmt.Errorf("%w (the link with %s is cut or lossy)", cluster.ErrNoLeader, peer))
+}
+
+// heldResponse keeps a handler's answer until the fault rules let it go.
+type heldResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (h *heldResponse) Header() http.Header         { return h.header }
+func (h *heldResponse) WriteHeader(status int)      { h.status = status }
+func (h *heldResponse) Write(b []byte) (int, error) { return h.body.Write(b) }
+
+func (h *heldResponse) sendTo(w http.ResponseWriter) {
+	for k, v := range h.header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(h.status)
+	_, _ = w.Write(h.body.Bytes())
 }
 
 func (s *Server) chaosGetFaults(w http.ResponseWriter, r *http.Request) {

@@ -43,9 +43,10 @@ type Backend interface {
 	Crash(actor, reason string) error
 	Faults() faultnet.Rules
 	SetFaults(faultnet.Rules) error
-	// AllowInbound holds a request forwarded by peer while fault rules cut
-	// that peer off, as if it never arrived.
+	// AllowInbound and AllowOutbound apply the fault rules for peer to a
+	// request it sent and to this node's answer.
 	AllowInbound(ctx context.Context, peer string) error
+	AllowOutbound(ctx context.Context, peer string) error
 	Store() *storage.Store
 	NodeID() string
 }
@@ -108,8 +109,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/status/peers", s.statusPeers)
 
 	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
-	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
-	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.clusterRemove)
+	m.HandleFunc("POST /v1/cluster/join", s.fromPeer(s.clusterJoin))
+	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.fromPeer(s.clusterRemove))
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
@@ -119,9 +120,9 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /readyz", s.readyz)
 
-	m.HandleFunc("POST "+cluster.ApplyPath, s.internalApply)
-	m.HandleFunc("POST "+cluster.ReadIndexPath, s.internalReadIndex)
-	m.HandleFunc("GET "+cluster.PingPath, s.internalPing)
+	m.HandleFunc("POST "+cluster.ApplyPath, s.fromPeer(s.internalApply))
+	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
+	m.HandleFunc("GET "+cluster.PingPath, s.fromPeer(s.internalPing))
 
 	if s.opts.Chaos {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

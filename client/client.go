@@ -116,12 +116,7 @@ func New(endpoints []string, opts ...Option) *Client {
 	}
 	c := &Client{backoff: DefaultBackoff, maxBackoff: DefaultMaxBackoff}
 	for _, s := range endpoints {
-		u, err := parseEndpoint(s)
-		ep := endpoint{url: u, name: s, err: err}
-		if err == nil {
-			ep.name = u.String()
-		}
-		c.endpoints = append(c.endpoints, ep)
+		c.endpoints = append(c.endpoints, endpointOf(s))
 	}
 	c.maxAttempts = len(c.endpoints) + 4
 	for _, o := range opts {

@@ -9,4 +9,9 @@
 // (OutcomeUnknown, which a CAS caller must resolve by reading back). The
 // client fails over to another endpoint only when that is safe: reads on any
 // transport error or 5xx, writes only when the outcome is not-applied.
+//
+// Some answers are one node's own view: Status and Health say which node
+// answered. The fault-injection calls (Faults, SetFaults, ClearFaults,
+// Crash) act on one node only, so they take that node's endpoint and never
+// fail over; a node without --chaos makes them fail with ErrChaosDisabled.
 package client

@@ -3,11 +3,15 @@ package client_test
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/api"
 	"github.com/troupe-kv/troupe/client"
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // The client keeps its own copies of the server's JSON types so tools do
@@ -41,5 +45,42 @@ func TestParity_ServerTypes(t *testing.T) {
 	decodeStrict(t, cluster.JoinRequest{ID: "n4", RaftAddr: "r", HTTPAddr: "h"}, &client.JoinRequest{})
 	if client.OutcomeHeader != api.OutcomeHeader || client.OutcomeNotApplied != api.OutcomeNotApplied || client.OutcomeUnknown != api.OutcomeUnknown {
 		t.Fatal("outcome header or values differ from package api")
+	}
+}
+
+func TestParity_HealthAndChaosTypes(t *testing.T) {
+	at := time.Date(2025, 3, 4, 5, 6, 7, 890123456, time.UTC)
+	peer := cluster.PeerStatus{ID: "n2", HTTPAddr: "h", State: cluster.PeerSuspect, Phi: 3.25, LastHeard: at,
+		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second)}
+	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer}}, &client.Health{})
+	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}}, &client.Health{})
+	decodeStrict(t, cluster.Health{Node: "n1"}, &client.Health{})
+	for _, s := range [][2]string{
+		{string(cluster.PeerUnknown), string(client.PeerUnknown)}, {string(cluster.PeerAlive), string(client.PeerAlive)},
+		{string(cluster.PeerSuspect), string(client.PeerSuspect)}, {string(cluster.PeerDead), string(client.PeerDead)},
+		{string(faultnet.In), string(client.DirectionIn)}, {string(faultnet.Out), string(client.DirectionOut)},
+		{string(faultnet.Both), string(client.DirectionBoth)}, {faultnet.AnyPeer, client.AnyPeer},
+	} {
+		if s[0] != s[1] {
+			t.Fatalf("server constant %q, client %q", s[0], s[1])
+		}
+	}
+
+	full := faultnet.Rule{Peer: "n2", Direction: faultnet.Both, Cut: true, Delay: faultnet.Duration(50 * time.Millisecond),
+		Jitter: faultnet.Duration(1500 * time.Microsecond), Drop: 0.05, Bandwidth: 1 << 20}
+	decodeStrict(t, faultnet.Rules{Seed: 1<<64 - 1, Rules: []faultnet.Rule{full, {Peer: "*", Direction: faultnet.Out, Cut: true}}}, &client.Rules{})
+	decodeStrict(t, faultnet.Rules{}, &client.Rules{})
+	decodeStrict(t, faultnet.Rules{Rules: []faultnet.Rule{}}, &client.Rules{})
+	// Durations read the same in every form the server accepts.
+	for _, in := range []string{`"1m30.5s"`, `90500000000`, `null`} {
+		var sd faultnet.Duration
+		var cd client.Duration
+		serr, cerr := json.Unmarshal([]byte(in), &sd), json.Unmarshal([]byte(in), &cd)
+		if serr != nil || cerr != nil || int64(sd) != int64(cd) {
+			t.Fatalf("duration %s: server %v (%v), client %v (%v)", in, sd, serr, cd, cerr)
+		}
+	}
+	if !slices.Equal(client.CrashActors, actors.CrashableActors) {
+		t.Fatalf("client.CrashActors = %q, server accepts %q", client.CrashActors, actors.CrashableActors)
 	}
 }

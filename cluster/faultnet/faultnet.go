@@ -158,9 +158,9 @@ type Network struct {
 	rules    Rules
 	changed  chan struct{} // closed and replaced when rules change
 	conns    map[*conn]struct{}
-	byAddr   map[string]string // peer address (raft or http) -> node id
-	seq      map[string]uint64 // connections per peer since the rules changed
-	inRand   map[string]*rand.Rand
+	byAddr   map[string]string        // peer address (raft or http) -> node id
+	seq      map[string]uint64        // connections per peer since the rules changed
+	httpRand map[string]*rand.Rand    // per peer and direction, for HTTP requests
 	limiters map[string]*rate.Limiter // per peer and direction
 }
 
@@ -172,7 +172,7 @@ func New(self string) *Network {
 		conns:    map[*conn]struct{}{},
 		byAddr:   map[string]string{},
 		seq:      map[string]uint64{},
-		inRand:   map[string]*rand.Rand{},
+		httpRand: map[string]*rand.Rand{},
 		limiters: map[string]*rate.Limiter{},
 	}
 }
@@ -230,7 +230,7 @@ func (n *Network) SetRules(rs Rules) error {
 	}
 	n.rules = rs
 	n.seq = map[string]uint64{}
-	n.inRand = map[string]*rand.Rand{}
+	n.httpRand = map[string]*rand.Rand{}
 	n.limiters = map[string]*rate.Limiter{}
 	var doomed []*conn
 	for c := range n.conns {
@@ -395,15 +395,28 @@ func (n *Network) unregister(c *conn) {
 // Listen wraps a listener whose callers send a preamble (see Dial).
 func (n *Network) Listen(ln net.Listener) net.Listener { return &listener{Listener: ln, net: n} }
 
-// ErrDropped is returned by AllowInbound for a request the rules lose.
+// ErrDropped is returned by AllowInbound and AllowOutbound for a message
+// the rules lose.
 var ErrDropped = errors.New("faultnet: message dropped")
 
 // AllowInbound applies the "in" rules for peer to one request it sent over
 // HTTP (a forwarded write, a ping): held while the link is cut (an error
 // when ctx ends first), lost with the drop probability (ErrDropped), and
-// delayed. HTTP handlers call it for requests from other nodes.
+// delayed. HTTP handlers call it before serving a request from a peer.
 func (n *Network) AllowInbound(ctx context.Context, peer string) error {
-	e, err := n.waitWhileCut(ctx.Done(), peer, In, time.Time{})
+	return n.allowHTTP(ctx, peer, In)
+}
+
+// AllowOutbound applies the "out" rules for peer to this node's answer to
+// a request that peer sent over HTTP, which travels back on the peer's
+// connection rather than one this node dialled. HTTP handlers call it
+// after serving the request and before answering.
+func (n *Network) AllowOutbound(ctx context.Context, peer string) error {
+	return n.allowHTTP(ctx, peer, Out)
+}
+
+func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction) error {
+	e, err := n.waitWhileCut(ctx.Done(), peer, d, time.Time{})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -411,20 +424,23 @@ func (n *Network) AllowInbound(ctx context.Context, peer string) error {
 		return err
 	}
 	n.mu.Lock()
-	rng := n.inRand[peer]
+	key := peer + "\x00" + string(d)
+	rng := n.httpRand[key]
 	if rng == nil {
-		rng = n.linkRand(peer, In, 1<<63)
-		n.inRand[peer] = rng
+		rng = n.linkRand(peer, d, 1<<63)
+		n.httpRand[key] = rng
 	}
 	lost := e.drop > 0 && rng.Float64() < e.drop
-	d := pause(e, rng)
+	wait := pause(e, rng)
 	n.mu.Unlock()
 	if lost {
 		return ErrDropped
 	}
-	if d > 0 {
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
 		select {
-		case <-time.After(d):
+		case <-t.C:
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -26,7 +26,40 @@ type command struct {
 	summary string
 	long    string
 	example string
-	setup   func(fs *pflag.FlagSet) action
+	// setup is nil for a group of subcommands (subs), which is no command
+	// of its own.
+	setup func(fs *pflag.FlagSet) action
+	subs  []*command
+	// parent is the group a subcommand belongs to, set by init.
+	parent *command
+}
+
+func init() {
+	for _, cmd := range commands {
+		for _, sub := range cmd.subs {
+			sub.parent = cmd
+		}
+	}
+}
+
+// fullName is how the command is typed: "get", "chaos isolate" ("" for
+// none).
+func (cmd *command) fullName() string {
+	if cmd == nil {
+		return ""
+	}
+	if cmd.parent != nil {
+		return cmd.parent.fullName() + " " + cmd.name
+	}
+	return cmd.name
+}
+
+func (cmd *command) subNames() []string {
+	var out []string
+	for _, sub := range cmd.subs {
+		out = append(out, sub.name)
+	}
+	return out
 }
 
 type action func(inv *invocation, args []string) error
@@ -64,7 +97,11 @@ type writeResult struct {
 	Index   uint64 `json:"index"`
 }
 
-const kv, clusterGroup = "Key-value commands", "Cluster commands"
+const (
+	kv           = "Key-value commands"
+	clusterGroup = "Cluster commands"
+	chaosGroup   = "Fault injection (nodes started with --chaos)"
+)
 
 var commands = []*command{
 	{
@@ -411,6 +448,7 @@ hand leadership over first.`,
 			}
 		},
 	},
+	healthCommand,
 	{
 		name: "snapshot", group: clusterGroup, maxArgs: 0,
 		summary: "make a node take a Raft snapshot now",
@@ -431,6 +469,7 @@ before maintenance, so a restart replays less.`,
 			}
 		},
 	},
+	chaosCommand,
 }
 
 // value resolves a value argument, "-" meaning standard input.

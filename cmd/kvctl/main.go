@@ -3,9 +3,10 @@
 // between the nodes it is given.
 //
 // Exit status: 0 on success; 1 when the answer is "no" (key not found, a
-// CAS whose precondition no longer holds, no leader known); 2 on errors
-// (bad usage, unreachable cluster, server error, timeout). Scripts can thus
-// tell "the key is absent" from "the cluster could not say".
+// CAS whose precondition no longer holds, no leader known, a peer not alive
+// for health --check); 2 on errors (bad usage, unreachable cluster, server
+// error, timeout, chaos not enabled). Scripts can thus tell "the key is
+// absent" from "the cluster could not say".
 package main
 
 import (
@@ -126,28 +127,39 @@ func (c *cli) run(args []string) int {
 		c.mainUsage(c.stderr)
 		return exitError
 	}
-	name := rest[0]
-	if name == "help" {
+	if rest[0] == "help" {
 		if len(rest) < 2 {
 			c.mainUsage(c.stdout)
 			return exitOK
 		}
-		cmd := findCommand(rest[1])
-		if cmd == nil {
-			return c.fail(usagef("unknown command %q", rest[1]), "")
+		cmd, extra, err := resolveCommand(rest[1:], true)
+		if err != nil {
+			return c.fail(err, cmd.fullName())
+		}
+		if len(extra) > 0 {
+			return c.fail(usagef("%s has no subcommands, got %q", cmd.fullName(), extra[0]), cmd.fullName())
 		}
 		c.commandUsage(c.stdout, cmd)
 		return exitOK
 	}
-	cmd := findCommand(name)
-	if cmd == nil {
-		return c.fail(usagef("unknown command %q", name), "")
+	cmd, rest, err := resolveCommand(rest, false)
+	if err != nil {
+		return c.fail(err, cmd.fullName())
 	}
-	fs := pflag.NewFlagSet(cmd.name, pflag.ContinueOnError)
+	name := cmd.fullName()
+	if cmd.setup == nil {
+		// A command group ("chaos") named without a subcommand.
+		if g.help || slices.Contains(rest, "-h") || slices.Contains(rest, "--help") {
+			c.commandUsage(c.stdout, cmd)
+			return exitOK
+		}
+		return c.fail(usagef("%s needs a subcommand first, one of %s", name, strings.Join(cmd.subNames(), ", ")), name)
+	}
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	act := cmd.setup(fs)
 	fs.AddFlagSet(gfs)
-	if err := fs.Parse(rest[1:]); err != nil {
+	if err := fs.Parse(rest); err != nil {
 		return c.fail(usagef("%v", err), name)
 	}
 	if g.help {
@@ -183,7 +195,7 @@ func (c *cli) run(args []string) int {
 	}
 	inv := &invocation{cli: c, ctx: ctx, addrs: addrs, client: client.New(addrs), json: g.output == "json"}
 	defer inv.client.CloseIdleConnections()
-	err := act(inv, pos)
+	err = act(inv, pos)
 	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %v (raise --timeout?): %w", g.timeout, err)
 	}
@@ -217,8 +229,8 @@ func (c *cli) fail(err error, cmd string) int {
 	return exitError
 }
 
-func findCommand(name string) *command {
-	for _, cmd := range commands {
+func findCommand(list []*command, name string) *command {
+	for _, cmd := range list {
 		if cmd.name == name || slices.Contains(cmd.aliases, name) {
 			return cmd
 		}
@@ -226,12 +238,38 @@ func findCommand(name string) *command {
 	return nil
 }
 
+// resolveCommand finds the command args start with, descending into
+// command groups ("chaos isolate"), and returns the arguments after its
+// name. A group followed by a flag, or by nothing, is returned as is. On
+// error it still returns the deepest command found (nil for an unknown
+// top-level name), so the message can point at its help.
+func resolveCommand(args []string, forHelp bool) (*command, []string, error) {
+	cmd := findCommand(commands, args[0])
+	if cmd == nil {
+		return nil, nil, usagef("unknown command %q", args[0])
+	}
+	args = args[1:]
+	for len(cmd.subs) > 0 && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		sub := findCommand(cmd.subs, args[0])
+		if sub == nil {
+			return cmd, nil, usagef("unknown %s subcommand %q (want one of %s)", cmd.fullName(), args[0], strings.Join(cmd.subNames(), ", "))
+		}
+		cmd, args = sub, args[1:]
+	}
+	if forHelp && len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		return cmd, nil, usagef("help expects command names, got %q", args[0])
+	}
+	return cmd, args, nil
+}
+
 const exitStatusHelp = `Exit status:
   0  success
   1  the answer is "no": key not found (get), CAS precondition failed
-     (cas, del --cas), no leader known (leader)
-  2  error: bad usage, cluster unreachable, server error or timeout; for
-     writes the message says whether the write may have been applied
+     (cas, del --cas), no leader known (leader), a peer not alive
+     (health --check)
+  2  error: bad usage, cluster unreachable, server error or timeout, chaos
+     not enabled on a node; for writes the message says whether the write
+     may have been applied
 `
 
 func (c *cli) mainUsage(w io.Writer) {
@@ -242,11 +280,22 @@ Usage:
   kvctl [global flags] <command> [flags] [arguments]
 
 `)
-	for _, group := range []string{"Key-value commands", "Cluster commands"} {
+	// Groups list their subcommands instead of themselves.
+	var listed []*command
+	width := 0
+	for _, cmd := range commands {
+		for _, one := range append([]*command{cmd}, cmd.subs...) {
+			if one.setup != nil {
+				listed = append(listed, one)
+				width = max(width, len(one.fullName()))
+			}
+		}
+	}
+	for _, group := range []string{kv, clusterGroup, chaosGroup} {
 		fmt.Fprintf(w, "%s:\n", group)
-		for _, cmd := range commands {
+		for _, cmd := range listed {
 			if cmd.group == group {
-				fmt.Fprintf(w, "  %-9s %s\n", cmd.name, cmd.summary)
+				fmt.Fprintf(w, "  %-*s  %s\n", width, cmd.fullName(), cmd.summary)
 			}
 		}
 		fmt.Fprintln(w)
@@ -267,11 +316,22 @@ Run 'kvctl help <command>' for a command's flags and examples.
 func (c *cli) commandUsage(w io.Writer, cmd *command) {
 	var g globals
 	gfs := g.flagSet()
-	fs := pflag.NewFlagSet(cmd.name, pflag.ContinueOnError)
-	cmd.setup(fs)
-	fmt.Fprintf(w, "Usage: kvctl %s %s\n\n%s\n", cmd.name, cmd.argsText(), cmd.long)
+	fs := pflag.NewFlagSet(cmd.fullName(), pflag.ContinueOnError)
+	if cmd.setup != nil {
+		cmd.setup(fs)
+	}
+	fmt.Fprintf(w, "Usage: kvctl %s %s\n\n%s\n", cmd.fullName(), cmd.argsText(), cmd.long)
 	if len(cmd.aliases) > 0 {
 		fmt.Fprintf(w, "\nAliases: %s\n", strings.Join(cmd.aliases, ", "))
+	}
+	if len(cmd.subs) > 0 {
+		fmt.Fprintf(w, "\nSubcommands:\n")
+		tw := newTable(w)
+		for _, sub := range cmd.subs {
+			fmt.Fprintf(tw, "  %s\t%s\n", sub.name, sub.summary)
+		}
+		tw.Flush()
+		fmt.Fprintf(w, "\nRun 'kvctl help %s <subcommand>' for a subcommand's flags and examples.\n", cmd.fullName())
 	}
 	fmt.Fprintf(w, "\nExamples:\n%s\n", cmd.example)
 	if fs.HasFlags() {

@@ -62,13 +62,14 @@ func (s *SyncBuffer) String() string {
 	return s.b.String()
 }
 
-// FastTiming is Raft timing for tests: elections in a few hundred
-// milliseconds, still slow enough for a loaded machine running -race.
+// FastTiming is Raft timing for tests: elections in well under a second,
+// yet patient enough that a loaded machine running -race does not depose
+// leaders all the time.
 func FastTiming() cluster.Timing {
 	t := cluster.DefaultTiming()
-	t.HeartbeatTimeout = 300 * time.Millisecond
-	t.ElectionTimeout = 300 * time.Millisecond
-	t.LeaderLeaseTimeout = 150 * time.Millisecond
+	t.HeartbeatTimeout = 400 * time.Millisecond
+	t.ElectionTimeout = 400 * time.Millisecond
+	t.LeaderLeaseTimeout = 300 * time.Millisecond
 	t.CommitTimeout = 5 * time.Millisecond
 	return t
 }

@@ -1,0 +1,43 @@
+package api
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// TestAnswerToCutPeerIsLost: with this node's link to n2 cut outbound only,
+// a write n2 forwards is applied here but its answer never reaches n2 — the
+// "outcome unknown" case a one-way partition produces.
+func TestAnswerToCutPeerIsLost(t *testing.T) {
+	s, b := newAPI(t, withChaos, func(o *Options) { o.RequestTimeout = 200 * time.Millisecond })
+	if err := b.SetFaults(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.Out, Cut: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	data := (&storage.Command{Op: storage.OpSet, Key: "applied-anyway", Value: []byte("v")}).Encode()
+	req, _ := http.NewRequest("POST", srv.URL+cluster.ApplyPath, strings.NewReader(string(data)))
+	req.Header.Set(cluster.ForwardedHeader, "n2")
+	if resp, err := srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("n2 got an answer (%d) over a link cut towards it", resp.StatusCode)
+	}
+	if _, found, _, _ := b.store.Get("applied-anyway"); !found {
+		t.Fatal("the write was not applied: only its answer should be lost")
+	}
+	// Requests from other peers are answered.
+	req, _ = http.NewRequest("GET", srv.URL+cluster.PingPath, nil)
+	req.Header.Set(cluster.ForwardedHeader, "n3")
+	resp, err := srv.Client().Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("ping from n3: %v", err)
+	}
+	resp.Body.Close()
+}

@@ -1,0 +1,65 @@
+package client
+
+import (
+	"context"
+	"time"
+)
+
+// PeerState is the failure detector's verdict on a peer.
+type PeerState string
+
+// The states a peer moves through: Alive → Suspect → Dead as the
+// detector's suspicion (phi) rises, and back to Alive only after several
+// answers in a row. Unknown means not heard from yet.
+const (
+	PeerUnknown PeerState = "unknown"
+	PeerAlive   PeerState = "alive"
+	PeerSuspect PeerState = "suspect"
+	PeerDead    PeerState = "dead"
+)
+
+// PeerHealth is what one node's failure detector knows about one peer.
+type PeerHealth struct {
+	ID       string    `json:"id"`
+	HTTPAddr string    `json:"http_addr"`
+	State    PeerState `json:"state"`
+	// Phi is the detector's suspicion level: how unlikely it is that the
+	// peer is merely slow (phi 1: 10%, phi 8: one in a hundred million).
+	Phi float64 `json:"phi"`
+	// LastHeard is when the peer last answered, on the answering node's
+	// clock. A monitor that has just (re)started counts its start as the
+	// last sign of life.
+	LastHeard   time.Time `json:"last_heard"`
+	RTTMeanMS   float64   `json:"rtt_mean_ms"`
+	RTTStdDevMS float64   `json:"rtt_stddev_ms"`
+	// Probes and Failures count the detector's pings and those that got
+	// no answer in time.
+	Probes   uint64 `json:"probes"`
+	Failures uint64 `json:"failures"`
+	// RaftHeartbeatFailures counts failed Raft heartbeats to the peer,
+	// seen only while the answering node leads.
+	RaftHeartbeatFailures uint64 `json:"raft_heartbeat_failures"`
+	// StateSince is when State last changed, on the answering node's clock.
+	StateSince time.Time `json:"state_since"`
+}
+
+// Health is one node's view of its peers and of the leader, from GET
+// /v1/cluster/health. Like Status it is per node: Node says which one
+// answered.
+type Health struct {
+	Node           string       `json:"node"`
+	LeaderID       string       `json:"leader_id"`
+	LeaderRaftAddr string       `json:"leader_raft_addr"`
+	Peers          []PeerHealth `json:"peers"`
+}
+
+// Health returns the answering node's failure-detector view. To compare
+// every node's view, give each endpoint its own client with
+// WithMaxAttempts(1), as for Status.
+func (c *Client) Health(ctx context.Context) (*Health, error) {
+	var h Health
+	if err := c.getJSON(ctx, "/v1/cluster/health", &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
