@@ -271,6 +271,12 @@ func (a *monitorActor) evaluate(ctx actor.Context, now time.Time) {
 		next = cluster.PeerAlive
 	}
 	if next != a.state {
+		if next == cluster.PeerSuspect || next == cluster.PeerDead {
+			// Recovery must be earned with fresh answers, counted from now:
+			// a node that was itself frozen must not call every peer alive
+			// the instant it wakes.
+			a.streak = 0
+		}
 		if a.state == cluster.PeerDead && next == cluster.PeerAlive {
 			// The long silence would otherwise inflate the history and
 			// blunt the detector for the next failure.

@@ -33,7 +33,7 @@ func TestAnswerToCutPeerIsLost(t *testing.T) {
 		t.Fatal("the write was not applied: only its answer should be lost")
 	}
 	// Requests from other peers are answered.
-	req, _ = http.NewRequest("GET", srv.URL+cluster.PingPath, nil)
+	req, _ = http.NewRequest("POST", srv.URL+cluster.PingPath, nil)
 	req.Header.Set(cluster.ForwardedHeader, "n3")
 	resp, err := srv.Client().Do(req)
 	if err != nil || resp.StatusCode != 200 {

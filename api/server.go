@@ -63,6 +63,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Chaos mounts the fault-injection endpoints. Never in production.
 	Chaos bool
+	// UnsafeReads answers default and ?consistent reads from local state
+	// without a read barrier. It breaks linearizability on purpose, so the
+	// chaos suite can show its checker catches that. Never in production.
+	UnsafeReads bool
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -122,7 +126,7 @@ func (s *Server) routes() {
 
 	m.HandleFunc("POST "+cluster.ApplyPath, s.fromPeer(s.internalApply))
 	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
-	m.HandleFunc("GET "+cluster.PingPath, s.fromPeer(s.internalPing))
+	m.HandleFunc("POST "+cluster.PingPath, s.fromPeer(s.internalPing))
 
 	if s.opts.Chaos {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

@@ -165,9 +165,11 @@ type PingReply struct {
 }
 
 // Ping asks the node at host for its id: the failure detector's probe. It
-// goes through the fault layer like every other inter-node message.
+// goes through the fault layer like every other inter-node message. It is
+// a POST so Go's HTTP client never quietly resends a lost ping on a fresh
+// connection: a lost ping must count as lost.
 func (f *Forwarder) Ping(ctx context.Context, host string) (string, error) {
-	resp, _, err := f.send(ctx, host, http.MethodGet, PingPath, nil, true)
+	resp, _, err := f.send(ctx, host, http.MethodPost, PingPath, nil, true)
 	if err != nil {
 		return "", err
 	}

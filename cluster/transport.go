@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -74,15 +76,34 @@ func (l *streamLayer) Accept() (net.Conn, error) {
 func (l *streamLayer) Addr() net.Addr { return l.advertise }
 
 // Dial connects to a peer's Raft listener, introducing this node by id.
+//
+// A refused connection (the peer's process is down, its machine up) is
+// retried until the timeout instead of failing at once. hashicorp/raft
+// backs off exponentially, up to about ten seconds, after each failed
+// replication attempt; fast failures would pile up while a node restarts
+// and leave it without new entries for seconds after it is back. A dial
+// that waits for the peer instead connects the moment it returns.
 func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
-	c, err := l.network.Dial(ctx, string(addr), true)
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.network.Dial(ctx, string(addr), true)
+		if err == nil {
+			return l.track(c)
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(dialRetry):
+		}
 	}
-	return l.track(c)
 }
+
+// dialRetry is the pause between attempts to reach a peer that refuses.
+const dialRetry = 50 * time.Millisecond
 
 func (l *streamLayer) track(c net.Conn) (net.Conn, error) {
 	l.mu.Lock()

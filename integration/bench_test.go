@@ -101,7 +101,7 @@ func BenchmarkWrites16Clients(b *testing.B) {
 // how long until a write is acknowledged again. Run with -benchtime=1x; it
 // reports the median and worst of the trials.
 func BenchmarkLeaderFailover(b *testing.B) {
-	const trials = 9
+	trials := envInt("TROUPE_BENCH_TRIALS", 9)
 	c := testcluster.Start(b, 3, testcluster.Options{Args: []string{"--log-level", "warn"}})
 	var elect, write []time.Duration
 	for i := 0; i < trials; i++ {
