@@ -131,7 +131,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, key string) {
 	missingBefore := false
 	for {
 		changed := store.Changed()
-		if !stale {
+		if !stale && !s.opts.UnsafeReads {
 			ctx, cancel := s.requestContext(r)
 			err := s.b.ReadBarrier(ctx)
 			cancel()

@@ -72,6 +72,7 @@ var settings = []setting{
 	{"detector_min_stddev", kDuration, "100ms", "floor on the deviation of a peer's answer intervals"},
 	{"detector_acceptable_pause", kDuration, "500ms", "silence tolerated on top of a peer's usual answer interval"},
 	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
+	{"unsafe_local_reads", kBool, "false", "UNSAFE, for testing the chaos checker only: answer default reads from local state without asking the leader"},
 }
 
 // Config is kvnode's validated configuration.
@@ -96,6 +97,7 @@ type Config struct {
 	Timing         cluster.Timing
 	Detector       cluster.DetectorConfig
 	Chaos          bool
+	UnsafeReads    bool
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
@@ -224,6 +226,7 @@ func build(v *viper.Viper) (*Config, error) {
 		MaxRestarts:    p.positiveInt("max_restarts"),
 		RestartWindow:  p.positiveDuration("restart_window"),
 		Chaos:          p.boolean("chaos"),
+		UnsafeReads:    p.boolean("unsafe_local_reads"),
 		TimingProfile:  profile,
 		Timing: cluster.Timing{
 			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),

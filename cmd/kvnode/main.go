@@ -80,6 +80,7 @@ func run(cfg *Config) error {
 		RequestTimeout: cfg.RequestTimeout,
 		Chaos:          cfg.Chaos,
 		Metrics:        tree.Metrics(),
+		UnsafeReads:    cfg.UnsafeReads,
 		Logger:         logger,
 	})
 	if err := tree.Start(handler); err != nil {
@@ -88,6 +89,9 @@ func run(cfg *Config) error {
 	logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
 	if cfg.Chaos {
 		logger.Warn("chaos endpoints are enabled: never run this in production")
+	}
+	if cfg.UnsafeReads {
+		logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 
 	sigs := make(chan os.Signal, 1)

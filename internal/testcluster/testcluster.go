@@ -19,9 +19,20 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
+
+// TB is the part of testing.TB the harness uses, so tools outside tests
+// (the chaos runner, benchmarks) can drive it too.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+	Failed() bool
+}
 
 var (
 	buildOnce sync.Once
@@ -31,7 +42,7 @@ var (
 
 // Binary builds cmd/kvnode once per process and returns its path. Set
 // TROUPE_TEST_RACE=1 to build it with the race detector.
-func Binary(t testing.TB) string {
+func Binary(t TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		if p := os.Getenv("TROUPE_KVNODE_BIN"); p != "" {
@@ -72,6 +83,15 @@ type Options struct {
 	Args []string
 	// Chaos starts the nodes with --chaos.
 	Chaos bool
+	// Addrs, when set, gives node i (from 0) its HTTP and Raft addresses
+	// instead of free loopback ports.
+	Addrs func(i int) (httpAddr, raftAddr string)
+	// Wrap, when set, turns a node's command line into the one to run
+	// (e.g. inside a network namespace with "ip netns exec").
+	Wrap func(n *Node, argv []string) []string
+	// Dir, when set, holds the nodes' data and logs instead of a
+	// temporary directory.
+	Dir string
 }
 
 // Node is one kvnode process.
@@ -91,7 +111,7 @@ type Node struct {
 
 // Cluster is a set of kvnode processes that bootstrapped together.
 type Cluster struct {
-	t     testing.TB
+	t     TB
 	bin   string
 	dir   string
 	opts  Options
@@ -99,16 +119,29 @@ type Cluster struct {
 }
 
 // Start launches n nodes that form a new cluster, and registers cleanup.
-func Start(t testing.TB, n int, opts Options) *Cluster {
+func Start(t TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: Binary(t), dir: t.TempDir(), opts: opts}
-	ports := FreePorts(t, 2*n)
+	dir := opts.Dir
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, bin: Binary(t), dir: dir, opts: opts}
+	addrs := opts.Addrs
+	if addrs == nil {
+		ports := FreePorts(t, 2*n)
+		addrs = func(i int) (string, string) {
+			return fmt.Sprintf("127.0.0.1:%d", ports[2*i]), fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])
+		}
+	}
 	var members []string
 	for i := 0; i < n; i++ {
+		httpAddr, raftAddr := addrs(i)
 		node := &Node{
 			ID:       fmt.Sprintf("n%d", i+1),
-			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i]),
-			RaftAddr: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1]),
+			HTTPAddr: httpAddr,
+			RaftAddr: raftAddr,
 			c:        c,
 		}
 		node.DataDir = filepath.Join(c.dir, node.ID)
@@ -171,7 +204,11 @@ func (n *Node) Start() {
 		n.c.t.Fatal(err)
 	}
 	fmt.Fprintf(log, "---- start %s ----\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(n.c.bin, n.argsFor()...)
+	argv := append([]string{n.c.bin}, n.argsFor()...)
+	if n.c.opts.Wrap != nil {
+		argv = n.c.opts.Wrap(n, argv)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
 	if err := cmd.Start(); err != nil {
@@ -452,7 +489,7 @@ func (n *Node) Do(method, path string, body []byte) (int, []byte, http.Header, e
 }
 
 // FreePorts finds n free TCP ports on loopback.
-func FreePorts(t testing.TB, n int) []int {
+func FreePorts(t TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int

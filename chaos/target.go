@@ -1,0 +1,406 @@
+package chaos
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/troupe-kv/troupe/internal/testcluster"
+)
+
+// Node is one member of the cluster under test.
+type Node struct {
+	ID       string
+	HTTPAddr string
+	// IP is the node's own address when it runs in a network namespace
+	// (OS-level partitions need it); empty otherwise.
+	IP string
+}
+
+// Target is the cluster under test and what the nemeses may do to its
+// processes. A local target starts the nodes itself.
+type Target interface {
+	Nodes() []Node
+	Kill(id string) error
+	Restart(id string) error
+	Pause(id string) error
+	Resume(id string) error
+	// Running reports whether the node's process is up (it may be paused).
+	Running(id string) bool
+	// NetNS reports whether nodes run in network namespaces, so that
+	// OS-level partitions are possible.
+	NetNS() bool
+	Close() error
+}
+
+// LocalConfig describes a cluster of kvnode processes started by the run.
+type LocalConfig struct {
+	Nodes    int
+	Dir      string   // data and logs
+	KVNode   string   // path of the kvnode binary
+	Args     []string // extra flags for every node
+	UseNetNS bool     // run each node in its own network namespace
+}
+
+// LocalTarget runs kvnode processes on this machine.
+type LocalTarget struct {
+	cfg     LocalConfig
+	c       *testcluster.Cluster
+	t       *runTB
+	netns   *netnsSetup
+	mu      sync.Mutex
+	stopped map[string]bool
+}
+
+// StartLocal launches the cluster and waits for its leader.
+func StartLocal(cfg LocalConfig, logf func(string, ...any)) (_ *LocalTarget, err error) {
+	if cfg.KVNode != "" {
+		os.Setenv("TROUPE_KVNODE_BIN", cfg.KVNode)
+	}
+	tb := &runTB{dir: cfg.Dir, logf: logf}
+	defer tb.recover(&err)
+	lt := &LocalTarget{cfg: cfg, t: tb, stopped: map[string]bool{}}
+	opts := testcluster.Options{Chaos: true, Args: cfg.Args, Dir: cfg.Dir}
+	if cfg.UseNetNS {
+		ns, err := setupNetNS(cfg.Nodes)
+		if err != nil {
+			return nil, err
+		}
+		lt.netns = ns
+		opts.Addrs = func(i int) (string, string) {
+			return ns.ip(i) + ":8500", ns.ip(i) + ":8300"
+		}
+		opts.Wrap = func(n *testcluster.Node, argv []string) []string {
+			return append([]string{"ip", "netns", "exec", ns.name(n.ID)}, argv...)
+		}
+	}
+	lt.c = testcluster.Start(tb, cfg.Nodes, opts)
+	lt.c.WaitLeader(60 * time.Second)
+	return lt, nil
+}
+
+// Cluster exposes the process harness (leader lookups, logs).
+func (l *LocalTarget) Cluster() *testcluster.Cluster { return l.c }
+
+// Nodes lists the members.
+func (l *LocalTarget) Nodes() []Node {
+	var out []Node
+	for i, n := range l.c.Nodes {
+		node := Node{ID: n.ID, HTTPAddr: n.HTTPAddr}
+		if l.netns != nil {
+			node.IP = l.netns.ip(i)
+		}
+		out = append(out, node)
+	}
+	return out
+}
+
+func (l *LocalTarget) node(id string) (*testcluster.Node, error) {
+	if n := l.c.Node(id); n != nil {
+		return n, nil
+	}
+	return nil, fmt.Errorf("no node %q", id)
+}
+
+// Kill sends SIGKILL.
+func (l *LocalTarget) Kill(id string) (err error) {
+	defer l.t.recover(&err)
+	n, err := l.node(id)
+	if err != nil {
+		return err
+	}
+	n.Kill()
+	return nil
+}
+
+// Restart starts a killed node again.
+func (l *LocalTarget) Restart(id string) (err error) {
+	defer l.t.recover(&err)
+	n, err := l.node(id)
+	if err != nil {
+		return err
+	}
+	if !n.Running() {
+		n.Start()
+	}
+	return nil
+}
+
+// Pause sends SIGSTOP.
+func (l *LocalTarget) Pause(id string) error {
+	n, err := l.node(id)
+	if err != nil {
+		return err
+	}
+	n.Pause()
+	return nil
+}
+
+// Resume sends SIGCONT.
+func (l *LocalTarget) Resume(id string) error {
+	n, err := l.node(id)
+	if err != nil {
+		return err
+	}
+	n.Resume()
+	return nil
+}
+
+// Running reports whether the process is up.
+func (l *LocalTarget) Running(id string) bool {
+	n, err := l.node(id)
+	return err == nil && n.Running()
+}
+
+// NetNS reports whether nodes run in namespaces.
+func (l *LocalTarget) NetNS() bool { return l.netns != nil }
+
+// Partition drops traffic between the two groups at the OS level
+// (iptables in each node's namespace).
+func (l *LocalTarget) Partition(a, b []Node) error {
+	if l.netns == nil {
+		return fmt.Errorf("OS-level partitions need --netns")
+	}
+	return l.netns.partition(a, b)
+}
+
+// HealOS removes every OS-level partition.
+func (l *LocalTarget) HealOS() error {
+	if l.netns == nil {
+		return nil
+	}
+	return l.netns.heal()
+}
+
+// Close stops every node and removes the namespaces.
+func (l *LocalTarget) Close() error {
+	for _, n := range l.c.Nodes {
+		n.Resume()
+		n.Stop()
+	}
+	if l.netns != nil {
+		return l.netns.teardown()
+	}
+	return nil
+}
+
+// runTB adapts the test harness to a long-running tool: a failure aborts
+// the current step with an error instead of failing a test.
+type runTB struct {
+	dir    string
+	logf   func(string, ...any)
+	failed bool
+}
+
+type harnessError struct{ msg string }
+
+func (t *runTB) Helper()                           {}
+func (t *runTB) Logf(format string, args ...any)   { t.logf(format, args...) }
+func (t *runTB) Cleanup(func())                    {}
+func (t *runTB) TempDir() string                   { d, _ := os.MkdirTemp(t.dir, "tmp"); return d }
+func (t *runTB) Failed() bool                      { return t.failed }
+func (t *runTB) Fatal(args ...any)                 { t.failed = true; panic(harnessError{fmt.Sprint(args...)}) }
+func (t *runTB) Fatalf(format string, args ...any) { t.Fatal(fmt.Sprintf(format, args...)) }
+
+func (t *runTB) recover(err *error) {
+	if r := recover(); r != nil {
+		if he, ok := r.(harnessError); ok {
+			*err = fmt.Errorf("%s", he.msg)
+			return
+		}
+		panic(r)
+	}
+}
+
+// netnsSetup is a private network for the nodes: one namespace per node,
+// each with a veth into a bridge in the root namespace (10.77.0.0/24), so
+// this process reaches every node and iptables inside a namespace can cut
+// a node off from chosen peers without Troupe's cooperation.
+type netnsSetup struct {
+	prefix string
+	nodes  int
+}
+
+const netnsSubnet = "10.77.0."
+
+func (ns *netnsSetup) name(id string) string { return ns.prefix + id }
+func (ns *netnsSetup) ip(i int) string       { return fmt.Sprintf("%s%d", netnsSubnet, i+1) }
+func (ns *netnsSetup) bridge() string        { return ns.prefix + "br" }
+func (ns *netnsSetup) veth(i int) string     { return fmt.Sprintf("%sv%d", ns.prefix, i+1) }
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func setupNetNS(nodes int) (*netnsSetup, error) {
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("network namespaces need root")
+	}
+	ns := &netnsSetup{prefix: "trpc", nodes: nodes}
+	ns.teardown() // leftovers of a crashed run
+	steps := [][]string{
+		{"ip", "link", "add", ns.bridge(), "type", "bridge"},
+		{"ip", "addr", "add", netnsSubnet + "254/24", "dev", ns.bridge()},
+		{"ip", "link", "set", ns.bridge(), "up"},
+	}
+	for i := 0; i < nodes; i++ {
+		name, veth := ns.name(fmt.Sprintf("n%d", i+1)), ns.veth(i)
+		steps = append(steps,
+			[]string{"ip", "netns", "add", name},
+			[]string{"ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"},
+			[]string{"ip", "link", "set", veth + "p", "netns", name},
+			[]string{"ip", "link", "set", veth, "master", ns.bridge()},
+			[]string{"ip", "link", "set", veth, "up"},
+			[]string{"ip", "netns", "exec", name, "ip", "addr", "add", ns.ip(i) + "/24", "dev", veth + "p"},
+			[]string{"ip", "netns", "exec", name, "ip", "link", "set", veth + "p", "up"},
+			[]string{"ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"},
+		)
+	}
+	for _, s := range steps {
+		if err := run(s...); err != nil {
+			ns.teardown()
+			return nil, err
+		}
+	}
+	return ns, nil
+}
+
+// partition drops, inside each node's namespace, packets to and from the
+// nodes of the other group.
+func (ns *netnsSetup) partition(a, b []Node) error {
+	cut := func(from Node, others []Node) error {
+		for _, o := range others {
+			for _, chain := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
+				if err := run("ip", "netns", "exec", ns.name(from.ID), "iptables", "-A", chain[0], chain[1], o.IP, "-j", "DROP"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, n := range a {
+		if err := cut(n, b); err != nil {
+			return err
+		}
+	}
+	for _, n := range b {
+		if err := cut(n, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ns *netnsSetup) heal() error {
+	var first error
+	for i := 0; i < ns.nodes; i++ {
+		if err := run("ip", "netns", "exec", ns.name(fmt.Sprintf("n%d", i+1)), "iptables", "-F"); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// teardown removes everything setupNetNS made; it is safe to call twice.
+func (ns *netnsSetup) teardown() error {
+	for i := 0; i < 9; i++ {
+		_ = run("ip", "netns", "del", ns.name(fmt.Sprintf("n%d", i+1)))
+		_ = run("ip", "link", "del", ns.veth(i))
+	}
+	_ = run("ip", "link", "del", ns.bridge())
+	return nil
+}
+
+// ExternalConfig describes a cluster started elsewhere (docker compose,
+// VMs): its members by id and HTTP address, and optional shell commands
+// that kill, start, pause and resume a member ({id} is replaced by the
+// member's id). Without a command, the nemeses that need it are refused.
+type ExternalConfig struct {
+	Nodes                                  []Node
+	KillCmd, StartCmd, PauseCmd, ResumeCmd string
+}
+
+// ExternalTarget is a cluster this run did not start.
+type ExternalTarget struct {
+	cfg  ExternalConfig
+	mu   sync.Mutex
+	down map[string]bool
+}
+
+// NewExternal wraps a running cluster.
+func NewExternal(cfg ExternalConfig) *ExternalTarget {
+	return &ExternalTarget{cfg: cfg, down: map[string]bool{}}
+}
+
+// Nodes lists the members.
+func (e *ExternalTarget) Nodes() []Node { return append([]Node(nil), e.cfg.Nodes...) }
+
+func (e *ExternalTarget) runCmd(tmpl, what, id string) error {
+	if tmpl == "" {
+		return fmt.Errorf("cannot %s %s: no --%s-cmd given for an external cluster", what, id, what)
+	}
+	out, err := exec.Command("sh", "-c", strings.ReplaceAll(tmpl, "{id}", id)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %v: %s", what, id, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Kill runs the kill command.
+func (e *ExternalTarget) Kill(id string) error {
+	if err := e.runCmd(e.cfg.KillCmd, "kill", id); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.down[id] = true
+	e.mu.Unlock()
+	return nil
+}
+
+// Restart runs the start command.
+func (e *ExternalTarget) Restart(id string) error {
+	e.mu.Lock()
+	down := e.down[id]
+	e.mu.Unlock()
+	if !down {
+		return nil
+	}
+	if err := e.runCmd(e.cfg.StartCmd, "start", id); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	delete(e.down, id)
+	e.mu.Unlock()
+	return nil
+}
+
+// Pause runs the pause command.
+func (e *ExternalTarget) Pause(id string) error { return e.runCmd(e.cfg.PauseCmd, "pause", id) }
+
+// Resume runs the resume command (a no-op without one: nothing was paused).
+func (e *ExternalTarget) Resume(id string) error {
+	if e.cfg.ResumeCmd == "" {
+		return nil
+	}
+	return e.runCmd(e.cfg.ResumeCmd, "resume", id)
+}
+
+// Running reports whether this run believes the member is up.
+func (e *ExternalTarget) Running(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !e.down[id]
+}
+
+// NetNS is false: an external cluster's network is not ours to cut.
+func (e *ExternalTarget) NetNS() bool { return false }
+
+// Close does nothing: the cluster is not ours to stop.
+func (e *ExternalTarget) Close() error { return nil }

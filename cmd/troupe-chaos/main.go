@@ -1,0 +1,196 @@
+// Command troupe-chaos runs Troupe's chaos suite: it starts a local cluster
+// (or uses a running one), drives a recorded workload while nemeses kill,
+// pause and partition nodes, heals, and checks the history for
+// linearizability and lost writes. It writes history.json, summary.json
+// and report.html to its output directory and exits 0 when the run passed,
+// 1 when it found a violation or lost writes, and 2 on errors.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/troupe-kv/troupe/chaos"
+)
+
+// mixed is the default schedule: every nemesis that works on the chosen
+// cluster.
+var mixed = []string{"kill", "kill-leader", "pause", "pause-leader", "partition-leader", "partition-half", "oneway", "netem", "crash"}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := pflag.NewFlagSet("troupe-chaos", pflag.ContinueOnError)
+	nodes := fs.Int("nodes", 3, "nodes of the local cluster to start")
+	duration := fs.Duration("duration", 5*time.Minute, "how long the load and the faults run")
+	nemeses := fs.String("nemesis", "mixed", "comma-separated nemeses, 'mixed' for all that apply, 'none' for a baseline; known: "+strings.Join(chaos.NemesisNames(), ", "))
+	seed := fs.Uint64("seed", 0, "seed of the schedule and the workload (0: from the clock); reuse it to replay a run")
+	out := fs.String("out", "", "output directory (default chaos-results/<time>)")
+	interval := fs.Duration("interval", 10*time.Second, "calm between faults (varies by half with the seed)")
+	faultFor := fs.Duration("fault-duration", 8*time.Second, "how long each fault lasts (varies by half)")
+	clients := fs.Int("clients", 10, "concurrent clients")
+	keys := fs.Int("keys", 8, "keys the clients contend on")
+	timeout := fs.Duration("op-timeout", 3*time.Second, "per-operation timeout (past it the outcome is unknown)")
+	kvnode := fs.String("kvnode", "", "kvnode binary for the local cluster (default: bin/kvnode, else built)")
+	netns := fs.Bool("netns", false, "run the local nodes in network namespaces (root) and add the os-partition nemesis")
+	unsafe := fs.Bool("unsafe-local-reads", false, "start the nodes with --unsafe-local-reads (answers reads without asking the leader) to watch the checker catch it")
+	nodeArgs := fs.StringSlice("node-arg", nil, "extra kvnode flag for every local node (repeatable), e.g. --node-arg=--request-timeout=2s")
+	endpoints := fs.String("endpoints", "", "use a running cluster instead: id=host:port,... (HTTP addresses; nodes need --chaos for partitions)")
+	killCmd := fs.String("kill-cmd", "", "with --endpoints: shell command that kills member {id}")
+	startCmd := fs.String("start-cmd", "", "with --endpoints: shell command that starts member {id} again")
+	pauseCmd := fs.String("pause-cmd", "", "with --endpoints: shell command that pauses member {id}")
+	resumeCmd := fs.String("resume-cmd", "", "with --endpoints: shell command that resumes member {id}")
+	quiet := fs.Bool("quiet", false, "no progress lines")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *out == "" {
+		*out = filepath.Join("chaos-results", time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "troupe-chaos:", err)
+		return 2
+	}
+	progress := os.Stdout
+	if *quiet {
+		progress = nil
+	}
+	logf := func(format string, a ...any) {
+		if progress != nil {
+			fmt.Fprintf(progress, format+"\n", a...)
+		}
+	}
+
+	var target chaos.Target
+	if *endpoints != "" {
+		var members []chaos.Node
+		for _, part := range strings.Split(*endpoints, ",") {
+			id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if !ok {
+				fmt.Fprintf(os.Stderr, "troupe-chaos: --endpoints: %q is not id=host:port\n", part)
+				return 2
+			}
+			members = append(members, chaos.Node{ID: id, HTTPAddr: addr})
+		}
+		target = chaos.NewExternal(chaos.ExternalConfig{Nodes: members, KillCmd: *killCmd, StartCmd: *startCmd, PauseCmd: *pauseCmd, ResumeCmd: *resumeCmd})
+	} else {
+		bin := *kvnode
+		if bin == "" {
+			if _, err := os.Stat("bin/kvnode"); err == nil {
+				bin, _ = filepath.Abs("bin/kvnode")
+			}
+		}
+		extra := append([]string{"--log-level", "info"}, *nodeArgs...)
+		if *unsafe {
+			extra = append(extra, "--unsafe-local-reads")
+		}
+		dataDir, _ := filepath.Abs(filepath.Join(*out, "cluster"))
+		logf("starting %d local nodes (data and logs in %s)", *nodes, dataDir)
+		lt, err := chaos.StartLocal(chaos.LocalConfig{Nodes: *nodes, Dir: dataDir, KVNode: bin, Args: extra, UseNetNS: *netns}, logf)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "troupe-chaos: starting the cluster:", err)
+			return 2
+		}
+		target = lt
+	}
+	defer target.Close()
+
+	names := selectNemeses(*nemeses, len(target.Nodes()), target.NetNS(), *endpoints != "" && *killCmd == "")
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	sum, err := chaos.Run(ctx, chaos.Config{
+		Duration:      *duration,
+		Nemeses:       names,
+		Interval:      *interval,
+		FaultDuration: *faultFor,
+		Seed:          *seed,
+		Workload:      chaos.WorkloadConfig{Clients: *clients, Keys: *keys, Timeout: *timeout},
+		OutDir:        *out,
+		Progress:      progress,
+	}, target)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "troupe-chaos:", err)
+		return 2
+	}
+	printSummary(sum)
+	switch {
+	case !sum.Verdict.Passed():
+		return 1
+	case sum.Error != "":
+		return 2
+	}
+	return 0
+}
+
+// selectNemeses expands "mixed" to what the cluster allows.
+func selectNemeses(spec string, nodes int, netns, noProcessControl bool) []string {
+	switch spec {
+	case "none", "":
+		return nil
+	case "mixed":
+		names := append([]string(nil), mixed...)
+		if nodes >= 5 {
+			names = append(names, "partition-bridge")
+		}
+		if netns {
+			names = append(names, "os-partition")
+		}
+		if noProcessControl {
+			var keep []string
+			for _, n := range names {
+				if !strings.HasPrefix(n, "kill") && !strings.HasPrefix(n, "pause") {
+					keep = append(keep, n)
+				}
+			}
+			names = keep
+		}
+		return names
+	}
+	var names []string
+	for _, n := range strings.Split(spec, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+func printSummary(s *chaos.Summary) {
+	v := s.Verdict
+	verdict := "PASS"
+	if !v.Passed() || s.Error != "" {
+		verdict = "FAIL"
+	}
+	fmt.Printf("\n==== %s  (seed %d, %d nodes, %s)\n", verdict, s.Seed, s.Nodes, s.Duration)
+	fmt.Printf("operations      %d (ok %d, failed %d, unknown %d)\n", s.Operations, v.OK, v.Failed, v.Unknown)
+	fmt.Printf("linearizable    %s", v.Linearizable)
+	if len(v.ViolatingKeys) > 0 {
+		fmt.Printf(" (keys %s)", strings.Join(v.ViolatingKeys, ", "))
+	}
+	fmt.Printf("\nlost writes     %d\ndiverged        %d\nfaults          %d\n", len(v.LostWrites), len(v.Diverged), len(s.Faults))
+	for _, f := range s.Faults {
+		rec := "never"
+		if f.RecoveryMS >= 0 {
+			rec = fmt.Sprintf("%.0fms", f.RecoveryMS)
+		}
+		fmt.Printf("  %-17s %-32s gap %6.0fms  recovered %s\n", f.Nemesis, f.Detail, f.UnavailableMS, rec)
+	}
+	if s.Error != "" {
+		fmt.Printf("error           %s\n", s.Error)
+	}
+	fmt.Printf("report          %s\n", filepath.Join(s.OutDir, "report.html"))
+}
