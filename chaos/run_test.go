@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -83,4 +85,51 @@ func TestCheckerCatchesUnsafeReads(t *testing.T) {
 		t.Fatalf("unsafe reads went unnoticed: linearizable=%s (%d ops, history in %s)", sum.Verdict.Linearizable, sum.Operations, out)
 	}
 	t.Logf("violation found on keys %v, as it must be", sum.Verdict.ViolatingKeys)
+}
+
+// TestChaosOSPartition cuts the network below Troupe: nodes in network
+// namespaces, partitioned with iptables. Needs root and iproute2/iptables.
+func TestChaosOSPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes half a minute")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	for _, tool := range []string{"ip", "iptables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	lt, err := StartLocal(LocalConfig{
+		Nodes: 3, Dir: t.TempDir(), KVNode: testcluster.Binary(t),
+		Args: []string{"--request-timeout", "2s"}, UseNetNS: true,
+	}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lt.Close()
+	sum, err := Run(context.Background(), Config{
+		Duration:      30 * time.Second,
+		Nemeses:       []string{"os-partition"},
+		Interval:      4 * time.Second,
+		FaultDuration: 6 * time.Second,
+		Seed:          11,
+		OutDir:        t.TempDir(),
+	}, lt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Error != "" || !sum.Verdict.Passed() {
+		t.Fatalf("os-partition run: error=%q linearizable=%s lost=%d diverged=%v", sum.Error, sum.Verdict.Linearizable, len(sum.Verdict.LostWrites), sum.Verdict.Diverged)
+	}
+	cuts := 0
+	for _, f := range sum.Faults {
+		if f.Nemesis == "os-partition" {
+			cuts++
+		}
+	}
+	if cuts == 0 {
+		t.Fatal("no OS-level partition happened")
+	}
 }

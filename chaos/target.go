@@ -77,8 +77,22 @@ func StartLocal(cfg LocalConfig, logf func(string, ...any)) (_ *LocalTarget, err
 			return append([]string{"ip", "netns", "exec", ns.name(n.ID)}, argv...)
 		}
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			if lt.c != nil {
+				for _, n := range lt.c.Nodes {
+					n.Kill()
+				}
+			}
+			if lt.netns != nil {
+				lt.netns.teardown()
+			}
+		}
+	}()
 	lt.c = testcluster.Start(tb, cfg.Nodes, opts)
 	lt.c.WaitLeader(60 * time.Second)
+	ok = true
 	return lt, nil
 }
 
@@ -215,10 +229,14 @@ func (t *runTB) recover(err *error) {
 	}
 }
 
-// netnsSetup is a private network for the nodes: one namespace per node,
-// each with a veth into a bridge in the root namespace (10.77.0.0/24), so
-// this process reaches every node and iptables inside a namespace can cut
-// a node off from chosen peers without Troupe's cooperation.
+// netnsSetup is a private network for the nodes, made of network
+// namespaces: one per node, each with a veth into a bridge that lives in a
+// "hub" namespace (10.77.0.0/24), and one veth from the hub to this
+// process's namespace (10.77.1.0/30) with a route, so the workload reaches
+// every node. Keeping the bridge out of the root namespace keeps the
+// host's firewall (e.g. Docker's FORWARD policy) out of the way and leaves
+// the host untouched but for one veth and one route. iptables inside a
+// node's namespace then cuts it off from chosen peers, below Troupe.
 type netnsSetup struct {
 	prefix string
 	nodes  int
@@ -227,8 +245,8 @@ type netnsSetup struct {
 const netnsSubnet = "10.77.0."
 
 func (ns *netnsSetup) name(id string) string { return ns.prefix + id }
+func (ns *netnsSetup) hub() string           { return ns.prefix + "hub" }
 func (ns *netnsSetup) ip(i int) string       { return fmt.Sprintf("%s%d", netnsSubnet, i+1) }
-func (ns *netnsSetup) bridge() string        { return ns.prefix + "br" }
 func (ns *netnsSetup) veth(i int) string     { return fmt.Sprintf("%sv%d", ns.prefix, i+1) }
 
 func run(args ...string) error {
@@ -243,24 +261,41 @@ func setupNetNS(nodes int) (*netnsSetup, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("network namespaces need root")
 	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return nil, fmt.Errorf("network namespaces need iproute2's ip command")
+	}
 	ns := &netnsSetup{prefix: "trpc", nodes: nodes}
 	ns.teardown() // leftovers of a crashed run
+	hub := func(args ...string) []string { return append([]string{"ip", "netns", "exec", ns.hub()}, args...) }
 	steps := [][]string{
-		{"ip", "link", "add", ns.bridge(), "type", "bridge"},
-		{"ip", "addr", "add", netnsSubnet + "254/24", "dev", ns.bridge()},
-		{"ip", "link", "set", ns.bridge(), "up"},
+		{"ip", "netns", "add", ns.hub()},
+		hub("ip", "link", "set", "lo", "up"),
+		hub("ip", "link", "add", "br0", "type", "bridge"),
+		hub("ip", "addr", "add", netnsSubnet+"254/24", "dev", "br0"),
+		hub("ip", "link", "set", "br0", "up"),
+		hub("sysctl", "-qw", "net.ipv4.ip_forward=1"),
+		{"ip", "link", "add", ns.prefix + "r", "type", "veth", "peer", "name", ns.prefix + "rh"},
+		{"ip", "link", "set", ns.prefix + "rh", "netns", ns.hub()},
+		{"ip", "addr", "add", "10.77.1.1/30", "dev", ns.prefix + "r"},
+		{"ip", "link", "set", ns.prefix + "r", "up"},
+		hub("ip", "addr", "add", "10.77.1.2/30", "dev", ns.prefix+"rh"),
+		hub("ip", "link", "set", ns.prefix+"rh", "up"),
+		{"ip", "route", "add", netnsSubnet + "0/24", "via", "10.77.1.2"},
 	}
 	for i := 0; i < nodes; i++ {
 		name, veth := ns.name(fmt.Sprintf("n%d", i+1)), ns.veth(i)
+		in := func(args ...string) []string { return append([]string{"ip", "netns", "exec", name}, args...) }
 		steps = append(steps,
 			[]string{"ip", "netns", "add", name},
 			[]string{"ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"},
 			[]string{"ip", "link", "set", veth + "p", "netns", name},
-			[]string{"ip", "link", "set", veth, "master", ns.bridge()},
-			[]string{"ip", "link", "set", veth, "up"},
-			[]string{"ip", "netns", "exec", name, "ip", "addr", "add", ns.ip(i) + "/24", "dev", veth + "p"},
-			[]string{"ip", "netns", "exec", name, "ip", "link", "set", veth + "p", "up"},
-			[]string{"ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"},
+			[]string{"ip", "link", "set", veth, "netns", ns.hub()},
+			hub("ip", "link", "set", veth, "master", "br0"),
+			hub("ip", "link", "set", veth, "up"),
+			in("ip", "addr", "add", ns.ip(i)+"/24", "dev", veth+"p"),
+			in("ip", "link", "set", veth+"p", "up"),
+			in("ip", "link", "set", "lo", "up"),
+			in("ip", "route", "add", "default", "via", netnsSubnet+"254"),
 		)
 	}
 	for _, s := range steps {
@@ -309,12 +344,14 @@ func (ns *netnsSetup) heal() error {
 }
 
 // teardown removes everything setupNetNS made; it is safe to call twice.
+// Deleting a namespace deletes the veths inside it.
 func (ns *netnsSetup) teardown() error {
+	_ = run("ip", "route", "del", netnsSubnet+"0/24")
+	_ = run("ip", "link", "del", ns.prefix+"r")
 	for i := 0; i < 9; i++ {
 		_ = run("ip", "netns", "del", ns.name(fmt.Sprintf("n%d", i+1)))
-		_ = run("ip", "link", "del", ns.veth(i))
 	}
-	_ = run("ip", "link", "del", ns.bridge())
+	_ = run("ip", "netns", "del", ns.hub())
 	return nil
 }
 
