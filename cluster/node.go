@@ -158,17 +158,7 @@ func raftConfig(cfg Config) *raft.Config {
 
 // ValidateTiming reports the first timing relation raft would reject.
 func ValidateTiming(t Timing) error {
-	rc := raft.DefaultConfig()
-	rc.LocalID = "validate"
-	rc.HeartbeatTimeout = t.HeartbeatTimeout
-	rc.ElectionTimeout = t.ElectionTimeout
-	rc.LeaderLeaseTimeout = t.LeaderLeaseTimeout
-	rc.CommitTimeout = t.CommitTimeout
-	rc.MaxAppendEntries = t.MaxAppendEntries
-	rc.SnapshotInterval = t.SnapshotInterval
-	rc.SnapshotThreshold = t.SnapshotThreshold
-	rc.TrailingLogs = t.TrailingLogs
-	return raft.ValidateConfig(rc)
+	return raft.ValidateConfig(raftConfig(Config{NodeID: "validate", Timing: t}))
 }
 
 // catchUpFromSnapshot restores the newest snapshot if the state file is
