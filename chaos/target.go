@@ -49,7 +49,7 @@ type LocalConfig struct {
 type LocalTarget struct {
 	cfg     LocalConfig
 	c       *testcluster.Cluster
-	t       *runTB
+	t       *testcluster.ToolTB
 	netns   *netnsSetup
 	mu      sync.Mutex
 	stopped map[string]bool
@@ -60,8 +60,8 @@ func StartLocal(cfg LocalConfig, logf func(string, ...any)) (_ *LocalTarget, err
 	if cfg.KVNode != "" {
 		os.Setenv("TROUPE_KVNODE_BIN", cfg.KVNode)
 	}
-	tb := &runTB{dir: cfg.Dir, logf: logf}
-	defer tb.recover(&err)
+	tb := testcluster.NewToolTB(cfg.Dir, logf)
+	defer tb.Recover(&err)
 	lt := &LocalTarget{cfg: cfg, t: tb, stopped: map[string]bool{}}
 	opts := testcluster.Options{Chaos: true, Args: cfg.Args, Dir: cfg.Dir}
 	if cfg.UseNetNS {
@@ -121,7 +121,7 @@ func (l *LocalTarget) node(id string) (*testcluster.Node, error) {
 
 // Kill sends SIGKILL.
 func (l *LocalTarget) Kill(id string) (err error) {
-	defer l.t.recover(&err)
+	defer l.t.Recover(&err)
 	n, err := l.node(id)
 	if err != nil {
 		return err
@@ -132,7 +132,7 @@ func (l *LocalTarget) Kill(id string) (err error) {
 
 // Restart starts a killed node again.
 func (l *LocalTarget) Restart(id string) (err error) {
-	defer l.t.recover(&err)
+	defer l.t.Recover(&err)
 	n, err := l.node(id)
 	if err != nil {
 		return err
@@ -199,34 +199,6 @@ func (l *LocalTarget) Close() error {
 		return l.netns.teardown()
 	}
 	return nil
-}
-
-// runTB adapts the test harness to a long-running tool: a failure aborts
-// the current step with an error instead of failing a test.
-type runTB struct {
-	dir    string
-	logf   func(string, ...any)
-	failed bool
-}
-
-type harnessError struct{ msg string }
-
-func (t *runTB) Helper()                           {}
-func (t *runTB) Logf(format string, args ...any)   { t.logf(format, args...) }
-func (t *runTB) Cleanup(func())                    {}
-func (t *runTB) TempDir() string                   { d, _ := os.MkdirTemp(t.dir, "tmp"); return d }
-func (t *runTB) Failed() bool                      { return t.failed }
-func (t *runTB) Fatal(args ...any)                 { t.failed = true; panic(harnessError{fmt.Sprint(args...)}) }
-func (t *runTB) Fatalf(format string, args ...any) { t.Fatal(fmt.Sprintf(format, args...)) }
-
-func (t *runTB) recover(err *error) {
-	if r := recover(); r != nil {
-		if he, ok := r.(harnessError); ok {
-			*err = fmt.Errorf("%s", he.msg)
-			return
-		}
-		panic(r)
-	}
 }
 
 // netnsSetup is a private network for the nodes, made of network
