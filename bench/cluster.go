@@ -1,0 +1,221 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/troupe-kv/troupe/internal/testcluster"
+)
+
+// Cluster is a local Troupe cluster of real kvnode processes, with the
+// process control the failover and catch-up measurements need.
+type Cluster struct {
+	C  *testcluster.Cluster
+	tb *testcluster.ToolTB
+}
+
+// StartCluster launches n nodes (fsync on, as in production) under dir.
+func StartCluster(dir, kvnode string, n int, args []string, logf func(string, ...any)) (_ *Cluster, err error) {
+	if kvnode != "" {
+		os.Setenv("TROUPE_KVNODE_BIN", kvnode)
+	}
+	tb := testcluster.NewToolTB(dir, logf)
+	defer tb.Recover(&err)
+	c := testcluster.Start(tb, n, testcluster.Options{Dir: dir, Args: append([]string{"--log-level", "warn"}, args...)})
+	c.WaitLeader(60 * time.Second)
+	return &Cluster{C: c, tb: tb}, nil
+}
+
+// Endpoints lists the nodes' HTTP addresses.
+func (c *Cluster) Endpoints() []string { return c.C.Endpoints() }
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.C.Nodes {
+		n.Stop()
+	}
+}
+
+// Failover kills the leader with SIGKILL trials times and measures how
+// long writes were unavailable: from the kill to the first acknowledged
+// write through a survivor. The killed node is restarted and caught up
+// between trials.
+func (c *Cluster) Failover(ctx context.Context, trials int) (_ []time.Duration, err error) {
+	defer c.tb.Recover(&err)
+	hc := NewClient(4)
+	var out []time.Duration
+	for i := 0; i < trials; i++ {
+		leader := c.C.WaitLeader(60 * time.Second)
+		survivors := c.C.Followers(leader)
+		t0 := time.Now()
+		leader.Kill()
+		for j := 0; ; j++ {
+			if time.Since(t0) > time.Minute {
+				return out, fmt.Errorf("no write succeeded within a minute of killing the leader")
+			}
+			n := survivors[j%len(survivors)]
+			resp, err := hc.Do(Troupe{}.Put(n.HTTPAddr, "bench/failover", []byte("x")).WithContext(ctx))
+			if err == nil {
+				ok := resp.StatusCode == http.StatusOK
+				resp.Body.Close()
+				if ok {
+					out = append(out, time.Since(t0))
+					break
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		leader.Start()
+		leader.WaitHTTP(30 * time.Second)
+		st, err := survivors[0].Status()
+		if err != nil {
+			return out, err
+		}
+		leader.WaitApplied(st.CommitIndex, 2*time.Minute)
+	}
+	return out, nil
+}
+
+// CatchUp kills a follower, writes n keys while it is down, restarts it
+// and measures how long until it has applied everything the leader had
+// committed.
+func (c *Cluster) CatchUp(ctx context.Context, n int) (_ time.Duration, err error) {
+	defer c.tb.Recover(&err)
+	leader := c.C.WaitLeader(60 * time.Second)
+	follower := c.C.Followers(leader)[0]
+	follower.Kill()
+	var live []string
+	for _, node := range c.C.Followers(follower) {
+		if node.Running() {
+			live = append(live, node.HTTPAddr)
+		}
+	}
+	if err := Preload(ctx, Troupe{}, live, "bench/catchup/", n, 100, 64); err != nil {
+		return 0, err
+	}
+	st, err := leader.Status()
+	if err != nil {
+		return 0, err
+	}
+	t0 := time.Now()
+	follower.Start()
+	follower.WaitApplied(st.CommitIndex, 5*time.Minute)
+	return time.Since(t0), nil
+}
+
+// NodeFootprint is one node's memory and disk use.
+type NodeFootprint struct {
+	ID        string `json:"id"`
+	RSSBytes  int64  `json:"rss_bytes"`
+	KVDB      int64  `json:"kv_db_bytes"`
+	RaftDB    int64  `json:"raft_db_bytes"`
+	Snapshots int64  `json:"snapshots_bytes"`
+}
+
+// Footprint reads every node's resident memory (after a GC-friendly pause)
+// and the size of its data files.
+func (c *Cluster) Footprint() []NodeFootprint {
+	var out []NodeFootprint
+	for _, n := range c.C.Nodes {
+		fp := NodeFootprint{ID: n.ID, RSSBytes: rss(n.Pid())}
+		fp.KVDB = fileSize(filepath.Join(n.DataDir, "kv.db"))
+		fp.RaftDB = fileSize(filepath.Join(n.DataDir, "raft.db"))
+		fp.Snapshots = dirSize(filepath.Join(n.DataDir, "snapshots"))
+		out = append(out, fp)
+	}
+	return out
+}
+
+func rss(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func dirSize(dir string) int64 {
+	var total int64
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			total += fi.Size()
+		}
+		return nil
+	})
+	return total
+}
+
+// Median and Max summarise measured durations.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// Max is the largest duration.
+func Max(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	return slices.Max(ds)
+}
+
+// Report is everything one benchmark run measured; it is written as JSON.
+type Report struct {
+	When       string          `json:"when"`
+	Machine    string          `json:"machine"`
+	Results    []Result        `json:"results"`
+	FailoverMS []float64       `json:"failover_ms,omitempty"`
+	CatchUp    *CatchUpResult  `json:"catch_up,omitempty"`
+	Footprints []FootprintStep `json:"footprints,omitempty"`
+}
+
+// CatchUpResult is one catch-up measurement.
+type CatchUpResult struct {
+	MissedWrites int     `json:"missed_writes"`
+	Seconds      float64 `json:"seconds"`
+}
+
+// FootprintStep is the cluster's footprint at a key count.
+type FootprintStep struct {
+	Keys  int             `json:"keys"`
+	Nodes []NodeFootprint `json:"nodes"`
+}
+
+// WriteJSON saves the report.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}

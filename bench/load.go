@@ -1,0 +1,244 @@
+// Package bench measures Troupe (or another HTTP KV store) under load: a
+// closed-loop generator with keep-alive connections that drives writes,
+// linearizable and stale reads, a 90/10 mix and CAS at a given number of
+// concurrent clients spread over every node, and reports throughput and
+// latency percentiles.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Kind is a load shape.
+type Kind string
+
+// The load shapes of the benchmark table.
+const (
+	Writes Kind = "writes"
+	Reads  Kind = "reads"       // linearizable
+	Stale  Kind = "stale-reads" // any node, local state
+	Mix    Kind = "mix-90-10"   // 90% linearizable reads, 10% writes
+	CAS    Kind = "cas"
+)
+
+// Store is the HTTP dialect of the store under test.
+type Store interface {
+	Name() string
+	// Put, Get and CAS build a request for one operation on key; CAS
+	// also returns how to read the new version from a successful answer.
+	Put(endpoint, key string, value []byte) *http.Request
+	Get(endpoint, key string, stale bool) *http.Request
+	CAS(endpoint, key string, value []byte, version uint64) *http.Request
+	// Check reads an answer: whether it succeeded and, for CAS and Put,
+	// the key's new version (0 when unknown).
+	Check(kind Kind, resp *http.Response, body []byte) (ok bool, version uint64)
+}
+
+// Config is one load run.
+type Config struct {
+	Store     Store
+	Endpoints []string
+	Kind      Kind
+	Clients   int
+	Duration  time.Duration
+	Keys      int // key space (default 10000)
+	ValueSize int // bytes (default 100)
+	Prefix    string
+}
+
+// Result is one row of the benchmark table.
+type Result struct {
+	Store     string  `json:"store"`
+	Kind      Kind    `json:"kind"`
+	Clients   int     `json:"clients"`
+	Ops       int     `json:"ops"`
+	Errors    int     `json:"errors"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50MS     float64 `json:"p50_ms"`
+	P90MS     float64 `json:"p90_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	MaxMS     float64 `json:"max_ms"`
+	Seconds   float64 `json:"seconds"`
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("%-8s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
+		r.Store, r.Kind, r.Clients, r.OpsPerSec, r.Errors, r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
+}
+
+// NewClient is an HTTP client sized for n concurrent keep-alive
+// connections.
+func NewClient(n int) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        2 * n,
+			MaxIdleConnsPerHost: 2 * n,
+			IdleConnTimeout:     time.Minute,
+		},
+	}
+}
+
+// Run drives cfg.Clients closed-loop clients for cfg.Duration; client i
+// sends to endpoint i mod len(endpoints), so load spreads over all nodes.
+func Run(ctx context.Context, cfg Config) Result {
+	if cfg.Keys <= 0 {
+		cfg.Keys = 10000
+	}
+	if cfg.ValueSize <= 0 {
+		cfg.ValueSize = 100
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "bench/"
+	}
+	hc := NewClient(cfg.Clients)
+	defer hc.CloseIdleConnections()
+	value := bytes.Repeat([]byte("v"), cfg.ValueSize)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+
+	var (
+		mu     sync.Mutex
+		lats   []time.Duration
+		errors int
+		wg     sync.WaitGroup
+	)
+	start := time.Now()
+	for c := 0; c < cfg.Clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(c), 42))
+			endpoint := cfg.Endpoints[c%len(cfg.Endpoints)]
+			casKey := cfg.Prefix + "cas/" + strconv.Itoa(c)
+			var version uint64
+			mine := make([]time.Duration, 0, 4096)
+			bad := 0
+			for ctx.Err() == nil {
+				key := cfg.Prefix + strconv.Itoa(rng.IntN(cfg.Keys))
+				kind := cfg.Kind
+				if kind == Mix {
+					kind = Reads
+					if rng.IntN(10) == 0 {
+						kind = Writes
+					}
+				}
+				var req *http.Request
+				switch kind {
+				case Writes:
+					req = cfg.Store.Put(endpoint, key, value)
+				case Reads:
+					req = cfg.Store.Get(endpoint, key, false)
+				case Stale:
+					req = cfg.Store.Get(endpoint, key, true)
+				case CAS:
+					req = cfg.Store.CAS(endpoint, casKey, value, version)
+				}
+				t0 := time.Now()
+				resp, err := hc.Do(req.WithContext(ctx))
+				if err != nil {
+					if ctx.Err() == nil {
+						bad++
+					}
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				ok, v := cfg.Store.Check(kind, resp, body)
+				if err != nil || !ok {
+					bad++
+					if kind == CAS {
+						// The key moved on (or exists from an earlier run):
+						// learn its version, outside the measurement.
+						version = learnVersion(ctx, hc, cfg.Store, endpoint, casKey)
+					}
+					continue
+				}
+				if kind == CAS {
+					version = v
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			errors += bad
+			mu.Unlock()
+		}(c)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lats)
+	q := func(p float64) float64 {
+		if len(lats) == 0 {
+			return 0
+		}
+		return float64(lats[min(len(lats)-1, int(p*float64(len(lats))))].Microseconds()) / 1000
+	}
+	return Result{
+		Store: cfg.Store.Name(), Kind: cfg.Kind, Clients: cfg.Clients,
+		Ops: len(lats), Errors: errors, OpsPerSec: float64(len(lats)) / elapsed.Seconds(),
+		P50MS: q(0.5), P90MS: q(0.9), P99MS: q(0.99), MaxMS: q(1), Seconds: elapsed.Seconds(),
+	}
+}
+
+// Preload writes keys prefix0..prefix(n-1) with the given number of
+// concurrent clients, so reads find data and memory can be measured.
+func Preload(ctx context.Context, store Store, endpoints []string, prefix string, n, valueSize, clients int) error {
+	hc := NewClient(clients)
+	defer hc.CloseIdleConnections()
+	value := bytes.Repeat([]byte("v"), valueSize)
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := c; i < n; i += clients {
+				if ctx.Err() != nil {
+					return
+				}
+				req := store.Put(endpoints[i%len(endpoints)], prefix+strconv.Itoa(i), value)
+				resp, err := hc.Do(req.WithContext(ctx))
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if ok, _ := store.Check(Writes, resp, body); !ok {
+					errs <- fmt.Errorf("preload %s: %d %s", prefix+strconv.Itoa(i), resp.StatusCode, body)
+					return
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// learnVersion reads key's current version (0 if absent).
+func learnVersion(ctx context.Context, hc *http.Client, store Store, endpoint, key string) uint64 {
+	resp, err := hc.Do(store.Get(endpoint, key, false).WithContext(ctx))
+	if err != nil {
+		return 0
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 0
+	}
+	_, v := store.Check(Reads, resp, body)
+	return v
+}

@@ -1,0 +1,168 @@
+// Command troupe-bench measures a Troupe cluster: it starts three kvnode
+// processes on loopback (fsync on) or uses running endpoints, drives HTTP
+// load at several client counts, and prints a table of throughput and
+// latency for writes, linearizable reads, stale reads, a 90/10 mix and CAS.
+// It can also measure unavailability after kill -9 of the leader, how fast
+// a node that missed many writes catches up, and memory and disk use at a
+// given number of keys. Results are written as JSON too.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/troupe-kv/troupe/bench"
+)
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	fs := pflag.NewFlagSet("troupe-bench", pflag.ContinueOnError)
+	kinds := fs.String("kinds", "writes,reads,stale-reads,mix-90-10,cas", "load shapes to run")
+	clientsFlag := fs.String("clients", "1,16,64,256", "client counts")
+	duration := fs.Duration("duration", 10*time.Second, "how long each row runs")
+	keys := fs.Int("keys", 10000, "key space")
+	valueSize := fs.Int("value-size", 100, "value size in bytes")
+	endpoints := fs.String("endpoints", "", "benchmark a running cluster (host:port,...) instead of starting one")
+	nodes := fs.Int("nodes", 3, "nodes of the local cluster")
+	kvnode := fs.String("kvnode", "", "kvnode binary (default: bin/kvnode, else built)")
+	nodeArgs := fs.StringSlice("node-arg", nil, "extra kvnode flag for every local node (repeatable)")
+	failover := fs.Int("failover", 0, "also kill -9 the leader this many times and report write unavailability")
+	catchUp := fs.Int("catch-up", 0, "also measure how fast a node that missed this many writes catches up")
+	footprint := fs.String("footprint", "", "also load up to these key counts (e.g. 100000,1000000) and report RSS and file sizes")
+	out := fs.String("out", "", "JSON report path (default bench-results/<time>.json)")
+	dir := fs.String("dir", "", "data directory of the local cluster (default: a temporary one)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+
+	var eps []string
+	var cl *bench.Cluster
+	if *endpoints != "" {
+		eps = strings.Split(*endpoints, ",")
+	} else {
+		bin := *kvnode
+		if bin == "" {
+			if _, err := os.Stat("bin/kvnode"); err == nil {
+				bin, _ = filepath.Abs("bin/kvnode")
+			}
+		}
+		d := *dir
+		if d == "" {
+			var err error
+			if d, err = os.MkdirTemp("", "troupe-bench-"); err != nil {
+				logf("troupe-bench: %v", err)
+				return 2
+			}
+			defer os.RemoveAll(d)
+		}
+		var err error
+		cl, err = bench.StartCluster(d, bin, *nodes, *nodeArgs, logf)
+		if err != nil {
+			logf("troupe-bench: starting the cluster: %v", err)
+			return 2
+		}
+		defer cl.Close()
+		eps = cl.Endpoints()
+	}
+	rep := &bench.Report{When: time.Now().UTC().Format(time.RFC3339), Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
+	store := bench.Troupe{}
+
+	logf("preloading %d keys", *keys)
+	if err := bench.Preload(ctx, store, eps, "bench/", *keys, *valueSize, 16); err != nil {
+		logf("troupe-bench: preload: %v", err)
+		return 2
+	}
+	var counts []int
+	for _, s := range strings.Split(*clientsFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			logf("troupe-bench: --clients: %q is not a positive number", s)
+			return 2
+		}
+		counts = append(counts, n)
+	}
+	for _, k := range strings.Split(*kinds, ",") {
+		for _, n := range counts {
+			if ctx.Err() != nil {
+				return 2
+			}
+			r := bench.Run(ctx, bench.Config{Store: store, Endpoints: eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
+			fmt.Println(r)
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	if cl != nil && *failover > 0 {
+		ds, err := cl.Failover(ctx, *failover)
+		if err != nil {
+			logf("troupe-bench: failover: %v", err)
+		}
+		for _, d := range ds {
+			rep.FailoverMS = append(rep.FailoverMS, float64(d.Microseconds())/1000)
+		}
+		fmt.Printf("unavailability after kill -9 of the leader: median %s, max %s over %d tries\n", bench.Median(ds).Round(time.Millisecond), bench.Max(ds).Round(time.Millisecond), len(ds))
+	}
+	if cl != nil && *catchUp > 0 {
+		d, err := cl.CatchUp(ctx, *catchUp)
+		if err != nil {
+			logf("troupe-bench: catch-up: %v", err)
+		} else {
+			rep.CatchUp = &bench.CatchUpResult{MissedWrites: *catchUp, Seconds: d.Seconds()}
+			fmt.Printf("a node that missed %d writes caught up in %s\n", *catchUp, d.Round(time.Millisecond))
+		}
+	}
+	if cl != nil && *footprint != "" {
+		loaded := *keys
+		for _, s := range strings.Split(*footprint, ",") {
+			target, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || target <= 0 {
+				logf("troupe-bench: --footprint: %q is not a key count", s)
+				return 2
+			}
+			if target > loaded {
+				logf("loading keys up to %d", target)
+				if err := bench.Preload(ctx, store, eps, "bench/fp/", target-loaded, *valueSize, 128); err != nil {
+					logf("troupe-bench: footprint load: %v", err)
+					return 2
+				}
+				loaded = target
+			}
+			time.Sleep(5 * time.Second) // let the heap settle after the load
+			fp := cl.Footprint()
+			rep.Footprints = append(rep.Footprints, bench.FootprintStep{Keys: target, Nodes: fp})
+			for _, n := range fp {
+				fmt.Printf("%8d keys  %s  RSS %6.1f MiB  kv.db %6.1f MiB  raft.db %6.1f MiB  snapshots %6.1f MiB\n",
+					target, n.ID, mib(n.RSSBytes), mib(n.KVDB), mib(n.RaftDB), mib(n.Snapshots))
+			}
+		}
+	}
+	path := *out
+	if path == "" {
+		path = filepath.Join("bench-results", time.Now().Format("20060102-150405")+".json")
+	}
+	if err := rep.WriteJSON(path); err != nil {
+		logf("troupe-bench: %v", err)
+		return 2
+	}
+	logf("report written to %s", path)
+	return 0
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
