@@ -28,10 +28,13 @@ type Gateway struct {
 	cur      atomic.Pointer[cluster.Node]
 	inflight atomic.Int64
 	fwd      *cluster.Forwarder
+	reads    *readBatcher
 }
 
 func newGateway(t *Tree) *Gateway {
-	return &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.Network)}
+	g := &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.Network)}
+	g.reads = &readBatcher{fetch: g.fwd.ReadIndex, timeout: t.cfg.RequestTimeout}
+	return g
 }
 
 // Faults returns the fault rules on this node's links.
@@ -122,7 +125,7 @@ func (g *Gateway) ReadBarrier(ctx context.Context) error {
 	var idx uint64
 	err := g.onLeader(ctx, true,
 		func() (err error) { idx, err = g.readIndex(ctx); return err },
-		func(addr string) (err error) { idx, err = g.fwd.ReadIndex(ctx, addr); return err },
+		func(addr string) (err error) { idx, err = g.reads.get(ctx, addr); return err },
 	)
 	if err != nil {
 		return err
