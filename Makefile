@@ -45,3 +45,11 @@ bench: build
 
 clean:
 	rm -rf $(BIN) ./data
+
+# The chaos suite against a fresh local cluster (docs/chaos.md); exits 1 on
+# a violation. make chaos NODES=5 DURATION=30m NEMESIS=kill,partition-half
+# SEED=42 NETNS=1 OUT=dir CHAOS_ARGS='--clients 20'
+.PHONY: chaos
+chaos:
+	GO="$(GO)" NODES="$(NODES)" DURATION="$(DURATION)" NEMESIS="$(NEMESIS)" SEED="$(SEED)" \
+	NETNS="$(NETNS)" OUT="$(OUT)" CHAOS_ARGS="$(CHAOS_ARGS)" ./chaos/run.sh

@@ -141,12 +141,20 @@ type Verdict struct {
 	// Diverged names keys whose final value differs between nodes.
 	Diverged []string `json:"diverged,omitempty"`
 	// Counts per outcome.
-	OK, Failed, Unknown int
+	OK      int `json:"ok"`
+	Failed  int `json:"failed"`
+	Unknown int `json:"unknown"`
 }
 
-// Passed reports whether the run found nothing wrong.
+// Passed reports whether every check ran and found nothing wrong.
 func (v Verdict) Passed() bool {
 	return v.Linearizable == "ok" && len(v.LostWrites) == 0 && len(v.Diverged) == 0
+}
+
+// Broken reports whether a check found a real problem: a violation, a lost
+// write or diverged replicas (as opposed to a check that could not decide).
+func (v Verdict) Broken() bool {
+	return v.Linearizable == "violation" || len(v.LostWrites) > 0 || len(v.Diverged) > 0
 }
 
 // CheckLinearizable runs porcupine over the history, key by key. info is

@@ -125,7 +125,7 @@ func latencyChart(buckets []Bucket, faults []FaultWindow) template.HTML {
 var reportTemplate = template.Must(template.New("report").Funcs(template.FuncMap{
 	"ms": func(v float64) string {
 		if v < 0 {
-			return "never"
+			return "none before the end"
 		}
 		return fmt.Sprintf("%.0f ms", v)
 	},

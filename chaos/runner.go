@@ -56,7 +56,8 @@ func (c *Config) defaults() {
 		c.SettleTimeout = 2 * time.Minute
 	}
 	if c.Seed == 0 {
-		c.Seed = uint64(time.Now().UnixNano())
+		// Small enough to survive JSON tools that read numbers as doubles.
+		c.Seed = uint64(time.Now().UnixNano() % 1e9)
 	}
 	c.Workload.Seed = c.Seed
 }
@@ -132,7 +133,7 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 			detail, err := n.Start(ctx, env)
 			if err != nil {
 				logf("nemesis %s failed to start: %v", name, err)
-				_ = n.Stop(ctx, env)
+				_ = n.Stop(context.WithoutCancel(ctx), env)
 				continue
 			}
 			mu.Lock()
@@ -140,7 +141,7 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 			current = name + ": " + detail
 			mu.Unlock()
 			sleep(loadCtx, jitter(env.Rand, cfg.FaultDuration))
-			if err := n.Stop(ctx, env); err != nil {
+			if err := n.Stop(context.WithoutCancel(ctx), env); err != nil {
 				logf("nemesis %s failed to heal: %v", name, err)
 			}
 			mu.Lock()
@@ -175,8 +176,11 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 
 	sum := &Summary{Seed: cfg.Seed, Nodes: len(target.Nodes()), Duration: cfg.Duration.String(), Nemeses: cfg.Nemeses, OutDir: cfg.OutDir}
 	logf("load stopped after %.0fs; healing and waiting for the cluster to converge", time.Duration(end).Seconds())
-	healAll(ctx, env)
-	final, diverged, err := settle(ctx, cfg, env, w)
+	// Healing must happen even when the run was interrupted: leave nothing
+	// cut, paused or dead behind. Each step has its own time limit.
+	cleanup := context.WithoutCancel(ctx)
+	healAll(cleanup, env)
+	final, diverged, err := settle(cleanup, cfg, env, w)
 	if err != nil {
 		sum.Error = err.Error()
 		logf("cluster did not converge: %v", err)

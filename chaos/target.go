@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -209,16 +210,20 @@ func (l *LocalTarget) Close() error {
 // host's firewall (e.g. Docker's FORWARD policy) out of the way and leaves
 // the host untouched but for one veth and one route. iptables inside a
 // node's namespace then cuts it off from chosen peers, below Troupe.
+//
+// Each run picks its own name prefix and subnet (10.77.N.0/24, with the
+// hub link on 10.78.N.0/30), so runs side by side do not collide.
 type netnsSetup struct {
 	prefix string
+	octet  int
 	nodes  int
 }
 
-const netnsSubnet = "10.77.0."
-
 func (ns *netnsSetup) name(id string) string { return ns.prefix + id }
 func (ns *netnsSetup) hub() string           { return ns.prefix + "hub" }
-func (ns *netnsSetup) ip(i int) string       { return fmt.Sprintf("%s%d", netnsSubnet, i+1) }
+func (ns *netnsSetup) subnet() string        { return fmt.Sprintf("10.77.%d.", ns.octet) }
+func (ns *netnsSetup) link() string          { return fmt.Sprintf("10.78.%d.", ns.octet) }
+func (ns *netnsSetup) ip(i int) string       { return fmt.Sprintf("%s%d", ns.subnet(), i+1) }
 func (ns *netnsSetup) veth(i int) string     { return fmt.Sprintf("%sv%d", ns.prefix, i+1) }
 
 func run(args ...string) error {
@@ -236,23 +241,25 @@ func setupNetNS(nodes int) (*netnsSetup, error) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return nil, fmt.Errorf("network namespaces need iproute2's ip command")
 	}
-	ns := &netnsSetup{prefix: "trpc", nodes: nodes}
-	ns.teardown() // leftovers of a crashed run
+	ns, err := pickNetNS(nodes)
+	if err != nil {
+		return nil, err
+	}
 	hub := func(args ...string) []string { return append([]string{"ip", "netns", "exec", ns.hub()}, args...) }
 	steps := [][]string{
 		{"ip", "netns", "add", ns.hub()},
 		hub("ip", "link", "set", "lo", "up"),
 		hub("ip", "link", "add", "br0", "type", "bridge"),
-		hub("ip", "addr", "add", netnsSubnet+"254/24", "dev", "br0"),
+		hub("ip", "addr", "add", ns.subnet()+"254/24", "dev", "br0"),
 		hub("ip", "link", "set", "br0", "up"),
 		hub("sysctl", "-qw", "net.ipv4.ip_forward=1"),
 		{"ip", "link", "add", ns.prefix + "r", "type", "veth", "peer", "name", ns.prefix + "rh"},
 		{"ip", "link", "set", ns.prefix + "rh", "netns", ns.hub()},
-		{"ip", "addr", "add", "10.77.1.1/30", "dev", ns.prefix + "r"},
+		{"ip", "addr", "add", ns.link() + "1/30", "dev", ns.prefix + "r"},
 		{"ip", "link", "set", ns.prefix + "r", "up"},
-		hub("ip", "addr", "add", "10.77.1.2/30", "dev", ns.prefix+"rh"),
+		hub("ip", "addr", "add", ns.link()+"2/30", "dev", ns.prefix+"rh"),
 		hub("ip", "link", "set", ns.prefix+"rh", "up"),
-		{"ip", "route", "add", netnsSubnet + "0/24", "via", "10.77.1.2"},
+		{"ip", "route", "add", ns.subnet() + "0/24", "via", ns.link() + "2"},
 	}
 	for i := 0; i < nodes; i++ {
 		name, veth := ns.name(fmt.Sprintf("n%d", i+1)), ns.veth(i)
@@ -267,7 +274,7 @@ func setupNetNS(nodes int) (*netnsSetup, error) {
 			in("ip", "addr", "add", ns.ip(i)+"/24", "dev", veth+"p"),
 			in("ip", "link", "set", veth+"p", "up"),
 			in("ip", "link", "set", "lo", "up"),
-			in("ip", "route", "add", "default", "via", netnsSubnet+"254"),
+			in("ip", "route", "add", "default", "via", ns.subnet()+"254"),
 		)
 	}
 	for _, s := range steps {
@@ -318,13 +325,34 @@ func (ns *netnsSetup) heal() error {
 // teardown removes everything setupNetNS made; it is safe to call twice.
 // Deleting a namespace deletes the veths inside it.
 func (ns *netnsSetup) teardown() error {
-	_ = run("ip", "route", "del", netnsSubnet+"0/24")
+	_ = run("ip", "route", "del", ns.subnet()+"0/24")
 	_ = run("ip", "link", "del", ns.prefix+"r")
-	for i := 0; i < 9; i++ {
+	for i := 0; i < ns.nodes; i++ {
 		_ = run("ip", "netns", "del", ns.name(fmt.Sprintf("n%d", i+1)))
 	}
 	_ = run("ip", "netns", "del", ns.hub())
 	return nil
+}
+
+// pickNetNS chooses a name prefix and a subnet no other run is using.
+func pickNetNS(nodes int) (*netnsSetup, error) {
+	out, err := exec.Command("ip", "-o", "route").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ip route: %v", err)
+	}
+	routes := string(out)
+	for try := 0; try < 50; try++ {
+		octet := 10 + rand.IntN(240)
+		if strings.Contains(routes, fmt.Sprintf("10.77.%d.0/24", octet)) || strings.Contains(routes, fmt.Sprintf("10.78.%d.0/30", octet)) {
+			continue
+		}
+		prefix := fmt.Sprintf("trp%03x", rand.IntN(0x1000))
+		if exec.Command("ip", "netns", "exec", prefix+"hub", "true").Run() == nil {
+			continue // taken
+		}
+		return &netnsSetup{prefix: prefix, octet: octet, nodes: nodes}, nil
+	}
+	return nil, fmt.Errorf("no free subnet for the namespaces")
 }
 
 // ExternalConfig describes a cluster started elsewhere (docker compose,

@@ -56,7 +56,14 @@ func run(args []string) int {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
 		}
+		fmt.Fprintln(os.Stderr, "troupe-chaos:", err)
 		return 2
+	}
+	for _, n := range selectNemeses(*nemeses, 5, true) {
+		if _, ok := chaos.Nemeses[n]; !ok {
+			fmt.Fprintf(os.Stderr, "troupe-chaos: unknown nemesis %q (known: %s)\n", n, strings.Join(chaos.NemesisNames(), ", "))
+			return 2
+		}
 	}
 	if *out == "" {
 		*out = filepath.Join("chaos-results", time.Now().Format("20060102-150405"))
@@ -95,6 +102,11 @@ func run(args []string) int {
 			}
 		}
 		extra := append([]string{"--log-level", "info"}, *nodeArgs...)
+		if !strings.Contains(strings.Join(*nodeArgs, " "), "request-timeout") {
+			// Nodes should refuse (503, not applied) before the client
+			// gives up (unknown): a request timeout below the op timeout.
+			extra = append(extra, "--request-timeout", max(*timeout-time.Second, *timeout/2).String())
+		}
 		if *unsafe {
 			extra = append(extra, "--unsafe-local-reads")
 		}
@@ -109,7 +121,10 @@ func run(args []string) int {
 	}
 	defer target.Close()
 
-	names := selectNemeses(*nemeses, len(target.Nodes()), target.NetNS(), *endpoints != "" && *killCmd == "")
+	names := selectNemeses(*nemeses, len(target.Nodes()), target.NetNS())
+	if *endpoints != "" {
+		names = withoutUnsupported(names, *killCmd != "" && *startCmd != "", *pauseCmd != "" && *resumeCmd != "")
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	sum, err := chaos.Run(ctx, chaos.Config{
@@ -128,16 +143,32 @@ func run(args []string) int {
 	}
 	printSummary(sum)
 	switch {
-	case !sum.Verdict.Passed():
+	case sum.Verdict.Broken():
 		return 1
-	case sum.Error != "":
+	case sum.Error != "" || !sum.Verdict.Passed():
+		// The run could not decide (the cluster never settled, or the
+		// checker timed out): an error, not a verdict.
 		return 2
 	}
 	return 0
 }
 
+// withoutUnsupported drops the nemeses an external cluster cannot take:
+// kills need both a kill and a start command, pauses a pause and a resume
+// command, and OS-level partitions a local cluster in namespaces.
+func withoutUnsupported(names []string, canKill, canPause bool) []string {
+	var keep []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "kill") && !canKill || strings.HasPrefix(n, "pause") && !canPause || n == "os-partition" {
+			continue
+		}
+		keep = append(keep, n)
+	}
+	return keep
+}
+
 // selectNemeses expands "mixed" to what the cluster allows.
-func selectNemeses(spec string, nodes int, netns, noProcessControl bool) []string {
+func selectNemeses(spec string, nodes int, netns bool) []string {
 	switch spec {
 	case "none", "":
 		return nil
@@ -148,15 +179,6 @@ func selectNemeses(spec string, nodes int, netns, noProcessControl bool) []strin
 		}
 		if netns {
 			names = append(names, "os-partition")
-		}
-		if noProcessControl {
-			var keep []string
-			for _, n := range names {
-				if !strings.HasPrefix(n, "kill") && !strings.HasPrefix(n, "pause") {
-					keep = append(keep, n)
-				}
-			}
-			names = keep
 		}
 		return names
 	}
@@ -183,7 +205,7 @@ func printSummary(s *chaos.Summary) {
 	}
 	fmt.Printf("\nlost writes     %d\ndiverged        %d\nfaults          %d\n", len(v.LostWrites), len(v.Diverged), len(s.Faults))
 	for _, f := range s.Faults {
-		rec := "never"
+		rec := "no write before the end"
 		if f.RecoveryMS >= 0 {
 			rec = fmt.Sprintf("%.0fms", f.RecoveryMS)
 		}
