@@ -90,12 +90,6 @@ case ${NETNS,,} in
     for tool in ip iptables; do
       command -v "$tool" >/dev/null 2>&1 || die "NETNS=1 needs the $tool command"
     done
-    # troupe-chaos uses fixed names (trpc*) and removes them first as
-    # leftovers of a crashed run: a second --netns run would tear down the
-    # network of one in progress.
-    if ip netns list 2>/dev/null | grep -q '^trpc' && [ "${NETNS_FORCE:-}" != 1 ]; then
-      die "network namespaces trpc* exist: another --netns run is going on (or a crashed one left them behind). troupe-chaos would remove them, cutting that run off. Wait for it to end; if none is running, rerun with NETNS_FORCE=1 and troupe-chaos cleans them up"
-    fi
     args+=(--netns)
     ;;
   *) usage_error "NETNS must be 1 or 0, not '$NETNS'" ;;
@@ -127,26 +121,23 @@ case $status in
     if [ "${#why[@]}" -gt 0 ]; then
       verdict="FAIL: ${why[0]}"
       for w in "${why[@]:1}"; do verdict+=", $w"; done
-    elif [ "$lin" = unknown ]; then
-      verdict="FAIL, inconclusive: the history shows no violation, but it could not be fully checked (the cluster did not settle, or the checker ran out of time); see 'error' above"
     else
       verdict="FAIL (status 1)"
     fi
     ;;
-  *) verdict="ERROR (status $status): the run could not complete or be checked; see the messages above" ;;
+  *) verdict="ERROR (status $status): the run could not complete or could not be decided (see 'error' in summary.json and the messages above)" ;;
 esac
 if [ "$INTERRUPTED" = 1 ]; then
-  verdict+=" -- interrupted: an interrupted run cannot heal and settle properly, so troupe-chaos reports it as failed; only a violation or lost writes found in the history mean anything"
+  verdict+=" -- interrupted early: the verdict covers the shorter run"
 fi
 log "$verdict"
 if [ -f "$OUT/report.html" ]; then
   log "report:  $OUT/report.html"
   [ ! -f "$OUT/linearizability.html" ] || log "violation: $OUT/linearizability.html"
   log "history: $OUT/history.json, summary: $OUT/summary.json, node logs: $OUT/cluster/n*.log"
-  # Not with jq: seeds from the clock exceed 2^53, and jq rounds them.
   seed=$(tr -d '\n ' <"$OUT/summary.json" 2>/dev/null | sed -n 's/^{"seed":\([0-9]*\).*/\1/p')
   [ -z "$seed" ] || log "replay:  the same settings and flags with SEED=$seed"
 else
-  log "no report was written (output directory: $OUT); troupe-chaos exits 2 without a word on a malformed flag value, so check the settings and flags"
+  log "no report was written (output directory: $OUT); check the settings and flags"
 fi
 exit "$status"
