@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -67,6 +68,8 @@ type Options struct {
 	// without a read barrier. It breaks linearizability on purpose, so the
 	// chaos suite can show its checker catches that. Never in production.
 	UnsafeReads bool
+	// Pprof mounts Go's profiler at /debug/pprof/.
+	Pprof bool
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -119,6 +122,13 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
 	m.HandleFunc("GET /healthz", s.healthz)
+	if s.opts.Pprof {
+		m.HandleFunc("/debug/pprof/", pprof.Index)
+		m.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		m.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		m.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		m.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if s.opts.Metrics != nil {
 		m.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
 	}

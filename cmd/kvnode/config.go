@@ -72,6 +72,7 @@ var settings = []setting{
 	{"detector_min_stddev", kDuration, "100ms", "floor on the deviation of a peer's answer intervals"},
 	{"detector_acceptable_pause", kDuration, "500ms", "silence tolerated on top of a peer's usual answer interval"},
 	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
+	{"pprof", kBool, "false", "serve Go's profiler at /debug/pprof/ on the HTTP API (for diagnosing performance)"},
 	{"unsafe_local_reads", kBool, "false", "UNSAFE, for testing the chaos checker only: answer default reads from local state without asking the leader"},
 }
 
@@ -98,6 +99,7 @@ type Config struct {
 	Detector       cluster.DetectorConfig
 	Chaos          bool
 	UnsafeReads    bool
+	Pprof          bool
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
@@ -227,6 +229,7 @@ func build(v *viper.Viper) (*Config, error) {
 		RestartWindow:  p.positiveDuration("restart_window"),
 		Chaos:          p.boolean("chaos"),
 		UnsafeReads:    p.boolean("unsafe_local_reads"),
+		Pprof:          p.boolean("pprof"),
 		TimingProfile:  profile,
 		Timing: cluster.Timing{
 			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),

@@ -83,6 +83,7 @@ var settingValue = map[string]func(c *Config) string{
 	"chaos":                     func(c *Config) string { return strconv.FormatBool(c.Chaos) },
 	"timing_profile":            func(c *Config) string { return c.TimingProfile },
 	"unsafe_local_reads":        func(c *Config) string { return strconv.FormatBool(c.UnsafeReads) },
+	"pprof":                     func(c *Config) string { return strconv.FormatBool(c.Pprof) },
 	"detector_probe_interval":   func(c *Config) string { return c.Detector.ProbeInterval.String() },
 	"detector_probe_timeout":    func(c *Config) string { return c.Detector.ProbeTimeout.String() },
 	"detector_suspect_phi":      func(c *Config) string { return strconv.FormatFloat(c.Detector.SuspectPhi, 'g', -1, 64) },

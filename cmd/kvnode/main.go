@@ -81,6 +81,7 @@ func run(cfg *Config) error {
 		Chaos:          cfg.Chaos,
 		Metrics:        tree.Metrics(),
 		UnsafeReads:    cfg.UnsafeReads,
+		Pprof:          cfg.Pprof,
 		Logger:         logger,
 	})
 	if err := tree.Start(handler); err != nil {
