@@ -288,7 +288,7 @@ func TestBlockingWaitClamp(t *testing.T) {
 	} {
 		for range 20 {
 			w := httptest.NewRecorder()
-			_, wait, ok := blockingParams(w, httptest.NewRequest("GET", "/v1/kv/k?index=5&"+c.query, nil))
+			_, wait, ok := blockingParams(w, httptest.NewRequest("GET", "/v1/kv/k?index=5&"+c.query, nil).URL.Query())
 			if !ok {
 				t.Fatalf("%s: rejected", c.query)
 			}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -48,16 +49,18 @@ const (
 
 func (s *Server) kv(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/v1/kv"), "/")
-	if !s.checkScope(w, r) {
+	// Parse the query once: every flag below reads it.
+	q := r.URL.Query()
+	if !s.checkScopeQuery(w, r, q) {
 		return
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		s.kvGet(w, r, key)
+		s.kvGet(w, r, q, key)
 	case http.MethodPut:
-		s.kvPut(w, r, key)
+		s.kvPut(w, r, q, key)
 	case http.MethodDelete:
-		s.kvDelete(w, r, key)
+		s.kvDelete(w, r, q, key)
 	case http.MethodOptions:
 		w.Header().Set("Allow", "GET, PUT, DELETE, OPTIONS")
 		w.WriteHeader(http.StatusOK)
@@ -102,19 +105,18 @@ func validateKey(key string, prefix bool) error {
 	return nil
 }
 
-func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, key string) {
-	q := r.URL.Query()
-	stale, consistent := has(r, "stale"), has(r, "consistent")
+func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key string) {
+	stale, consistent := has(q, "stale"), has(q, "consistent")
 	if stale && consistent {
 		httpError(w, http.StatusBadRequest, "Cannot specify ?stale with ?consistent, conflicting semantics.")
 		return
 	}
-	listKeys, recurse := has(r, "keys"), has(r, "recurse")
+	listKeys, recurse := has(q, "keys"), has(q, "recurse")
 	if err := validateKey(key, listKeys || recurse); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	minIndex, wait, ok := blockingParams(w, r)
+	minIndex, wait, ok := blockingParams(w, q)
 	if !ok {
 		return
 	}
@@ -168,7 +170,7 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, key string) {
 			e, found, index, err = store.Get(key)
 			if found {
 				body = []KVPair{toPair(e)}
-				if has(r, "raw") {
+				if has(q, "raw") {
 					body = rawValue(e.Value)
 				}
 			} else if missingBefore {
@@ -229,8 +231,7 @@ func (s *Server) writeRead(w http.ResponseWriter, r *http.Request, body any, fou
 // blockingParams parses ?index and ?wait. The wait is clamped to ten
 // minutes and gets up to 1/16 of random jitter, so many watchers do not
 // wake in lockstep.
-func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Duration, bool) {
-	q := r.URL.Query()
+func blockingParams(w http.ResponseWriter, q url.Values) (uint64, time.Duration, bool) {
 	var index uint64
 	if v := q.Get("index"); v != "" {
 		var err error
@@ -254,8 +255,7 @@ func blockingParams(w http.ResponseWriter, r *http.Request) (uint64, time.Durati
 	return index, wait, true
 }
 
-func parseUintParam(r *http.Request, name string) (uint64, bool, error) {
-	q := r.URL.Query()
+func parseUintParam(q url.Values, name string) (uint64, bool, error) {
 	if _, ok := q[name]; !ok {
 		return 0, false, nil
 	}
@@ -266,28 +266,28 @@ func parseUintParam(r *http.Request, name string) (uint64, bool, error) {
 	return v, true, nil
 }
 
-func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, key string) {
+func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, q url.Values, key string) {
 	if err := validateKey(key, false); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	flags, _, err := parseUintParam(r, "flags")
+	flags, _, err := parseUintParam(q, "flags")
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	casIndex, isCAS, err := parseUintParam(r, "cas")
+	casIndex, isCAS, err := parseUintParam(q, "cas")
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	acquire, release := has(r, "acquire"), has(r, "release")
+	acquire, release := has(q, "acquire"), has(q, "release")
 	if n := btoi(isCAS) + btoi(acquire) + btoi(release); n > 1 {
 		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
 		return
 	}
 	if acquire || release {
-		s.lockUnsupported(w, r)
+		s.lockUnsupported(w, q)
 		return
 	}
 	value, ok := s.readValue(w, r)
@@ -303,8 +303,7 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, key string) {
 
 // lockUnsupported answers ?acquire and ?release. Sessions do not exist yet,
 // so every session id is unknown, which Consul answers with a 500.
-func (s *Server) lockUnsupported(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+func (s *Server) lockUnsupported(w http.ResponseWriter, q url.Values) {
 	sess := q.Get("acquire") + q.Get("release")
 	if sess == "" {
 		httpError(w, http.StatusInternalServerError, "missing session")
@@ -341,13 +340,13 @@ func (s *Server) readValue(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	return body, true
 }
 
-func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, key string) {
-	recurse := has(r, "recurse")
+func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, q url.Values, key string) {
+	recurse := has(q, "recurse")
 	if err := validateKey(key, recurse); err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	casIndex, isCAS, err := parseUintParam(r, "cas")
+	casIndex, isCAS, err := parseUintParam(q, "cas")
 	if err != nil {
 		httpError(w, http.StatusBadRequest, err.Error())
 		return

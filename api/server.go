@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -246,15 +247,19 @@ func (s *Server) setLeaderHeaders(w http.ResponseWriter, linearizable bool) {
 }
 
 // has reports a presence-only query flag (Consul clients send "recurse=").
-func has(r *http.Request, name string) bool {
-	_, ok := r.URL.Query()[name]
+func has(q url.Values, name string) bool {
+	_, ok := q[name]
 	return ok
 }
 
 // checkScope rejects requests for another datacenter, namespace or
 // partition: this cluster is one datacenter with no namespaces.
 func (s *Server) checkScope(w http.ResponseWriter, r *http.Request) bool {
-	q := r.URL.Query()
+	return s.checkScopeQuery(w, r, r.URL.Query())
+}
+
+// checkScopeQuery is checkScope with the query already parsed.
+func (s *Server) checkScopeQuery(w http.ResponseWriter, r *http.Request, q url.Values) bool {
 	dc := q.Get("datacenter")
 	if dc == "" {
 		dc = q.Get("dc")

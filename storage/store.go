@@ -67,6 +67,10 @@ type Store struct {
 	closed bool
 
 	applied atomic.Uint64
+	// nodes caches the node registry: every forwarded request looks up the
+	// leader's address, and the registry changes only on membership
+	// changes.
+	nodes atomic.Pointer[map[string]string]
 
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
@@ -80,6 +84,7 @@ func Open(path string) (*Store, error) {
 	}
 	s := &Store{path: path, db: db, changed: make(chan struct{})}
 	s.applied.Store(readApplied(db))
+	s.loadNodes(db)
 	return s, nil
 }
 
@@ -190,6 +195,7 @@ func (s *Store) ApplyBatch(batch []Applied) []Result {
 	}
 	applied := s.applied.Load()
 	last := applied
+	nodesChanged := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		w := writer{
 			kv:    tx.Bucket(bucketKV),
@@ -211,6 +217,7 @@ func (s *Store) ApplyBatch(batch []Applied) []Result {
 				return err
 			}
 			results[i].OK = ok
+			nodesChanged = nodesChanged || a.Cmd.Op == OpRegisterNode || a.Cmd.Op == OpDeregisterNode
 		}
 		if last == applied {
 			return nil
@@ -220,11 +227,26 @@ func (s *Store) ApplyBatch(batch []Applied) []Result {
 	if err != nil {
 		panic(fmt.Sprintf("storage: commit failed, refusing to continue: %v", err))
 	}
+	if nodesChanged {
+		s.loadNodes(s.db)
+	}
 	if last != applied {
 		s.applied.Store(last)
 		s.notify()
 	}
 	return results
+}
+
+// loadNodes refreshes the node registry cache from db.
+func (s *Store) loadNodes(db *bolt.DB) {
+	m := map[string]string{}
+	_ = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+			m[string(k)] = string(v)
+			return nil
+		})
+	})
+	s.nodes.Store(&m)
 }
 
 // writer applies commands inside one write transaction.
@@ -489,24 +511,22 @@ func (s *Store) KVIndex() (uint64, error) {
 
 // NodeAddr returns the HTTP address registered by node id, or "".
 func (s *Store) NodeAddr(id string) string {
-	var addr string
-	_ = s.view(func(tx *bolt.Tx) error {
-		addr = string(tx.Bucket(bucketNodes).Get([]byte(id)))
-		return nil
-	})
-	return addr
+	return (*s.nodes.Load())[id]
 }
 
 // NodeAddrs returns every registered node's HTTP address by node id.
 func (s *Store) NodeAddrs() (map[string]string, error) {
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
 	m := map[string]string{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
-			m[string(k)] = string(v)
-			return nil
-		})
-	})
-	return m, err
+	for id, addr := range *s.nodes.Load() {
+		m[id] = addr
+	}
+	return m, nil
 }
 
 // Snapshot is a point-in-time view of the store, taken cheaply and written
@@ -597,6 +617,7 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	s.db = db
 	s.applied.Store(applied)
+	s.loadNodes(db)
 	s.notify()
 	return nil
 }
