@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,11 +30,13 @@ type Gateway struct {
 	inflight atomic.Int64
 	fwd      *cluster.Forwarder
 	reads    *readBatcher
+	writes   *writeBatcher
 }
 
 func newGateway(t *Tree) *Gateway {
 	g := &Gateway{tree: t, self: t.cfg.Raft.NodeID, fwd: cluster.NewForwarder(t.cfg.Raft.Network)}
 	g.reads = &readBatcher{fetch: g.fwd.ReadIndex, timeout: t.cfg.RequestTimeout}
+	g.writes = &writeBatcher{sendOne: g.fwd.Apply, send: g.fwd.ApplyBatch, timeout: t.cfg.RequestTimeout, maxInFlight: 2}
 	return g
 }
 
@@ -87,7 +90,7 @@ func (g *Gateway) Apply(ctx context.Context, cmd *storage.Command) (storage.Resu
 	var res storage.Result
 	err := g.onLeader(ctx, false,
 		func() (err error) { res, err = g.propose(ctx, data); return err },
-		func(addr string) (err error) { res, err = g.fwd.Apply(ctx, addr, data); return err },
+		func(addr string) (err error) { res, err = g.writes.apply(ctx, addr, data); return err },
 	)
 	return res, err
 }
@@ -102,6 +105,40 @@ func (g *Gateway) ApplyForwarded(ctx context.Context, data []byte) (storage.Resu
 		return storage.Result{}, cluster.ErrNotLeader
 	}
 	return g.propose(ctx, data)
+}
+
+// ApplyForwardedBatch applies a batch of commands a follower forwarded,
+// all at once (Raft groups them into few disk writes), and answers each.
+func (g *Gateway) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply {
+	replies := make([]cluster.BatchItemReply, len(cmds))
+	fail := func(i int, err error) {
+		replies[i] = cluster.BatchItemReply{Code: cluster.ErrorCode(err), Error: err.Error()}
+	}
+	if n := g.node(); n == nil || !n.IsLeader() {
+		for i := range cmds {
+			fail(i, cluster.ErrNotLeader)
+		}
+		return replies
+	}
+	var wg sync.WaitGroup
+	for i, data := range cmds {
+		if _, err := storage.DecodeCommand(data); err != nil {
+			fail(i, err)
+			continue
+		}
+		wg.Add(1)
+		go func(i int, data []byte) {
+			defer wg.Done()
+			res, err := g.propose(ctx, data)
+			if err != nil {
+				fail(i, err)
+				return
+			}
+			replies[i] = cluster.BatchItemReply{Index: res.Index, OK: res.OK}
+		}(i, data)
+	}
+	wg.Wait()
+	return replies
 }
 
 func (g *Gateway) propose(ctx context.Context, data []byte) (storage.Result, error) {

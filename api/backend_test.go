@@ -117,6 +117,19 @@ func (f *fakeBackend) ApplyForwarded(ctx context.Context, data []byte) (storage.
 	return f.replicate(data)
 }
 
+func (f *fakeBackend) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply {
+	out := make([]cluster.BatchItemReply, len(cmds))
+	for i, c := range cmds {
+		res, err := f.ApplyForwarded(ctx, c)
+		if err != nil {
+			out[i] = cluster.BatchItemReply{Code: cluster.ErrorCode(err), Error: err.Error()}
+			continue
+		}
+		out[i] = cluster.BatchItemReply{Index: res.Index, OK: res.OK}
+	}
+	return out
+}
+
 func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
 	cmd, err := storage.DecodeCommand(data)
 	if err != nil {

@@ -201,6 +201,30 @@ func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, cluster.ApplyReply{Index: res.Index, OK: res.OK})
 }
 
+// internalApplyBatch serves a follower's batch of forwarded writes.
+func (s *Server) internalApplyBatch(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(cluster.ForwardedHeader) == "" {
+		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
+		return
+	}
+	// A follower fills a batch up to MaxBatchBytes, or sends one command
+	// alone when it is bigger than that.
+	limit := max(int64(cluster.MaxBatchBytes), s.opts.MaxValueSize) + int64(cluster.MaxBatch)*(2*MaxKeySize+1024)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		writeJSONError(w, http.StatusRequestEntityTooLarge, err)
+		return
+	}
+	cmds, err := cluster.DecodeBatch(data)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	writeJSON(w, http.StatusOK, s.b.ApplyForwardedBatch(ctx, cmds))
+}
+
 func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get(cluster.ForwardedHeader) == "" {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,4 +41,33 @@ func TestAnswerToCutPeerIsLost(t *testing.T) {
 		t.Fatalf("ping from n3: %v", err)
 	}
 	resp.Body.Close()
+}
+
+func TestInternalApplyBatch(t *testing.T) {
+	s, b := newAPI(t)
+	good := (&storage.Command{Op: storage.OpSet, Key: "batched", Value: []byte("v")}).Encode()
+	body := cluster.EncodeBatch([][]byte{good, []byte("garbage")})
+	if w := call(t, s, "POST", cluster.ApplyBatchPath, body); w.Code != 400 {
+		t.Fatalf("batch without the forwarded header: %d", w.Code)
+	}
+	if w := call(t, s, "POST", cluster.ApplyBatchPath, []byte{9, 1}, cluster.ForwardedHeader, "n2"); w.Code != 400 {
+		t.Fatalf("badly framed batch: %d", w.Code)
+	}
+	w := call(t, s, "POST", cluster.ApplyBatchPath, body, cluster.ForwardedHeader, "n2")
+	if w.Code != 200 {
+		t.Fatalf("batch: %d %s", w.Code, w.Body)
+	}
+	var replies []cluster.BatchItemReply
+	if err := json.Unmarshal(w.Body.Bytes(), &replies); err != nil || len(replies) != 2 {
+		t.Fatalf("replies %s: %v", w.Body, err)
+	}
+	if replies[0].Error != "" || !replies[0].OK || replies[0].Index == 0 {
+		t.Fatalf("good command: %+v", replies[0])
+	}
+	if replies[1].Error == "" {
+		t.Fatalf("garbage command was not refused: %+v", replies[1])
+	}
+	if _, found, _, _ := b.store.Get("batched"); !found {
+		t.Fatal("the good command of the batch was not applied")
+	}
 }

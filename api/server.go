@@ -28,6 +28,9 @@ type Backend interface {
 	Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error)
 	// ApplyForwarded applies a command a follower forwarded; leader only.
 	ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error)
+	// ApplyForwardedBatch applies a follower's batch and answers each
+	// command; leader only.
+	ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply
 	// ReadBarrier returns once a local read is linearizable.
 	ReadBarrier(ctx context.Context) error
 	// ReadIndexForwarded answers a follower's read-index request; leader only.
@@ -136,6 +139,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /readyz", s.readyz)
 
 	m.HandleFunc("POST "+cluster.ApplyPath, s.fromPeer(s.internalApply))
+	m.HandleFunc("POST "+cluster.ApplyBatchPath, s.fromPeer(s.internalApplyBatch))
 	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
 	m.HandleFunc("POST "+cluster.PingPath, s.fromPeer(s.internalPing))
 

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 const (
 	ForwardedHeader = "X-Troupe-Forwarded-By"
 	ApplyPath       = "/v1/internal/apply"
+	ApplyBatchPath  = "/v1/internal/apply-batch"
 	ReadIndexPath   = "/v1/internal/read-index"
 	PingPath        = "/v1/internal/ping"
 	JoinPath        = "/v1/cluster/join"
@@ -148,6 +150,80 @@ func (f *Forwarder) Apply(ctx context.Context, leaderHTTP string, cmd []byte) (s
 		return storage.Result{}, err
 	}
 	return storage.Result{Index: reply.Index, OK: reply.OK}, nil
+}
+
+// MaxBatch is the most commands one forwarded batch may carry, and
+// MaxBatchBytes the most bytes a follower puts in one (a single command
+// may exceed it and then travels alone).
+const (
+	MaxBatch      = 1024
+	MaxBatchBytes = 4 << 20
+)
+
+// EncodeBatch frames encoded commands for ApplyBatchPath: each is a
+// uvarint length followed by the command.
+func EncodeBatch(cmds [][]byte) []byte {
+	n := 0
+	for _, c := range cmds {
+		n += binary.MaxVarintLen64 + len(c)
+	}
+	b := make([]byte, 0, n)
+	for _, c := range cmds {
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		b = append(b, c...)
+	}
+	return b
+}
+
+// DecodeBatch splits an EncodeBatch body. The commands alias b.
+func DecodeBatch(b []byte) ([][]byte, error) {
+	var cmds [][]byte
+	for len(b) > 0 {
+		if len(cmds) == MaxBatch {
+			return nil, fmt.Errorf("batch holds more than %d commands", MaxBatch)
+		}
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, errors.New("malformed batch framing")
+		}
+		cmds = append(cmds, b[k:k+int(n)])
+		b = b[k+int(n):]
+	}
+	return cmds, nil
+}
+
+// BatchItemReply is the leader's answer for one command of a batch.
+type BatchItemReply struct {
+	Index uint64 `json:"index,omitempty"`
+	OK    bool   `json:"ok,omitempty"`
+	Code  string `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Result turns the reply back into the command's result or error.
+func (r BatchItemReply) Result() (storage.Result, error) {
+	if r.Error != "" {
+		if r.Code == "" {
+			return storage.Result{}, &RemoteError{Status: http.StatusBadRequest, Message: r.Error}
+		}
+		return storage.Result{}, ErrorFromCode(r.Code, r.Error)
+	}
+	return storage.Result{Index: r.Index, OK: r.OK}, nil
+}
+
+// ApplyBatch sends several encoded commands to the leader in one request;
+// it answers each separately. Transport failures apply to the whole batch:
+// before the batch was sent nothing was applied (ErrNoLeader), after it
+// every command's outcome is unknown.
+func (f *Forwarder) ApplyBatch(ctx context.Context, leaderHTTP string, cmds [][]byte) ([]BatchItemReply, error) {
+	var reply []BatchItemReply
+	if err := f.call(ctx, leaderHTTP, ApplyBatchPath, EncodeBatch(cmds), &reply); err != nil {
+		return nil, err
+	}
+	if len(reply) != len(cmds) {
+		return nil, fmt.Errorf("%w (the leader answered %d results for %d commands)", ErrUnknownOutcome, len(reply), len(cmds))
+	}
+	return reply, nil
 }
 
 // ReadIndex asks the leader for a read index (see Node.ReadIndex).
