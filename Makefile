@@ -4,7 +4,7 @@ BIN      := bin
 NODES    ?= 3
 PKGS     := ./...
 
-.PHONY: all build run test vet fmt-check unit integration bench clean
+.PHONY: all build run test vet fmt-check unit integration bench bench-etcd clean
 
 all: build
 
@@ -42,6 +42,13 @@ bench: build
 	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
 	$(GO) test -run '^$$' -bench . -benchmem ./storage/... ./api/...
 	$(BIN)/troupe-bench --kvnode $(BIN)/kvnode $(BENCH_ARGS)
+
+# The same load table against etcd (built from the Go module proxy into
+# bin/etcd) right after Troupe's, on the same machine.
+bench-etcd: build
+	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
+	test -x $(BIN)/etcd || ./bench/build-etcd.sh
+	$(BIN)/troupe-bench --kvnode $(BIN)/kvnode --etcd $(BIN)/etcd $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) ./data

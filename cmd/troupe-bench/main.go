@@ -43,6 +43,7 @@ func run(args []string) int {
 	footprint := fs.String("footprint", "", "also load up to these key counts (e.g. 100000,1000000) and report RSS and file sizes")
 	out := fs.String("out", "", "JSON report path (default bench-results/<time>.json)")
 	dir := fs.String("dir", "", "data directory of the local cluster (default: a temporary one)")
+	etcdBin := fs.String("etcd", "", "also run the load table against a local etcd cluster built from this binary (see bench/build-etcd.sh)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -91,6 +92,18 @@ func run(args []string) int {
 		return 2
 	}
 	var counts []int
+	table := func(store bench.Store, eps []string) {
+		for _, k := range strings.Split(*kinds, ",") {
+			for _, n := range counts {
+				if ctx.Err() != nil {
+					return
+				}
+				r := bench.Run(ctx, bench.Config{Store: store, Endpoints: eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
+				fmt.Println(r)
+				rep.Results = append(rep.Results, r)
+			}
+		}
+	}
 	for _, s := range strings.Split(*clientsFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
@@ -99,16 +112,7 @@ func run(args []string) int {
 		}
 		counts = append(counts, n)
 	}
-	for _, k := range strings.Split(*kinds, ",") {
-		for _, n := range counts {
-			if ctx.Err() != nil {
-				return 2
-			}
-			r := bench.Run(ctx, bench.Config{Store: store, Endpoints: eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
-			fmt.Println(r)
-			rep.Results = append(rep.Results, r)
-		}
-	}
+	table(store, eps)
 	if cl != nil && *failover > 0 {
 		ds, err := cl.Failover(ctx, *failover)
 		if err != nil {
@@ -152,6 +156,31 @@ func run(args []string) int {
 					target, n.ID, mib(n.RSSBytes), mib(n.KVDB), mib(n.RaftDB), mib(n.Snapshots))
 			}
 		}
+	}
+	if *etcdBin != "" && ctx.Err() == nil {
+		// After Troupe's runs, with Troupe stopped, so the two never share
+		// the machine.
+		if cl != nil {
+			cl.Close()
+		}
+		d, err := os.MkdirTemp("", "troupe-bench-etcd-")
+		if err != nil {
+			logf("troupe-bench: %v", err)
+			return 2
+		}
+		defer os.RemoveAll(d)
+		ec, err := bench.StartEtcd(d, *etcdBin, *nodes, logf)
+		if err != nil {
+			logf("troupe-bench: starting etcd: %v", err)
+			return 2
+		}
+		defer ec.Close()
+		logf("etcd: preloading %d keys", *keys)
+		if err := bench.Preload(ctx, bench.Etcd{}, ec.Endpoints(), "bench/", *keys, *valueSize, 16); err != nil {
+			logf("troupe-bench: etcd preload: %v", err)
+			return 2
+		}
+		table(bench.Etcd{}, ec.Endpoints())
 	}
 	path := *out
 	if path == "" {
