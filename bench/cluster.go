@@ -37,6 +37,17 @@ func StartCluster(dir, kvnode string, n int, args []string, logf func(string, ..
 // Endpoints lists the nodes' HTTP addresses.
 func (c *Cluster) Endpoints() []string { return c.C.Endpoints() }
 
+// Pids lists the running nodes' process ids.
+func (c *Cluster) Pids() []int {
+	var out []int
+	for _, n := range c.C.Nodes {
+		if p := n.Pid(); p != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Close stops every node.
 func (c *Cluster) Close() {
 	for _, n := range c.C.Nodes {

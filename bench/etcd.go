@@ -148,6 +148,15 @@ func StartEtcd(dir, bin string, n int, logf func(string, ...any)) (_ *EtcdCluste
 	return ec, nil
 }
 
+// Pids lists the members' process ids.
+func (e *EtcdCluster) Pids() []int {
+	var out []int
+	for _, c := range e.cmds {
+		out = append(out, c.Process.Pid)
+	}
+	return out
+}
+
 // Endpoints lists the members' client addresses.
 func (e *EtcdCluster) Endpoints() []string { return e.endpoints }
 

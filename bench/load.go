@@ -13,8 +13,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -69,11 +71,42 @@ type Result struct {
 	P99MS     float64 `json:"p99_ms"`
 	MaxMS     float64 `json:"max_ms"`
 	Seconds   float64 `json:"seconds"`
+	// CPUMicrosPerOp is the servers' CPU time (user + system, all nodes)
+	// per successful operation, when the servers are local processes. It
+	// is far less sensitive to a busy machine than throughput.
+	CPUMicrosPerOp float64 `json:"server_cpu_us_per_op,omitempty"`
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("%-8s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
+	s := fmt.Sprintf("%-8s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
 		r.Store, r.Kind, r.Clients, r.OpsPerSec, r.Errors, r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
+	if r.CPUMicrosPerOp > 0 {
+		s += fmt.Sprintf("  cpu %5.0f µs/op", r.CPUMicrosPerOp)
+	}
+	return s
+}
+
+// CPUTime is the user plus system CPU time the processes have used so far
+// (Linux /proc), for CPU-per-operation figures.
+func CPUTime(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// The command name (field 2) may hold spaces; fields after the
+		// closing parenthesis are fixed.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(f[11], 10, 64)
+		stime, _ := strconv.ParseInt(f[12], 10, 64)
+		total += time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	}
+	return total
 }
 
 // NewClient is an HTTP client sized for n concurrent keep-alive

@@ -92,13 +92,17 @@ func run(args []string) int {
 		return 2
 	}
 	var counts []int
-	table := func(store bench.Store, eps []string) {
+	table := func(store bench.Store, eps []string, pids func() []int) {
 		for _, k := range strings.Split(*kinds, ",") {
 			for _, n := range counts {
 				if ctx.Err() != nil {
 					return
 				}
+				before := bench.CPUTime(pids())
 				r := bench.Run(ctx, bench.Config{Store: store, Endpoints: eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
+				if used := bench.CPUTime(pids()) - before; used > 0 && r.Ops > 0 {
+					r.CPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Ops)
+				}
 				fmt.Println(r)
 				rep.Results = append(rep.Results, r)
 			}
@@ -112,7 +116,11 @@ func run(args []string) int {
 		}
 		counts = append(counts, n)
 	}
-	table(store, eps)
+	pids := func() []int { return nil }
+	if cl != nil {
+		pids = cl.Pids
+	}
+	table(store, eps, pids)
 	if cl != nil && *failover > 0 {
 		ds, err := cl.Failover(ctx, *failover)
 		if err != nil {
@@ -180,7 +188,7 @@ func run(args []string) int {
 			logf("troupe-bench: etcd preload: %v", err)
 			return 2
 		}
-		table(bench.Etcd{}, ec.Endpoints())
+		table(bench.Etcd{}, ec.Endpoints(), ec.Pids)
 	}
 	path := *out
 	if path == "" {
