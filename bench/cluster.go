@@ -126,6 +126,8 @@ func (c *Cluster) CatchUp(ctx context.Context, n int) (_ time.Duration, err erro
 type NodeFootprint struct {
 	ID        string `json:"id"`
 	RSSBytes  int64  `json:"rss_bytes"`
+	AnonBytes int64  `json:"rss_anon_bytes"` // heap and stacks
+	FileBytes int64  `json:"rss_file_bytes"` // mapped data files
 	KVDB      int64  `json:"kv_db_bytes"`
 	RaftDB    int64  `json:"raft_db_bytes"`
 	Snapshots int64  `json:"snapshots_bytes"`
@@ -136,7 +138,8 @@ type NodeFootprint struct {
 func (c *Cluster) Footprint() []NodeFootprint {
 	var out []NodeFootprint
 	for _, n := range c.C.Nodes {
-		fp := NodeFootprint{ID: n.ID, RSSBytes: rss(n.Pid())}
+		st := procStatus(n.Pid())
+		fp := NodeFootprint{ID: n.ID, RSSBytes: st["VmRSS"], AnonBytes: st["RssAnon"], FileBytes: st["RssFile"]}
 		fp.KVDB = fileSize(filepath.Join(n.DataDir, "kv.db"))
 		fp.RaftDB = fileSize(filepath.Join(n.DataDir, "raft.db"))
 		fp.Snapshots = dirSize(filepath.Join(n.DataDir, "snapshots"))
@@ -145,19 +148,21 @@ func (c *Cluster) Footprint() []NodeFootprint {
 	return out
 }
 
-func rss(pid int) int64 {
+// procStatus reads the memory lines of /proc/<pid>/status, in bytes.
+func procStatus(pid int) map[string]int64 {
+	out := map[string]int64{}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return out
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "kB" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
+			out[strings.TrimSuffix(f[0], ":")] = kb * 1024
 		}
 	}
-	return 0
+	return out
 }
 
 func fileSize(path string) int64 {
