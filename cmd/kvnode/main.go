@@ -95,6 +95,23 @@ func run(cfg *Config) error {
 		logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 
+	// Hand back the state file's mapped pages now and then, so resident
+	// memory tracks the working set rather than the size of the data.
+	trimDone := make(chan struct{})
+	defer close(trimDone)
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				store.TrimMemory()
+			case <-trimDone:
+				return
+			}
+		}
+	}()
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	select {
