@@ -86,6 +86,23 @@ func (r Result) String() string {
 	return s
 }
 
+// GoBenchLine formats r as a line of Go benchmark output, so runs of
+// troupe-bench can be compared with benchstat like any Go benchmark:
+// one "op" is one request, and the custom units carry throughput, tail
+// latency and server CPU.
+func (r Result) GoBenchLine() string {
+	nsPerOp := 0.0
+	if r.OpsPerSec > 0 {
+		nsPerOp = 1e9 / r.OpsPerSec
+	}
+	s := fmt.Sprintf("Benchmark%s/%s/clients=%d \t%d\t%.0f ns/op\t%.1f ops/s\t%.3f p50-ms\t%.3f p99-ms",
+		strings.ToUpper(r.Store[:1])+r.Store[1:], r.Kind, r.Clients, r.Ops, nsPerOp, r.OpsPerSec, r.P50MS, r.P99MS)
+	if r.CPUMicrosPerOp > 0 {
+		s += fmt.Sprintf("\t%.1f cpu-us/op", r.CPUMicrosPerOp)
+	}
+	return s
+}
+
 // CPUTime is the user plus system CPU time the processes have used so far
 // (Linux /proc), for CPU-per-operation figures.
 func CPUTime(pids []int) time.Duration {

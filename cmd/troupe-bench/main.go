@@ -43,6 +43,7 @@ func run(args []string) int {
 	footprint := fs.String("footprint", "", "also load up to these key counts (e.g. 100000,1000000) and report RSS and file sizes")
 	out := fs.String("out", "", "JSON report path (default bench-results/<time>.json)")
 	dir := fs.String("dir", "", "data directory of the local cluster (default: a temporary one)")
+	goBench := fs.String("gobench", "", "also write the table as Go benchmark output to this file, for benchstat")
 	etcdBin := fs.String("etcd", "", "also run the load table against a local etcd cluster built from this binary (see bench/build-etcd.sh)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -199,6 +200,16 @@ func run(args []string) int {
 		return 2
 	}
 	logf("report written to %s", path)
+	if *goBench != "" {
+		var b strings.Builder
+		for _, r := range rep.Results {
+			b.WriteString(r.GoBenchLine() + "\n")
+		}
+		if err := os.WriteFile(*goBench, []byte(b.String()), 0o644); err != nil {
+			logf("troupe-bench: %v", err)
+			return 2
+		}
+	}
 	return 0
 }
 
