@@ -77,6 +77,7 @@ type Result struct {
 	CPUMicrosPerOp float64 `json:"server_cpu_us_per_op,omitempty"`
 }
 
+// String is the row as troupe-bench prints it.
 func (r Result) String() string {
 	s := fmt.Sprintf("%-8s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
 		r.Store, r.Kind, r.Clients, r.OpsPerSec, r.Errors, r.P50MS, r.P90MS, r.P99MS, r.MaxMS)

@@ -99,6 +99,7 @@ type RemoteError struct {
 	Message string
 }
 
+// Error names the leader's status and message.
 func (e *RemoteError) Error() string {
 	return fmt.Sprintf("the leader answered %d: %s", e.Status, e.Message)
 }

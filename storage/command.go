@@ -34,6 +34,7 @@ const (
 	OpNoop Op = 8
 )
 
+// String is the operation's name, for logs and errors.
 func (o Op) String() string {
 	switch o {
 	case OpSet:

@@ -50,12 +50,14 @@ type SyncBuffer struct {
 	b  bytes.Buffer
 }
 
+// Write appends p; safe to call from several goroutines.
 func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
+// String is everything written so far.
 func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
