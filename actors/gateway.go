@@ -49,13 +49,13 @@ func (g *Gateway) SetFaults(rs faultnet.Rules) error {
 }
 
 // AllowInbound applies the fault rules to a request peer sent this node.
-func (g *Gateway) AllowInbound(ctx context.Context, peer string) error {
-	return g.tree.cfg.Raft.Network.AllowInbound(ctx, peer)
+func (g *Gateway) AllowInbound(ctx context.Context, peer string, size int) error {
+	return g.tree.cfg.Raft.Network.AllowInbound(ctx, peer, size)
 }
 
 // AllowOutbound applies the fault rules to this node's answer to peer.
-func (g *Gateway) AllowOutbound(ctx context.Context, peer string) error {
-	return g.tree.cfg.Raft.Network.AllowOutbound(ctx, peer)
+func (g *Gateway) AllowOutbound(ctx context.Context, peer string, size int) error {
+	return g.tree.cfg.Raft.Network.AllowOutbound(ctx, peer, size)
 }
 
 func (g *Gateway) setNode(n *cluster.Node) { g.cur.Store(n) }

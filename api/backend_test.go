@@ -227,12 +227,12 @@ func (f *fakeBackend) Faults() faultnet.Rules            { return f.net.Rules() 
 func (f *fakeBackend) SetFaults(rs faultnet.Rules) error { return f.net.SetRules(rs) }
 func (f *fakeBackend) Store() *storage.Store             { return f.store }
 func (f *fakeBackend) NodeID() string                    { return "n1" }
-func (f *fakeBackend) AllowInbound(ctx context.Context, peer string) error {
-	return f.net.AllowInbound(ctx, peer)
+func (f *fakeBackend) AllowInbound(ctx context.Context, peer string, size int) error {
+	return f.net.AllowInbound(ctx, peer, size)
 }
 
-func (f *fakeBackend) AllowOutbound(ctx context.Context, peer string) error {
-	return f.net.AllowOutbound(ctx, peer)
+func (f *fakeBackend) AllowOutbound(ctx context.Context, peer string, size int) error {
+	return f.net.AllowOutbound(ctx, peer, size)
 }
 
 var _ Backend = (*fakeBackend)(nil)

@@ -254,13 +254,15 @@ func (s *Server) fromPeer(h http.HandlerFunc) http.HandlerFunc {
 		}
 		ctx, cancel := s.requestContext(r)
 		defer cancel()
-		if err := s.b.AllowInbound(ctx, peer); err != nil {
+		// Bodies stand for the bytes on the wire: a bandwidth cap holds a
+		// large forwarded batch longer than a ping.
+		if err := s.b.AllowInbound(ctx, peer, int(max(r.ContentLength, 0))); err != nil {
 			dropConnection(w, peer)
 			return
 		}
 		answer := &heldResponse{header: http.Header{}, status: http.StatusOK}
 		h(answer, r)
-		if err := s.b.AllowOutbound(ctx, peer); err != nil {
+		if err := s.b.AllowOutbound(ctx, peer, answer.body.Len()); err != nil {
 			dropConnection(w, peer)
 			return
 		}

@@ -71,3 +71,32 @@ func TestInternalApplyBatch(t *testing.T) {
 		t.Fatal("the good command of the batch was not applied")
 	}
 }
+
+// TestPeerBandwidthHoldsLargeRequests: over a 1 KiB/s link from n2, an
+// 8 KiB forwarded write cannot arrive within the request timeout, so it is
+// never applied and n2 gets no answer; an empty ping still gets through.
+func TestPeerBandwidthHoldsLargeRequests(t *testing.T) {
+	s, b := newAPI(t, withChaos, func(o *Options) { o.RequestTimeout = 200 * time.Millisecond })
+	if err := b.SetFaults(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.In, Bandwidth: 1024}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	data := (&storage.Command{Op: storage.OpSet, Key: "too-big-for-the-link", Value: []byte(strings.Repeat("v", 8<<10))}).Encode()
+	req, _ := http.NewRequest("POST", srv.URL+cluster.ApplyPath, strings.NewReader(string(data)))
+	req.Header.Set(cluster.ForwardedHeader, "n2")
+	if resp, err := srv.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("n2 got an answer (%d) for 8 KiB over a 1 KiB/s link within 200ms", resp.StatusCode)
+	}
+	if _, found, _, _ := b.store.Get("too-big-for-the-link"); found {
+		t.Fatal("a write held back by the bandwidth cap past its timeout was applied")
+	}
+	req, _ = http.NewRequest("POST", srv.URL+cluster.PingPath, nil)
+	req.Header.Set(cluster.ForwardedHeader, "n2")
+	resp, err := srv.Client().Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("ping from n2 over the capped link: %v", err)
+	}
+	resp.Body.Close()
+}

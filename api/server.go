@@ -49,9 +49,9 @@ type Backend interface {
 	Faults() faultnet.Rules
 	SetFaults(faultnet.Rules) error
 	// AllowInbound and AllowOutbound apply the fault rules for peer to a
-	// request it sent and to this node's answer.
-	AllowInbound(ctx context.Context, peer string) error
-	AllowOutbound(ctx context.Context, peer string) error
+	// request it sent and to this node's answer, each size bytes long.
+	AllowInbound(ctx context.Context, peer string, size int) error
+	AllowOutbound(ctx context.Context, peer string, size int) error
 	Store() *storage.Store
 	NodeID() string
 }

@@ -399,23 +399,25 @@ func (n *Network) Listen(ln net.Listener) net.Listener { return &listener{Listen
 // the rules lose.
 var ErrDropped = errors.New("faultnet: message dropped")
 
-// AllowInbound applies the "in" rules for peer to one request it sent over
-// HTTP (a forwarded write, a ping): held while the link is cut (an error
-// when ctx ends first), lost with the drop probability (ErrDropped), and
-// delayed. HTTP handlers call it before serving a request from a peer.
-func (n *Network) AllowInbound(ctx context.Context, peer string) error {
-	return n.allowHTTP(ctx, peer, In)
+// AllowInbound applies the "in" rules for peer to one request of size
+// bytes it sent over HTTP (a forwarded write, a ping): held while the link
+// is cut (an error when ctx ends first), lost with the drop probability
+// (ErrDropped), delayed, and held until the link's bandwidth cap lets size
+// bytes through. HTTP handlers call it before serving a request from a
+// peer.
+func (n *Network) AllowInbound(ctx context.Context, peer string, size int) error {
+	return n.allowHTTP(ctx, peer, In, size)
 }
 
-// AllowOutbound applies the "out" rules for peer to this node's answer to
-// a request that peer sent over HTTP, which travels back on the peer's
-// connection rather than one this node dialled. HTTP handlers call it
-// after serving the request and before answering.
-func (n *Network) AllowOutbound(ctx context.Context, peer string) error {
-	return n.allowHTTP(ctx, peer, Out)
+// AllowOutbound applies the "out" rules for peer to this node's answer of
+// size bytes to a request that peer sent over HTTP, which travels back on
+// the peer's connection rather than one this node dialled. HTTP handlers
+// call it after serving the request and before answering.
+func (n *Network) AllowOutbound(ctx context.Context, peer string, size int) error {
+	return n.allowHTTP(ctx, peer, Out, size)
 }
 
-func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction) error {
+func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction, size int) error {
 	e, err := n.waitWhileCut(ctx.Done(), peer, d, time.Time{})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -444,6 +446,19 @@ func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction) error
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	// The same token bucket as the link's connections: the cap covers
+	// every byte exchanged with peer, whichever way it travels.
+	for l := e.limiter; l != nil && size > 0; {
+		chunk := min(size, l.Burst())
+		if err := l.WaitN(ctx, chunk); err != nil {
+			// The limiter refuses at once when the wait would outlast
+			// ctx's deadline; a slow link would hold the bytes until
+			// then, so wait it out.
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		size -= chunk
 	}
 	return nil
 }

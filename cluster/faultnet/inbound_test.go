@@ -16,19 +16,19 @@ func TestAllowInbound(t *testing.T) {
 	mustSetRules(t, n, cut("a", In))
 
 	// Peers the rules do not cut, and cuts of the other direction, pass.
-	if err := n.AllowInbound(context.Background(), "b"); err != nil {
+	if err := n.AllowInbound(context.Background(), "b", 0); err != nil {
 		t.Fatalf("uncut peer b: %v", err)
 	}
 	out := New("l2")
 	mustSetRules(t, out, cut("a", Out))
-	if err := out.AllowInbound(context.Background(), "a"); err != nil {
+	if err := out.AllowInbound(context.Background(), "a", 0); err != nil {
 		t.Fatalf("an out cut held an inbound request: %v", err)
 	}
 
 	// A cut peer is held until its ctx ends...
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan error, 1)
-	go func() { ch <- n.AllowInbound(ctx, "a") }()
+	go func() { ch <- n.AllowInbound(ctx, "a", 0) }()
 	select {
 	case err := <-ch:
 		t.Fatalf("cut peer a let in: %v", err)
@@ -46,12 +46,12 @@ func TestAllowInbound(t *testing.T) {
 
 	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := n.AllowInbound(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := n.AllowInbound(ctx, "a", 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("AllowInbound past its deadline: %v, want context.DeadlineExceeded", err)
 	}
 
 	// ...or until the cut is lifted.
-	go func() { ch <- n.AllowInbound(context.Background(), "a") }()
+	go func() { ch <- n.AllowInbound(context.Background(), "a", 0) }()
 	select {
 	case err := <-ch:
 		t.Fatalf("cut peer a let in: %v", err)
@@ -71,7 +71,7 @@ func TestAllowInbound(t *testing.T) {
 	mustSetRules(t, n, cut(AnyPeer, Both))
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
-	if err := n.AllowInbound(ctx2, "anyone"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := n.AllowInbound(ctx2, "anyone", 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("AllowInbound under a * cut: %v", err)
 	}
 }
@@ -83,7 +83,7 @@ func TestAllowInboundDelay(t *testing.T) {
 	const delay = 200 * time.Millisecond
 	mustSetRules(t, n, Rules{Rules: []Rule{{Peer: "a", Direction: In, Delay: Duration(delay)}}})
 	start := time.Now()
-	if err := n.AllowInbound(context.Background(), "a"); err != nil {
+	if err := n.AllowInbound(context.Background(), "a", 0); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took < delay {
@@ -93,7 +93,7 @@ func TestAllowInboundDelay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start = time.Now()
-	if err := n.AllowInbound(ctx, "a"); !errors.Is(err, context.DeadlineExceeded) {
+	if err := n.AllowInbound(ctx, "a", 0); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("delayed AllowInbound past its deadline: %v", err)
 	}
 	if took := time.Since(start); took > waitFor {
