@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,4 +232,50 @@ func TestLossAndDelayEverywhere(t *testing.T) {
 	checkAll(t, c, acked)
 	sameData(t, c)
 	t.Logf("%d writes acknowledged under loss and delay", len(acked))
+}
+
+// TestThinLink caps one follower's links at 2 KiB/s both ways and writes a
+// 40 KB value: the leader and the other follower commit it and keep
+// committing small writes while the thin follower lags, and after healing
+// the thin follower catches up and holds everything acknowledged.
+func TestThinLink(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Chaos: true})
+	leader := c.WaitLeader(20 * time.Second)
+	followers := c.Followers(leader)
+	thin, majority := followers[1], []*testcluster.Node{leader, followers[0]}
+	setFaults(t, thin, `{"rules":[{"peer":"*","direction":"both","bandwidth":2048}]}`)
+	watch := watchLeaders(c)
+
+	big := strings.Repeat("b", 40_000)
+	acked := map[string]bool{}
+	deadline := time.Now().Add(60 * time.Second)
+	bigAcked := false
+	for i := 0; !bigAcked || len(acked) < 50; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("the majority stalled behind a thin link: big value acknowledged %v, %d small writes", bigAcked, len(acked))
+		}
+		n := majority[i%2]
+		if !bigAcked {
+			if code, body := put(t, n, "thin/big", big); code == 200 && body == "true" {
+				bigAcked = true
+			}
+			continue
+		}
+		key := fmt.Sprintf("thin/%d", i)
+		if code, body := put(t, n, key, key); code == 200 && body == "true" {
+			acked[key] = true
+		}
+	}
+	if lst, err := leader.Status(); err == nil {
+		if tst, err := thin.Status(); err == nil {
+			t.Logf("before healing: leader committed %d, thin follower applied %d", lst.CommitIndex, tst.AppliedIndex)
+		}
+	}
+	clearFaults(t, c)
+	watch.check(t)
+	checkAll(t, c, acked)
+	if code, p := get(t, thin, "thin/big", "?stale"); code != 200 || string(p.Value) != big {
+		t.Fatalf("after healing, %s does not hold the 40 KB value (%d)", thin.ID, code)
+	}
+	sameData(t, c)
 }
