@@ -155,7 +155,6 @@ func Run(ctx context.Context, cfg Config) Result {
 	}
 	hc := NewClient(cfg.Clients)
 	defer hc.CloseIdleConnections()
-	value := bytes.Repeat([]byte("v"), cfg.ValueSize)
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 
@@ -174,10 +173,16 @@ func Run(ctx context.Context, cfg Config) Result {
 			endpoint := cfg.Endpoints[c%len(cfg.Endpoints)]
 			casKey := cfg.Prefix + "cas/" + strconv.Itoa(c)
 			var version uint64
+			value := bytes.Repeat([]byte("v"), cfg.ValueSize)
+			if cfg.Kind == CAS {
+				// The key may be left from an earlier row.
+				version = learnVersion(ctx, hc, cfg.Store, endpoint, casKey)
+			}
 			mine := make([]time.Duration, 0, 4096)
 			bad := 0
-			for ctx.Err() == nil {
+			for seq := 0; ctx.Err() == nil; seq++ {
 				key := cfg.Prefix + strconv.Itoa(rng.IntN(cfg.Keys))
+				stamp(value, c, seq)
 				kind := cfg.Kind
 				if kind == Mix {
 					kind = Reads
@@ -248,17 +253,18 @@ func Run(ctx context.Context, cfg Config) Result {
 func Preload(ctx context.Context, store Store, endpoints []string, prefix string, n, valueSize, clients int) error {
 	hc := NewClient(clients)
 	defer hc.CloseIdleConnections()
-	value := bytes.Repeat([]byte("v"), valueSize)
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
+			value := bytes.Repeat([]byte("v"), valueSize)
 			for i := c; i < n; i += clients {
 				if ctx.Err() != nil {
 					return
 				}
+				stamp(value, -1, i)
 				req := store.Put(endpoints[i%len(endpoints)], prefix+strconv.Itoa(i), value)
 				resp, err := hc.Do(req.WithContext(ctx))
 				if err != nil {
@@ -277,6 +283,21 @@ func Preload(ctx context.Context, store Store, endpoints []string, prefix string
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// stamp writes a client's number and a sequence number over the start of
+// value, so that every write stores a value the key has never held. Troupe
+// (like Consul) applies a write that repeats a key's value and flags
+// without touching the entry or its ModifyIndex, which would make
+// repeated identical writes cheaper than real ones, and the index a write
+// returns would not be the key's version for the next CAS.
+func stamp(value []byte, client, seq int) {
+	var b [40]byte
+	s := strconv.AppendInt(b[:0], int64(client), 36)
+	s = append(s, '.')
+	s = strconv.AppendInt(s, int64(seq), 36)
+	s = append(s, '.')
+	copy(value, s)
 }
 
 // learnVersion reads key's current version (0 if absent).

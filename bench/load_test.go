@@ -31,3 +31,19 @@ func TestGoBenchLineIsBenchmarkFormat(t *testing.T) {
 		}
 	}
 }
+
+// Every write must store a new value: a repeated value is a no-op write
+// for Troupe, which would flatter its write figures and break CAS chains.
+func TestStampMakesEveryValueNew(t *testing.T) {
+	seen := map[string]bool{}
+	value := make([]byte, 100)
+	for c := -1; c < 300; c++ {
+		for seq := 0; seq < 300; seq++ {
+			stamp(value, c, seq)
+			if seen[string(value)] {
+				t.Fatalf("client %d, write %d repeats an earlier value %q", c, seq, value[:16])
+			}
+			seen[string(value)] = true
+		}
+	}
+}
