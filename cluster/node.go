@@ -56,6 +56,9 @@ type Node struct {
 	readyMu   sync.Mutex
 }
 
+// logFileName is the Raft log and stable store's file under DataDir.
+const logFileName = "raft.db"
+
 // Open starts Raft for this node on top of store. A brand-new node with an
 // InitialCluster bootstraps it; a node with state on disk resumes from it.
 func Open(cfg Config, store *storage.Store) (*Node, error) {
@@ -63,7 +66,7 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, err
 	}
 	logStore, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.DataDir, "raft.db"),
+		Path:        filepath.Join(cfg.DataDir, logFileName),
 		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
 	})
 	if err != nil {

@@ -95,8 +95,9 @@ func run(cfg *Config) error {
 		logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 
-	// Hand back the state file's mapped pages now and then, so resident
-	// memory tracks the working set rather than the size of the data.
+	// Hand back the state file's and the Raft log's mapped pages now and
+	// then, so resident memory tracks the working set rather than the size
+	// of the data or the log's high-water mark.
 	trimDone := make(chan struct{})
 	defer close(trimDone)
 	go func() {
@@ -106,6 +107,7 @@ func run(cfg *Config) error {
 			select {
 			case <-t.C:
 				store.TrimMemory()
+				cluster.TrimLogMemory(cfg.DataDir)
 			case <-trimDone:
 				return
 			}
