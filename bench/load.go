@@ -155,6 +155,7 @@ func Run(ctx context.Context, cfg Config) Result {
 	}
 	hc := NewClient(cfg.Clients)
 	defer hc.CloseIdleConnections()
+	run := time.Now().UnixNano() // clients replay their key sequence in every row
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 
@@ -182,7 +183,7 @@ func Run(ctx context.Context, cfg Config) Result {
 			bad := 0
 			for seq := 0; ctx.Err() == nil; seq++ {
 				key := cfg.Prefix + strconv.Itoa(rng.IntN(cfg.Keys))
-				stamp(value, c, seq)
+				stamp(value, run, c, seq)
 				kind := cfg.Kind
 				if kind == Mix {
 					kind = Reads
@@ -253,6 +254,7 @@ func Run(ctx context.Context, cfg Config) Result {
 func Preload(ctx context.Context, store Store, endpoints []string, prefix string, n, valueSize, clients int) error {
 	hc := NewClient(clients)
 	defer hc.CloseIdleConnections()
+	run := time.Now().UnixNano()
 	errs := make(chan error, clients)
 	var wg sync.WaitGroup
 	for c := 0; c < clients; c++ {
@@ -264,7 +266,7 @@ func Preload(ctx context.Context, store Store, endpoints []string, prefix string
 				if ctx.Err() != nil {
 					return
 				}
-				stamp(value, -1, i)
+				stamp(value, run, -1, i)
 				req := store.Put(endpoints[i%len(endpoints)], prefix+strconv.Itoa(i), value)
 				resp, err := hc.Do(req.WithContext(ctx))
 				if err != nil {
@@ -285,15 +287,19 @@ func Preload(ctx context.Context, store Store, endpoints []string, prefix string
 	return <-errs
 }
 
-// stamp writes a client's number and a sequence number over the start of
-// value, so that every write stores a value the key has never held. Troupe
+// stamp writes the run's start time, a client's number and a sequence
+// number over the start of value, so that every write stores a value the
+// key has never held, also across rows, whose clients replay the same key
+// sequence. Troupe
 // (like Consul) applies a write that repeats a key's value and flags
 // without touching the entry or its ModifyIndex, which would make
 // repeated identical writes cheaper than real ones, and the index a write
 // returns would not be the key's version for the next CAS.
-func stamp(value []byte, client, seq int) {
-	var b [40]byte
-	s := strconv.AppendInt(b[:0], int64(client), 36)
+func stamp(value []byte, run int64, client, seq int) {
+	var b [48]byte
+	s := strconv.AppendInt(b[:0], run, 36)
+	s = append(s, '.')
+	s = strconv.AppendInt(s, int64(client), 36)
 	s = append(s, '.')
 	s = strconv.AppendInt(s, int64(seq), 36)
 	s = append(s, '.')

@@ -37,13 +37,15 @@ func TestGoBenchLineIsBenchmarkFormat(t *testing.T) {
 func TestStampMakesEveryValueNew(t *testing.T) {
 	seen := map[string]bool{}
 	value := make([]byte, 100)
-	for c := -1; c < 300; c++ {
-		for seq := 0; seq < 300; seq++ {
-			stamp(value, c, seq)
-			if seen[string(value)] {
-				t.Fatalf("client %d, write %d repeats an earlier value %q", c, seq, value[:16])
+	for _, run := range []int64{1795880084465000000, 1795880084465000001} {
+		for c := -1; c < 100; c++ {
+			for seq := 0; seq < 300; seq++ {
+				stamp(value, run, c, seq)
+				if seen[string(value)] {
+					t.Fatalf("run %d, client %d, write %d repeats an earlier value %q", run, c, seq, value[:24])
+				}
+				seen[string(value)] = true
 			}
-			seen[string(value)] = true
 		}
 	}
 }
