@@ -8,10 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/troupe-kv/troupe/internal/procstat"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
@@ -138,29 +137,12 @@ type NodeFootprint struct {
 func (c *Cluster) Footprint() []NodeFootprint {
 	var out []NodeFootprint
 	for _, n := range c.C.Nodes {
-		st := procStatus(n.Pid())
+		st := procstat.Status(n.Pid())
 		fp := NodeFootprint{ID: n.ID, RSSBytes: st["VmRSS"], AnonBytes: st["RssAnon"], FileBytes: st["RssFile"]}
 		fp.KVDB = fileSize(filepath.Join(n.DataDir, "kv.db"))
 		fp.RaftDB = fileSize(filepath.Join(n.DataDir, "raft.db"))
 		fp.Snapshots = dirSize(filepath.Join(n.DataDir, "snapshots"))
 		out = append(out, fp)
-	}
-	return out
-}
-
-// procStatus reads the memory lines of /proc/<pid>/status, in bytes.
-func procStatus(pid int) map[string]int64 {
-	out := map[string]int64{}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return out
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 3 && f[2] == "kB" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			out[strings.TrimSuffix(f[0], ":")] = kb * 1024
-		}
 	}
 	return out
 }

@@ -3,26 +3,19 @@ package cluster
 import (
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/troupe-kv/troupe/internal/procstat"
 )
 
 func rssFile(t *testing.T) int64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Skip("no /proc")
+	v, ok := procstat.Status(0)["RssFile"]
+	if !ok {
+		t.Skip("no RssFile in /proc/self/status")
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "RssFile:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	t.Skip("no RssFile")
-	return 0
+	return v
 }
 
 // TestTrimLogMemoryReleasesMappedPages maps a 32 MiB raft.db read-only and
