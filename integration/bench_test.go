@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,10 +12,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/bench"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
@@ -37,63 +38,21 @@ func benchPut(url string, value []byte) error {
 	return nil
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
-}
-
 // BenchmarkWrites16Clients measures write throughput and latency of a
 // 3-node cluster of real kvnode processes (fsync on) with 16 concurrent
-// clients spread over all nodes, 100-byte values over 10k keys.
+// clients spread over all nodes, 100-byte values over 10k keys, for 10
+// seconds. It drives the load with troupe-bench's generator (bench.Run),
+// so every write stores a new value, as a real write would.
 func BenchmarkWrites16Clients(b *testing.B) {
-	const clients = 16
 	c := testcluster.Start(b, 3, testcluster.Options{Args: []string{"--log-level", "warn"}})
 	c.WaitLeader(20 * time.Second)
-	value := bytes.Repeat([]byte("x"), 100)
-	// Warm the connections.
-	for _, n := range c.Nodes {
-		_ = benchPut(n.URL()+"/v1/kv/warm", value)
-	}
-	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		errs int
-		wg   sync.WaitGroup
-	)
 	b.ResetTimer()
-	start := time.Now()
-	for w := 0; w < clients; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			var mine []time.Duration
-			bad := 0
-			for i := w; i < b.N; i += clients {
-				n := c.Nodes[i%len(c.Nodes)]
-				t0 := time.Now()
-				if err := benchPut(fmt.Sprintf("%s/v1/kv/bench/%d", n.URL(), rng.IntN(10000)), value); err != nil {
-					bad++
-					continue
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			lats = append(lats, mine...)
-			errs += bad
-			mu.Unlock()
-		}(w)
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	r := bench.Run(context.Background(), bench.Config{Store: bench.Troupe{}, Endpoints: c.Endpoints(), Kind: bench.Writes, Clients: 16, Duration: 10 * time.Second})
 	b.StopTimer()
-	slices.Sort(lats)
-	b.ReportMetric(float64(len(lats))/elapsed.Seconds(), "writes/s")
-	b.ReportMetric(float64(percentile(lats, 0.50).Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(percentile(lats, 0.99).Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(errs), "errors")
+	b.ReportMetric(r.OpsPerSec, "writes/s")
+	b.ReportMetric(r.P50MS, "p50-ms")
+	b.ReportMetric(r.P99MS, "p99-ms")
+	b.ReportMetric(float64(r.Errors), "errors")
 }
 
 // BenchmarkLeaderFailover kills the leader with SIGKILL several times and
