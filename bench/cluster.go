@@ -128,7 +128,7 @@ type NodeFootprint struct {
 	AnonBytes int64  `json:"rss_anon_bytes"` // heap and stacks
 	FileBytes int64  `json:"rss_file_bytes"` // mapped data files
 	KVDB      int64  `json:"kv_db_bytes"`
-	RaftDB    int64  `json:"raft_db_bytes"`
+	RaftLog   int64  `json:"raft_log_bytes"` // the WAL directory
 	Snapshots int64  `json:"snapshots_bytes"`
 }
 
@@ -140,7 +140,7 @@ func (c *Cluster) Footprint() []NodeFootprint {
 		st := procstat.Status(n.Pid())
 		fp := NodeFootprint{ID: n.ID, RSSBytes: st["VmRSS"], AnonBytes: st["RssAnon"], FileBytes: st["RssFile"]}
 		fp.KVDB = fileSize(filepath.Join(n.DataDir, "kv.db"))
-		fp.RaftDB = fileSize(filepath.Join(n.DataDir, "raft.db"))
+		fp.RaftLog = dirSize(filepath.Join(n.DataDir, "wal"))
 		fp.Snapshots = dirSize(filepath.Join(n.DataDir, "snapshots"))
 		out = append(out, fp)
 	}

@@ -95,4 +95,8 @@ type Config struct {
 	// Network carries every connection to other nodes; its fault rules
 	// outlive Raft restarts.
 	Network *faultnet.Network
+	// LogSegmentSize is the size at which the Raft log starts a new segment
+	// file; 0 means raft-wal's default (64 MiB). Compaction frees whole
+	// segments only, so tests that need entries gone use small ones.
+	LogSegmentSize int
 }

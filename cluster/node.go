@@ -4,14 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
@@ -32,14 +29,14 @@ var (
 	ErrBusy = errors.New("node is overloaded, try again")
 )
 
-// Node is one member's Raft: the log and stable store (raft.db), the snapshot
+// Node is one member's Raft: the log and stable store (the WAL), the snapshot
 // store, the TCP transport and the raft.Raft instance that drives the FSM in
 // storage. It is opened and closed as a unit, which is what the raft actor
 // does when it starts and restarts.
 type Node struct {
 	cfg       Config
 	raft      *raft.Raft
-	logStore  *raftboltdb.BoltStore
+	logStore  logStore
 	store     *storage.Store
 	transport *raft.NetworkTransport
 	layer     *streamLayer
@@ -56,19 +53,13 @@ type Node struct {
 	readyMu   sync.Mutex
 }
 
-// logFileName is the Raft log and stable store's file under DataDir.
-const logFileName = "raft.db"
-
 // Open starts Raft for this node on top of store. A brand-new node with an
 // InitialCluster bootstraps it; a node with state on disk resumes from it.
 func Open(cfg Config, store *storage.Store) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	logStore, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.DataDir, logFileName),
-		BoltOptions: &bolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
-	})
+	logStore, err := openLogStore(cfg.DataDir, cfg.LogSegmentSize, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}

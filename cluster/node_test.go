@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -90,6 +91,13 @@ func newMember(t *testing.T, id, addr string, initial []Server, timing Timing) *
 
 func startCluster(t *testing.T, n int, timing Timing) *testCluster {
 	t.Helper()
+	return startClusterWith(t, n, timing, nil)
+}
+
+// startClusterWith starts a cluster after letting adjust change each
+// member's configuration.
+func startClusterWith(t *testing.T, n int, timing Timing, adjust func(*Config)) *testCluster {
+	t.Helper()
 	addrs := freeAddrs(t, n)
 	var initial []Server
 	for i, a := range addrs {
@@ -97,7 +105,11 @@ func startCluster(t *testing.T, n int, timing Timing) *testCluster {
 	}
 	c := &testCluster{}
 	for _, s := range initial {
-		c.members = append(c.members, newMember(t, s.ID, s.Addr, initial, timing))
+		m := newMember(t, s.ID, s.Addr, initial, timing)
+		if adjust != nil {
+			adjust(&m.cfg)
+		}
+		c.members = append(c.members, m)
 	}
 	// Registered after the stores' cleanups, so it runs before them.
 	t.Cleanup(c.closeAll)
@@ -650,14 +662,20 @@ func TestNodeSnapshotRestartAndLostStateFile(t *testing.T) {
 		return st.State == "Follower" && st.LeaderID == leader.id
 	})
 
-	// Lose the state file: close, and come back with an empty one.
+	// Lose the state file: the machine "reboots" with the file still marked
+	// as written unsynced by an earlier boot, so the store discards it and
+	// comes back empty.
 	f.close(t)
 	if err := f.store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	f.store = openStore(t, filepath.Join(f.dir, "kv-replacement.db"))
-	if f.store.AppliedIndex() != 0 {
-		t.Fatal("replacement state file is not empty")
+	statePath := filepath.Join(f.dir, "kv.db")
+	if err := os.WriteFile(statePath+".unsynced", []byte("an-earlier-boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.store = openStore(t, statePath)
+	if !f.store.Discarded() || f.store.AppliedIndex() != 0 {
+		t.Fatalf("state file from another boot: discarded %v, applied %d", f.store.Discarded(), f.store.AppliedIndex())
 	}
 	f.open(t)
 	// Open restored the snapshot before starting Raft; Raft (told not to
@@ -681,7 +699,11 @@ func TestNodeSnapshotRestartAndLostStateFile(t *testing.T) {
 func TestFollowerBehindCompactedLogInstallsSnapshot(t *testing.T) {
 	timing := testTiming()
 	timing.TrailingLogs = 4
-	c := startCluster(t, 3, timing)
+	c := startClusterWith(t, 3, timing, func(cfg *Config) {
+		// Compaction frees whole segments; small ones make the missed
+		// entries really gone from the leader's log.
+		cfg.LogSegmentSize = 1024
+	})
 	leader := waitLeader(t, c.members)
 	f := c.others(leader)[0]
 	waitApplied(t, f.store, apply(t, leader, setCmd("early", "1")).Index, f.id)

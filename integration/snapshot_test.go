@@ -83,6 +83,9 @@ func TestSnapshotRecoveryAndCatchUp(t *testing.T) {
 	const keys = 10000
 	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{
 		"--raft-snapshot-threshold", "2000", "--raft-trailing-logs", "200",
+		// Compaction frees whole log segments: with the default 64 MiB
+		// the compacted entries would still sit in the first segment.
+		"--raft-log-segment-size", "65536",
 	}})
 	leader := c.WaitLeader(20 * time.Second)
 	start := time.Now()

@@ -55,10 +55,15 @@ type Applied struct {
 // index of the last applied log entry.
 //
 // Every batch of commands and the new applied index commit in one bbolt
-// transaction, so after a crash the file is exactly the state as of some
-// applied index and replaying the log from there is idempotent.
+// transaction, so after a crash of the process the file is exactly the
+// state as of some applied index and replaying the log from there is
+// idempotent. Commits are not fsynced one by one (see unsynced.go).
 type Store struct {
 	path string
+	// noSync: commits skip fsync (see unsynced.go).
+	noSync bool
+	// discarded: Open threw away a state file that a reboot may have torn.
+	discarded bool
 
 	// mu guards db: reads and applies share it, Restore swaps the file under
 	// the write lock so no reader ever sees a half-restored state.
@@ -77,19 +82,27 @@ type Store struct {
 }
 
 // Open opens or creates the state file at path.
+//
+// A state file left unsynced by an earlier boot of the machine is discarded
+// (see Discarded): the caller rebuilds it from the snapshot and the log.
 func Open(path string) (*Store, error) {
-	db, err := openDB(path)
+	noSync, discarded, err := prepareUnsynced(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: path, db: db, changed: make(chan struct{})}
+	db, err := openDB(path, noSync)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, noSync: noSync, discarded: discarded, db: db, changed: make(chan struct{})}
 	s.applied.Store(readApplied(db))
 	s.loadNodes(db)
 	return s, nil
 }
 
-func openDB(path string) (*bolt.DB, error) {
+func openDB(path string, noSync bool) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		NoSync: noSync,
 		// bbolt waits forever for the file lock by default; a second opener
 		// must fail instead of hanging.
 		Timeout:        time.Second,
@@ -126,7 +139,8 @@ func readApplied(db *bolt.DB) uint64 {
 	return v
 }
 
-// Close closes the file. Reads after Close return ErrClosed.
+// Close flushes the file to disk and closes it. Reads after Close return
+// ErrClosed.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -134,14 +148,29 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.noSync {
+		if err := s.db.Sync(); err != nil {
+			s.db.Close()
+			return fmt.Errorf("storage: flush %s: %w", s.path, err)
+		}
+		if err := markSynced(s.path); err != nil {
+			s.db.Close()
+			return fmt.Errorf("storage: %w", err)
+		}
+	}
 	return s.db.Close()
 }
+
+// Discarded reports whether Open found the state file written unsynced
+// before the machine last rebooted, and started from an empty one instead.
+func (s *Store) Discarded() bool { return s.discarded }
 
 // Path is the file the store lives in.
 func (s *Store) Path() string { return s.path }
 
-// AppliedIndex is the index of the last log entry whose effects are durable
-// in the file.
+// AppliedIndex is the index of the last log entry applied to the file. The
+// effects survive a crash of the process; after a reboot without a clean
+// Close the file is rebuilt from the snapshot and the log (see Open).
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
 // Changed returns a channel that is closed at the next commit. Blocking reads
@@ -581,7 +610,7 @@ func (s *Store) Restore(r io.Reader) error {
 		os.Remove(tmp)
 		return fmt.Errorf("storage: restore: snapshot is not a valid state file: %w", err)
 	}
-	check, err := openDB(tmp)
+	check, err := openDB(tmp, false)
 	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("storage: restore: snapshot is not a valid state file: %w", err)
@@ -603,7 +632,7 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
 		// The old file is intact: reopen it so the node can go on.
-		if db, oerr := openDB(s.path); oerr == nil {
+		if db, oerr := openDB(s.path, s.noSync); oerr == nil {
 			s.db = db
 		} else {
 			panic(fmt.Sprintf("storage: restore: rename failed (%v) and reopen failed (%v)", err, oerr))
@@ -611,7 +640,7 @@ func (s *Store) Restore(r io.Reader) error {
 		return fmt.Errorf("storage: restore: %w", err)
 	}
 	syncDir(filepath.Dir(s.path))
-	db, err := openDB(s.path)
+	db, err := openDB(s.path, s.noSync)
 	if err != nil {
 		panic(fmt.Sprintf("storage: restore: cannot reopen restored state: %v", err))
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -1004,4 +1005,74 @@ func BenchmarkList(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// TestUnsyncedFileSurvivesCrashButNotReboot: a state file whose marker
+// names this boot holds commits that are in the page cache, so it is kept;
+// one whose marker names another boot may be torn, so Open discards it and
+// reports that; a cleanly closed file has no marker and is kept either way.
+func TestUnsyncedFileSurvivesCrashButNotReboot(t *testing.T) {
+	if len(currentBootID()) == 0 {
+		t.Skip("no boot id on this system: commits are fsynced")
+	}
+	path := filepath.Join(t.TempDir(), "kv.db")
+	marker := path + unsyncedSuffix
+
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("open did not mark the file unsynced: %v", err)
+	}
+	s.Apply(1, &Command{Op: OpSet, Key: "a", Value: []byte("1")})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("clean close left the marker: %v", err)
+	}
+
+	// Cleanly closed, then a reboot: kept.
+	s = mustOpen(t, path)
+	if s.Discarded() || s.AppliedIndex() != 1 {
+		t.Fatalf("clean file: discarded %v, applied %d", s.Discarded(), s.AppliedIndex())
+	}
+	s.Apply(2, &Command{Op: OpSet, Key: "b", Value: []byte("2")})
+	s.Close()
+
+	// The process died (marker of this boot left behind): kept.
+	if err := os.WriteFile(marker, append(currentBootID(), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, path)
+	if s.Discarded() || s.AppliedIndex() != 2 {
+		t.Fatalf("after a process crash: discarded %v, applied %d", s.Discarded(), s.AppliedIndex())
+	}
+	s.Close()
+
+	// The machine rebooted before the file was flushed: discarded.
+	if err := os.WriteFile(marker, []byte("another-boot\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, path)
+	defer s.Close()
+	if !s.Discarded() || s.AppliedIndex() != 0 {
+		t.Fatalf("after a reboot: discarded %v, applied %d", s.Discarded(), s.AppliedIndex())
+	}
+	if _, found, _, _ := s.Get("a"); found {
+		t.Fatal("the discarded file's keys are still there")
+	}
+	if got, _ := os.ReadFile(marker); !bytes.Equal(bytes.TrimSpace(got), currentBootID()) {
+		t.Fatalf("marker after reopen holds %q, want this boot's id", got)
+	}
+}
+
+func mustOpen(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

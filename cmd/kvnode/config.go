@@ -41,7 +41,7 @@ type setting struct {
 // this table.
 var settings = []setting{
 	{"node_id", kString, "n1", "this node's unique, stable id"},
-	{"data_dir", kString, "./data", "directory for raft.db, kv.db and snapshots"},
+	{"data_dir", kString, "./data", "directory for the Raft log (wal/), kv.db and snapshots"},
 	{"http_addr", kString, "127.0.0.1:8500", "address the HTTP API listens on"},
 	{"raft_addr", kString, "127.0.0.1:8300", "address the Raft transport listens on"},
 	{"advertise_http", kString, "", "HTTP address other nodes use to reach this one (default: http_addr)"},
@@ -65,6 +65,7 @@ var settings = []setting{
 	{"raft_snapshot_interval", kDuration, "30s", "how often to check whether a snapshot is due"},
 	{"raft_snapshot_threshold", kInt, "8192", "log entries since the last snapshot that make one due"},
 	{"raft_trailing_logs", kInt, "10240", "log entries kept behind a snapshot for slow followers"},
+	{"raft_log_segment_size", kInt, "67108864", "bytes per Raft log segment file; compaction frees whole segments"},
 	{"detector_probe_interval", kDuration, "200ms", "how often each peer is pinged by the failure detector"},
 	{"detector_probe_timeout", kDuration, "1s", "how long one ping may take before it counts as missed"},
 	{"detector_suspect_phi", kFloat, "3", "phi at which a peer becomes suspect"},
@@ -90,6 +91,7 @@ type Config struct {
 	LogLevel       string
 	LogFormat      string
 	MaxValueSize   int64
+	LogSegmentSize int
 	RequestTimeout time.Duration
 	MaxInFlight    int
 	MaxRestarts    int
@@ -223,6 +225,7 @@ func build(v *viper.Viper) (*Config, error) {
 		LogLevel:       strings.ToLower(p.str("log_level")),
 		LogFormat:      strings.ToLower(p.str("log_format")),
 		MaxValueSize:   int64(p.positiveInt("max_value_size")),
+		LogSegmentSize: p.intBetween("raft_log_segment_size", minLogSegmentSize, maxLogSegmentSize),
 		RequestTimeout: p.positiveDuration("request_timeout"),
 		MaxInFlight:    p.positiveInt("max_in_flight"),
 		MaxRestarts:    p.positiveInt("max_restarts"),
@@ -425,6 +428,21 @@ func (p *parser) positiveDuration(key string) time.Duration {
 		p.fail(key, "%s must be positive", s)
 	}
 	return d
+}
+
+// Bounds of raft_log_segment_size: raft-wal stores the limit in 32 bits, and
+// segments much smaller than a batch of entries would rotate constantly.
+const (
+	minLogSegmentSize = 64 << 10
+	maxLogSegmentSize = 1 << 30
+)
+
+func (p *parser) intBetween(key string, lo, hi int) int {
+	n := p.positiveInt(key)
+	if n > 0 && (n < lo || n > hi) {
+		p.fail(key, "%d must be between %d and %d", n, lo, hi)
+	}
+	return n
 }
 
 func (p *parser) positiveInt(key string) int {

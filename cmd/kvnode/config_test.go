@@ -80,6 +80,7 @@ var settingValue = map[string]func(c *Config) string{
 	"raft_snapshot_interval":    func(c *Config) string { return c.Timing.SnapshotInterval.String() },
 	"raft_snapshot_threshold":   func(c *Config) string { return strconv.FormatUint(c.Timing.SnapshotThreshold, 10) },
 	"raft_trailing_logs":        func(c *Config) string { return strconv.FormatUint(c.Timing.TrailingLogs, 10) },
+	"raft_log_segment_size":     func(c *Config) string { return strconv.Itoa(c.LogSegmentSize) },
 	"chaos":                     func(c *Config) string { return strconv.FormatBool(c.Chaos) },
 	"timing_profile":            func(c *Config) string { return c.TimingProfile },
 	"unsafe_local_reads":        func(c *Config) string { return strconv.FormatBool(c.UnsafeReads) },
@@ -192,6 +193,7 @@ func TestEverySettingFromEachSource(t *testing.T) {
 		"raft_snapshot_interval":    "1m0s",
 		"raft_snapshot_threshold":   "100",
 		"raft_trailing_logs":        "200",
+		"raft_log_segment_size":     "1048576",
 		"chaos":                     "true",
 	}
 	check := func(t *testing.T, c *Config) {
@@ -384,6 +386,8 @@ func TestInvalidConfig(t *testing.T) {
 		{name: "int negative", args: []string{"--max-restarts=-2"}, setting: "max_restarts", also: "positive"},
 		{name: "int zero from env", env: map[string]string{"TROUPE_MAX_VALUE_SIZE": "0"}, setting: "max_value_size"},
 		{name: "int zero from yaml", yaml: "raft_trailing_logs: 0\n", setting: "raft_trailing_logs"},
+		{name: "log segment too small", args: []string{"--raft-log-segment-size=4096"}, setting: "raft_log_segment_size", also: "65536"},
+		{name: "log segment too large", args: []string{"--raft-log-segment-size=4294967296"}, setting: "raft_log_segment_size", also: "1073741824"},
 		{name: "snapshot threshold negative", args: []string{"--raft-snapshot-threshold=-1"}, setting: "raft_snapshot_threshold"},
 		{name: "bool flag", args: []string{"--chaos=maybe"}, also: "--chaos"}, // pflag's own error names the flag
 		{name: "bool from env", env: map[string]string{"TROUPE_CHAOS": "yes please"}, setting: "chaos"},

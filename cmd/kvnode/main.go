@@ -20,6 +20,7 @@ import (
 	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/api"
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/internal/procstat"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -52,6 +53,9 @@ func run(cfg *Config) error {
 	if err != nil {
 		return err
 	}
+	if store.Discarded() {
+		logger.Warn("the state file was not flushed before the machine restarted; rebuilding it from the newest snapshot and the Raft log")
+	}
 
 	tree := actors.New(actors.Config{
 		Raft: cluster.Config{
@@ -62,6 +66,7 @@ func run(cfg *Config) error {
 			InitialCluster: cfg.InitialCluster,
 			Timing:         cfg.Timing,
 			Logger:         newRaftLogger(cfg, os.Stderr),
+			LogSegmentSize: cfg.LogSegmentSize,
 		},
 		Store:          store,
 		HTTPAddr:       cfg.HTTPAddr,
@@ -95,24 +100,9 @@ func run(cfg *Config) error {
 		logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 
-	// Hand back the state file's and the Raft log's mapped pages now and
-	// then, so resident memory tracks the working set rather than the size
-	// of the data or the log's high-water mark.
 	trimDone := make(chan struct{})
 	defer close(trimDone)
-	go func() {
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				store.TrimMemory()
-				cluster.TrimLogMemory(cfg.DataDir)
-			case <-trimDone:
-				return
-			}
-		}
-	}()
+	go trimMappedMemory(store, trimDone)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -183,4 +173,31 @@ func newRaftLogger(cfg *Config, w io.Writer) hclog.Logger {
 		JSONFormat: cfg.LogFormat == "json",
 		Output:     w,
 	}).With("node", cfg.NodeID)
+}
+
+// Resident memory budget for file-backed pages (the binary's text and the
+// state file's mapping), and how often it is checked.
+const (
+	mappedMemoryBudget = 48 << 20
+	mappedMemoryCheck  = time.Second
+)
+
+// trimMappedMemory hands back the state file's mapped pages whenever the
+// process's file-backed resident memory passes mappedMemoryBudget, so
+// resident memory tracks the working set rather than the size of the data.
+// Checking is one read of /proc/self/status; trimming costs minor faults
+// when hot pages are read again, so it happens only past the budget.
+func trimMappedMemory(store *storage.Store, done <-chan struct{}) {
+	t := time.NewTicker(mappedMemoryCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			if procstat.Status(0)["RssFile"] > mappedMemoryBudget {
+				store.TrimMemory()
+			}
+		case <-done:
+			return
+		}
+	}
 }

@@ -161,8 +161,8 @@ func run(args []string) int {
 			fp := cl.Footprint()
 			rep.Footprints = append(rep.Footprints, bench.FootprintStep{Keys: target, Nodes: fp})
 			for _, n := range fp {
-				fmt.Printf("%8d keys  %s  RSS %6.1f MiB (anon %6.1f, files %6.1f)  kv.db %6.1f MiB  raft.db %6.1f MiB  snapshots %6.1f MiB\n",
-					target, n.ID, mib(n.RSSBytes), mib(n.AnonBytes), mib(n.FileBytes), mib(n.KVDB), mib(n.RaftDB), mib(n.Snapshots))
+				fmt.Printf("%8d keys  %s  RSS %6.1f MiB (anon %6.1f, files %6.1f)  kv.db %6.1f MiB  wal %6.1f MiB  snapshots %6.1f MiB\n",
+					target, n.ID, mib(n.RSSBytes), mib(n.AnonBytes), mib(n.FileBytes), mib(n.KVDB), mib(n.RaftLog), mib(n.Snapshots))
 			}
 		}
 	}
