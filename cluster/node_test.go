@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
@@ -904,4 +905,71 @@ func TestOpenFailsCleanly(t *testing.T) {
 	}
 	waitLeader(t, []*member{m})
 	expectValue(t, m.store, "solo", "1", "solo")
+}
+
+// TestRuleChangeLeavesNoDeadPooledConns: a change of the fault rules closes
+// the connections to the peers it names, and raft's transport pools idle
+// connections. Without purging the pool, the first RPCs after a healed cut
+// go out on closed connections and fail ("use of closed network
+// connection"); in an election that costs a whole round per pooled
+// connection.
+func TestRuleChangeLeavesNoDeadPooledConns(t *testing.T) {
+	c := startCluster(t, 3, testTiming())
+	leader := waitLeader(t, c.members)
+	a, b := c.others(leader)[0], c.others(leader)[1]
+	rpc := func() error {
+		// An AppendEntries from term 0: b refuses it, with no side effects.
+		var resp raft.AppendEntriesResponse
+		return a.node.transport.AppendEntries(raft.ServerID(b.id), raft.ServerAddress(b.addr), &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(a.id), Addr: []byte(a.addr)},
+		}, &resp)
+	}
+	// Fill a's pool with connections to b.
+	for i := 0; i < 3; i++ {
+		if err := rpc(); err != nil {
+			t.Fatalf("RPC %d before the cut: %v", i, err)
+		}
+	}
+	purged := a.node.rulePurges.Load()
+	cut := faultnet.Rules{Rules: []faultnet.Rule{{Peer: b.id, Direction: faultnet.Both, Cut: true}}}
+	if err := a.net.SetRules(cut); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.net.SetRules(faultnet.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the pool to be emptied after the rule changes", func() bool {
+		return a.node.rulePurges.Load() > purged
+	})
+	for i := 0; i < 3; i++ {
+		if err := rpc(); err != nil {
+			t.Fatalf("RPC %d after the heal: %v", i, err)
+		}
+	}
+}
+
+// TestRestartSnapshotsLongLogTail: a node that restarts with many entries
+// since its newest snapshot takes a snapshot once it has replayed them,
+// without waiting for its snapshot timer, so the next restart does not
+// read the same tail again.
+func TestRestartSnapshotsLongLogTail(t *testing.T) {
+	timing := testTiming()
+	timing.SnapshotInterval = time.Hour // the timer never fires in this test
+	timing.SnapshotThreshold = 16
+	c := startCluster(t, 3, timing)
+	leader := waitLeader(t, c.members)
+	f := c.others(leader)[0]
+	var last uint64
+	for i := 0; i < 40; i++ {
+		last = apply(t, leader, setCmd(fmt.Sprintf("k%d", i), "v")).Index
+	}
+	waitApplied(t, f.store, last, f.id)
+	if st := f.node.Status(); st.LastSnapshotIndex != 0 {
+		t.Fatalf("%s snapshotted before the restart: %+v", f.id, st)
+	}
+	f.close(t)
+	f.open(t)
+	eventually(t, "a snapshot after the restart's replay", func() bool {
+		return f.node.Status().LastSnapshotIndex >= last
+	})
 }

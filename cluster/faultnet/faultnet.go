@@ -252,6 +252,14 @@ func (n *Network) SetRules(rs Rules) error {
 	return nil
 }
 
+// Changed returns a channel that is closed at the next change of the
+// rules, after the connections that change severs have been closed.
+func (n *Network) Changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.changed
+}
+
 // effectFor merges the rules that apply to peer in direction d.
 func (n *Network) effectFor(peer string, d Direction) (effect, <-chan struct{}) {
 	n.mu.Lock()
