@@ -96,8 +96,8 @@ func (c *Cluster) Failover(ctx context.Context, trials int) (_ []time.Duration, 
 
 // CatchUp kills a follower, writes n keys while it is down, restarts it
 // and measures how long until it has applied everything the leader had
-// committed.
-func (c *Cluster) CatchUp(ctx context.Context, n int) (_ time.Duration, err error) {
+// committed. Each try writes its own keys under prefix.
+func (c *Cluster) CatchUp(ctx context.Context, n int, prefix string) (_ time.Duration, err error) {
 	defer c.tb.Recover(&err)
 	leader := c.C.WaitLeader(60 * time.Second)
 	follower := c.C.Followers(leader)[0]
@@ -108,7 +108,7 @@ func (c *Cluster) CatchUp(ctx context.Context, n int) (_ time.Duration, err erro
 			live = append(live, node.HTTPAddr)
 		}
 	}
-	if err := Preload(ctx, Troupe{}, live, "bench/catchup/", n, 100, 64); err != nil {
+	if err := Preload(ctx, Troupe{}, live, prefix, n, 100, 64); err != nil {
 		return 0, err
 	}
 	st, err := leader.Status()
@@ -194,10 +194,11 @@ type Report struct {
 	Footprints []FootprintStep `json:"footprints,omitempty"`
 }
 
-// CatchUpResult is one catch-up measurement.
+// CatchUpResult is the catch-up measurement: the median of its tries.
 type CatchUpResult struct {
-	MissedWrites int     `json:"missed_writes"`
-	Seconds      float64 `json:"seconds"`
+	MissedWrites int       `json:"missed_writes"`
+	Seconds      float64   `json:"seconds"`
+	EachSeconds  []float64 `json:"each_seconds,omitempty"`
 }
 
 // FootprintStep is the cluster's footprint at a key count.
