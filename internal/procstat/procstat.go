@@ -1,6 +1,6 @@
 // Package procstat reads a process's memory figures from Linux's
-// /proc/<pid>/status, for the benchmark harness and the tests that check
-// resident memory.
+// /proc/<pid>/status: for kvnode's trim of mapped memory, the benchmark
+// harness and the tests that check resident memory.
 package procstat
 
 import (
