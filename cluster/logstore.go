@@ -16,6 +16,8 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/migrate"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // The Raft log and stable store live in a write-ahead log of segment files
@@ -129,11 +131,11 @@ func migrateBoltLog(legacy, dir string, segmentSize int, logger hclog.Logger) er
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	syncDirectory(filepath.Dir(dir))
+	storage.SyncDir(filepath.Dir(dir))
 	if err := os.Rename(legacy, legacy+migratedSuffix); err != nil {
 		return err
 	}
-	syncDirectory(filepath.Dir(dir))
+	storage.SyncDir(filepath.Dir(dir))
 	if logger != nil {
 		logger.Info("moved the raft log into the write-ahead log", "from", legacy, "to", dir, "took", time.Since(start).Round(time.Millisecond), "backup", legacy+migratedSuffix)
 	}
@@ -164,12 +166,4 @@ func copyStable(dst, src raft.StableStore) error {
 		return fmt.Errorf("read LastVoteCand: %w", err)
 	}
 	return dst.Set([]byte("LastVoteCand"), v)
-}
-
-// syncDirectory makes renames in dir durable.
-func syncDirectory(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

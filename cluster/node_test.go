@@ -848,7 +848,7 @@ func TestPerPeerCutByNodeID(t *testing.T) {
 }
 
 // TestOpenFailsCleanly: a bad configuration is refused, and the failed
-// Open releases raft.db and the listener so a corrected Open succeeds.
+// Open releases the Raft log and the listener so a corrected Open succeeds.
 func TestOpenFailsCleanly(t *testing.T) {
 	addr := freeAddrs(t, 1)[0]
 	m := newMember(t, "solo", addr, []Server{{ID: "solo", Addr: addr}}, testTiming())

@@ -639,7 +639,7 @@ func (s *Store) Restore(r io.Reader) error {
 		}
 		return fmt.Errorf("storage: restore: %w", err)
 	}
-	syncDir(filepath.Dir(s.path))
+	SyncDir(filepath.Dir(s.path))
 	db, err := openDB(s.path, s.noSync)
 	if err != nil {
 		panic(fmt.Sprintf("storage: restore: cannot reopen restored state: %v", err))
@@ -745,8 +745,10 @@ func writeFileSync(path string, r io.Reader) error {
 	return f.Close()
 }
 
-// syncDir makes a rename durable.
-func syncDir(dir string) {
+// SyncDir fsyncs the directory dir, which makes a rename or a new file in
+// it durable. It is best effort: a directory that cannot be opened or
+// synced is left as it is.
+func SyncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync()
 		d.Close()

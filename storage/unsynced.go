@@ -71,7 +71,7 @@ func prepareUnsynced(path string) (noSync, discarded bool, err error) {
 	if err := writeFileSync(marker, bytes.NewReader(append(boot, '\n'))); err != nil {
 		return false, discarded, fmt.Errorf("storage: %w", err)
 	}
-	syncDir(filepath.Dir(path))
+	SyncDir(filepath.Dir(path))
 	return true, discarded, nil
 }
 
@@ -81,6 +81,6 @@ func markSynced(path string) error {
 	if err := os.Remove(path + unsyncedSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	syncDir(filepath.Dir(path))
+	SyncDir(filepath.Dir(path))
 	return nil
 }
