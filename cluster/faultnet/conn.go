@@ -23,6 +23,10 @@ const preambleMagic = "TRP1"
 // maxIDLen bounds the node id in a preamble.
 const maxIDLen = 255
 
+// preambleTimeout is how long an accepted connection may take to introduce
+// itself.
+const preambleTimeout = 10 * time.Second
+
 func writePreamble(c net.Conn, id string) error {
 	if len(id) > maxIDLen {
 		return fmt.Errorf("faultnet: node id %q too long", id)
@@ -122,7 +126,7 @@ func (c *conn) identify() error {
 	}
 	c.idOnce.Do(func() {
 		br := bufio.NewReader(c.Conn)
-		_ = c.Conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_ = c.Conn.SetReadDeadline(time.Now().Add(preambleTimeout))
 		id, err := readPreamble(br)
 		c.mu.Lock()
 		dl := c.readDeadline
@@ -296,5 +300,54 @@ func (l *listener) Accept() (net.Conn, error) {
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
+	if !l.net.faults {
+		return &handshakeConn{Conn: raw}, nil
+	}
 	return newConn(raw, l.net, "", true), nil
+}
+
+// handshakeConn is an accepted connection of a Network without faults: it
+// consumes the caller's preamble before its first read and is the plain
+// connection after that.
+type handshakeConn struct {
+	net.Conn
+	once sync.Once
+	r    io.Reader
+	err  error
+
+	mu           sync.Mutex
+	readDeadline time.Time
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	c.once.Do(func() {
+		br := bufio.NewReader(c.Conn)
+		_ = c.Conn.SetReadDeadline(time.Now().Add(preambleTimeout))
+		_, c.err = readPreamble(br)
+		c.mu.Lock()
+		_ = c.Conn.SetReadDeadline(c.readDeadline)
+		c.mu.Unlock()
+		if c.err != nil {
+			c.Conn.Close()
+		}
+		c.r = br
+	})
+	if c.err != nil {
+		return 0, c.err
+	}
+	return c.r.Read(b)
+}
+
+func (c *handshakeConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *handshakeConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.readDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
 }

@@ -150,9 +150,12 @@ type effect struct {
 	limiter       *rate.Limiter
 }
 
-// Network applies one node's rules to its connections.
+// Network applies one node's rules to its connections. A Network made by
+// Plain has no fault layer at all: its connections are the operating
+// system's, and it only introduces the caller to the listener.
 type Network struct {
-	self string
+	self   string
+	faults bool
 
 	mu       sync.Mutex
 	rules    Rules
@@ -164,10 +167,15 @@ type Network struct {
 	limiters map[string]*rate.Limiter // per peer and direction
 }
 
-// New returns a Network for node self with no faults.
+// ErrDisabled is returned when rules are set on a Network made by Plain.
+var ErrDisabled = errors.New("faultnet: fault injection is off on this node (start it with chaos enabled)")
+
+// New returns a Network for node self that can inject faults; it has no
+// rules yet.
 func New(self string) *Network {
 	return &Network{
 		self:     self,
+		faults:   true,
 		changed:  make(chan struct{}),
 		conns:    map[*conn]struct{}{},
 		byAddr:   map[string]string{},
@@ -176,6 +184,19 @@ func New(self string) *Network {
 		limiters: map[string]*rate.Limiter{},
 	}
 }
+
+// Plain returns a Network for node self without a fault layer, for nodes
+// that run without chaos: dials and accepted connections are plain TCP but
+// for the preamble, so the same listener serves both kinds of caller and a
+// stray client is still refused.
+func Plain(self string) *Network {
+	n := New(self)
+	n.faults = false
+	return n
+}
+
+// Faults reports whether this Network can inject faults (see Plain).
+func (n *Network) Faults() bool { return n.faults }
 
 // linkRand is the random source for one connection (or, for forwarded
 // HTTP requests, one peer's inbound stream): a function of the seed, the
@@ -220,6 +241,12 @@ func (n *Network) Rules() Rules {
 // connections to every peer the old or new rules mention are closed, so
 // each link starts over under the new rules, as after a network flap.
 func (n *Network) SetRules(rs Rules) error {
+	if !n.faults {
+		if len(rs.Rules) == 0 {
+			return nil
+		}
+		return ErrDisabled
+	}
 	if err := rs.Validate(); err != nil {
 		return err
 	}
@@ -353,6 +380,9 @@ func (timeoutError) Is(err error) bool {
 // that peer. preamble, when true, sends this node's id first so the
 // receiving Listener knows who is calling (Raft connections).
 func (n *Network) Dial(ctx context.Context, addr string, preamble bool) (net.Conn, error) {
+	if !n.faults {
+		return n.dialPlain(ctx, addr, preamble)
+	}
 	peer := n.PeerOf(addr)
 	// The context alone bounds the wait, so a cut dial always ends with the
 	// context's own error.
@@ -375,6 +405,24 @@ func (n *Network) Dial(ctx context.Context, addr string, preamble bool) (net.Con
 	c := newConn(raw, n, peer, false)
 	n.register(c)
 	return c, nil
+}
+
+// dialPlain connects without a fault layer.
+func (n *Network) dialPlain(ctx context.Context, addr string, preamble bool) (net.Conn, error) {
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if preamble {
+		if err := writePreamble(raw, n.self); err != nil {
+			raw.Close()
+			return nil, err
+		}
+	}
+	return raw, nil
 }
 
 // DialContext has net.Dialer's signature, for an http.Transport: leader
@@ -426,6 +474,9 @@ func (n *Network) AllowOutbound(ctx context.Context, peer string, size int) erro
 }
 
 func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction, size int) error {
+	if !n.faults {
+		return nil
+	}
 	e, err := n.waitWhileCut(ctx.Done(), peer, d, time.Time{})
 	if err != nil {
 		if ctx.Err() != nil {
