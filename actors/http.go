@@ -18,6 +18,12 @@ type httpActor struct {
 	tree    *Tree
 	handler http.Handler
 	srv     *http.Server
+	ln      net.Listener
+}
+
+// serveFailed tells the http actor that its server stopped on its own.
+type serveFailed struct {
+	err error
 }
 
 func (a *httpActor) Receive(ctx actor.Context) {
@@ -42,8 +48,13 @@ func (a *httpActor) Receive(ctx actor.Context) {
 		}
 	case *serveFailed:
 		panic(fmt.Sprintf("http server stopped: %v", m.err))
-	case *Crash:
-		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	case *crash:
+		if m.fault == FaultListener {
+			// Serve fails on the closed listener and reports it.
+			_ = a.ln.Close()
+			return
+		}
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
 }
 
@@ -59,7 +70,7 @@ func (a *httpActor) start(ctx actor.Context) {
 		// for up to ten minutes.
 		IdleTimeout: 5 * time.Minute,
 	}
-	a.srv = srv
+	a.srv, a.ln = srv, ln
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		err := srv.Serve(ln)

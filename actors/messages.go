@@ -1,84 +1,109 @@
 package actors
 
 import (
-	"github.com/asynkron/protoactor-go/actor"
+	"time"
 
+	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// Propose asks the raft actor to replicate an encoded storage.Command. The
-// reply is a *ProposeResult, sent once the command is applied or has failed.
-type Propose struct {
-	Data []byte
+// The messages of the tree are unexported: outside the package, Client is
+// the only way in, so the protocol between actors can change without
+// touching the HTTP layer.
+
+// propose asks the raft actor to replicate an encoded storage.Command. The
+// leader proposes it; a follower hands it to the forward actor, which
+// carries it to the leader. The reply is a *proposeResult.
+type propose struct {
+	data     []byte
+	deadline time.Time
+	// fromPeer marks a command another node forwarded: only a leader takes
+	// it, and it is never forwarded again, so forwarding is one hop.
+	fromPeer bool
 }
 
-// ProposeResult answers a Propose.
-type ProposeResult struct {
-	Result storage.Result
-	Err    error
+// proposeResult answers a propose. leaderChanged, set with a "no leader"
+// error, closes at the next leader change: the moment to try again.
+type proposeResult struct {
+	res           storage.Result
+	err           error
+	leaderChanged <-chan struct{}
 }
 
-// ReadIndex asks the raft actor for a linearizable read index. Requests
-// arriving together share one leadership confirmation. The reply is a
-// *ReadIndexResult.
-type ReadIndex struct{}
-
-// ReadIndexResult answers a ReadIndex.
-type ReadIndexResult struct {
-	Index uint64
-	Err   error
+// readIndex asks for an index every write acknowledged before the request
+// is at or below (see cluster.Node.ReadIndex). The reply is a
+// *readIndexResult.
+type readIndex struct {
+	deadline time.Time
+	fromPeer bool
 }
 
-// Join asks the raft actor (on the leader) to add a voting member and record
-// its HTTP address. The reply is a *Done.
-type Join struct {
-	ID       string
-	RaftAddr string
-	HTTPAddr string
+type readIndexResult struct {
+	index         uint64
+	err           error
+	leaderChanged <-chan struct{}
 }
 
-// Remove asks the raft actor (on the leader) to remove a member. The reply
-// is a *Done.
-type Remove struct {
-	ID string
+// membership asks for a member to be added (join set) or removed (remove
+// set) through the leader. The reply is a *done.
+type membership struct {
+	join     *cluster.JoinRequest
+	remove   string
+	deadline time.Time
+	fromPeer bool
 }
 
-// TakeSnapshot asks the raft actor to snapshot now. The reply is a
-// *SnapshotTaken.
-type TakeSnapshot struct{}
-
-// SnapshotTaken answers a TakeSnapshot.
-type SnapshotTaken struct {
-	Index uint64
-	Err   error
+// done answers requests that return nothing but an error.
+type done struct {
+	err           error
+	leaderChanged <-chan struct{}
 }
 
-// Done answers requests that return nothing but an error.
-type Done struct {
-	Err error
+// getStatus, getMembers, getLeader and getReady are answered at once by the
+// raft actor from its Raft instance.
+type (
+	getStatus  struct{}
+	getMembers struct{}
+	getLeader  struct{}
+	getReady   struct{}
+)
+
+type statusReply struct {
+	status cluster.Status
+	err    error
 }
 
-// Crash makes the receiving actor panic, so supervision can be exercised
-// from outside (chaos mode only).
-type Crash struct {
-	Reason string
-}
-
-// readRoundDone reports the end of one shared read-index confirmation.
-type readRoundDone struct {
-	round   *readRound
-	index   uint64
+type membersReply struct {
+	members []cluster.Member
 	err     error
-	waiters []*actor.PID
 }
 
-type readRound struct{}
+// takeSnapshot asks the raft actor to snapshot now. The reply is a
+// *snapshotTaken.
+type takeSnapshot struct{}
 
-// serveFailed tells the http actor that its server stopped on its own.
-type serveFailed struct {
+type snapshotTaken struct {
+	index uint64
+	err   error
+}
+
+// transferLeadership asks a leading raft actor to hand over before the
+// node stops. The reply is a *done.
+type transferLeadership struct{}
+
+// getHealth asks the peers actor for a *cluster.Health.
+type getHealth struct{}
+
+// crash makes the receiving actor fail on purpose, so supervision can be
+// exercised from outside (chaos mode only). fault names how (see
+// CrashFaults).
+type crash struct {
+	fault  string
+	reason string
+}
+
+// giveUp tells the node actor to stop the node for good: a failure no
+// restart can cure.
+type giveUp struct {
 	err error
 }
-
-// childGaveUp tells main, through the app actor, that the node stopped for
-// good.
-type nodeStopped struct{}

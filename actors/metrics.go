@@ -39,11 +39,11 @@ func newMetrics(t *Tree) *metrics {
 	}
 	status := func(f func(cluster.Status) float64) func() float64 {
 		return func() float64 {
-			n := t.gateway.node()
-			if n == nil {
+			st, err := t.client.Status()
+			if err != nil {
 				return 0
 			}
-			return f(n.Status())
+			return f(st)
 		}
 	}
 	m.registry.MustRegister(

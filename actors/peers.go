@@ -8,17 +8,10 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/troupe-kv/troupe/cluster"
 )
-
-// GetHealth asks the peers actor for a *cluster.Health.
-type GetHealth struct{}
-
-// membersRead carries the member list read off the mailbox.
-type membersRead struct {
-	members []cluster.Member
-}
 
 type refreshPeers struct{}
 
@@ -29,7 +22,7 @@ type peersActor struct {
 	tree     *Tree
 	monitors map[string]*actor.PID
 	status   map[string]cluster.PeerStatus
-	stop     chan struct{}
+	cancel   scheduler.CancelFunc
 	leaving  bool
 }
 
@@ -38,29 +31,18 @@ func (a *peersActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.monitors = map[string]*actor.PID{}
 		a.status = map[string]cluster.PeerStatus{}
-		a.stop = make(chan struct{})
-		ticker(ctx, time.Second, &refreshPeers{}, a.stop)
-		ctx.Send(ctx.Self(), &refreshPeers{})
-	case *actor.Restarting:
+		a.cancel = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(0, time.Second, ctx.Self(), &refreshPeers{})
+	case *actor.Restarting, *actor.Stopping:
 		a.leaving = true
-		close(a.stop)
-	case *actor.Stopping:
-		a.leaving = true
-		close(a.stop)
+		a.cancel()
 	case *refreshPeers:
-		// Reading the configuration goes through Raft's main loop: do it
-		// off the mailbox.
-		n, self, root := a.tree.gateway.node(), ctx.Self(), ctx.ActorSystem().Root
-		if n == nil {
-			return
+		// The raft actor owns the member list; its answer comes back as a
+		// message.
+		ctx.Request(a.tree.pid("raft"), &getMembers{})
+	case *membersReply:
+		if m.err == nil {
+			a.reconcile(ctx, m.members)
 		}
-		go func() {
-			if members, err := n.Members(); err == nil {
-				root.Send(self, &membersRead{members: members})
-			}
-		}()
-	case *membersRead:
-		a.reconcile(ctx, m.members)
 	case *cluster.PeerStatus:
 		if _, ok := a.monitors[m.ID]; ok {
 			a.status[m.ID] = *m
@@ -70,7 +52,7 @@ func (a *peersActor) Receive(ctx actor.Context) {
 		if pid, ok := a.monitors[m.Peer]; ok {
 			ctx.Send(pid, m)
 		}
-	case *GetHealth:
+	case *getHealth:
 		ctx.Respond(a.health())
 	case *actor.Terminated:
 		if a.leaving {
@@ -83,8 +65,8 @@ func (a *peersActor) Receive(ctx actor.Context) {
 				panic(fmt.Sprintf("monitor of %s crashed too often", id))
 			}
 		}
-	case *Crash:
-		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	case *crash:
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
 }
 
@@ -124,9 +106,6 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 
 func (a *peersActor) health() *cluster.Health {
 	h := &cluster.Health{Node: a.tree.cfg.Raft.NodeID, Peers: []cluster.PeerStatus{}}
-	if n := a.tree.gateway.node(); n != nil {
-		h.LeaderID, h.Leader = n.Leader()
-	}
 	for id := range a.monitors {
 		st, ok := a.status[id]
 		if !ok {
@@ -136,24 +115,6 @@ func (a *peersActor) health() *cluster.Health {
 	}
 	sort.Slice(h.Peers, func(i, j int) bool { return h.Peers[i].ID < h.Peers[j].ID })
 	return h
-}
-
-// ticker sends msg to the actor every d until stop closes. The goroutine
-// only sends: the work happens in the mailbox.
-func ticker(ctx actor.Context, d time.Duration, msg any, stop <-chan struct{}) {
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				root.Send(self, msg)
-			case <-stop:
-				return
-			}
-		}
-	}()
 }
 
 type probeTick struct{}
@@ -181,7 +142,7 @@ type monitorActor struct {
 	since   time.Time
 	streak  int // answers in a row
 	probing bool
-	stop    chan struct{}
+	cancel  scheduler.CancelFunc
 
 	rtts                     []time.Duration
 	probes, fails, raftFails uint64
@@ -193,12 +154,9 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		a.cfg = a.tree.cfg.Detector
 		a.reset(time.Now())
 		a.state, a.since = cluster.PeerUnknown, time.Now()
-		a.stop = make(chan struct{})
-		ticker(ctx, a.cfg.ProbeInterval, &probeTick{}, a.stop)
-	case *actor.Restarting:
-		close(a.stop)
-	case *actor.Stopping:
-		close(a.stop)
+		a.cancel = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(a.cfg.ProbeInterval, a.cfg.ProbeInterval, ctx.Self(), &probeTick{})
+	case *actor.Restarting, *actor.Stopping:
+		a.cancel()
 	case *peerAddr:
 		a.addr = m.addr
 	case *probeTick:
@@ -229,8 +187,8 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		} else {
 			a.det.Heartbeat(time.Now())
 		}
-	case *Crash:
-		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	case *crash:
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
 }
 
@@ -243,11 +201,11 @@ func (a *monitorActor) reset(now time.Time) {
 
 func (a *monitorActor) probe(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	fwd, addr, id, timeout := a.tree.gateway.fwd, a.addr, a.id, a.cfg.ProbeTimeout
+	link, addr, id, timeout := a.tree.link, a.addr, a.id, a.cfg.ProbeTimeout
 	go func() {
 		start := time.Now()
 		c, cancel := context.WithTimeout(context.Background(), timeout)
-		got, err := fwd.Ping(c, addr)
+		got, err := link.Ping(c, addr)
 		cancel()
 		// An answer from a different node at that address is no sign of
 		// life of this peer.

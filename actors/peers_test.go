@@ -2,11 +2,11 @@ package actors_test
 
 import (
 	"context"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 )
 
@@ -14,7 +14,7 @@ func peerState(t *testing.T, nd *node, peer string) cluster.PeerStatus {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	h, err := nd.Tree.Gateway().Health(ctx)
+	h, err := nd.Client().Health(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,9 +51,8 @@ func TestDetectorMarksSilentPeerDeadAndRecovers(t *testing.T) {
 	for _, nd := range nodes[:2] {
 		waitPeerState(t, nd, victim.ID, cluster.PeerAlive, 10*time.Second)
 	}
-	cut := `{"rules":[{"peer":"*","direction":"both","cut":true}]}`
-	if code, body, err := httpDo(http.MethodPut, "http://"+victim.HTTPAddr+"/v1/chaos/faults", cut); err != nil || code != 200 {
-		t.Fatalf("cut: %d %s %v", code, body, err)
+	if err := victim.Client().SetFaults(isolated); err != nil {
+		t.Fatal(err)
 	}
 	for _, nd := range nodes[:2] {
 		st := waitPeerState(t, nd, victim.ID, cluster.PeerDead, 10*time.Second)
@@ -65,8 +64,8 @@ func TestDetectorMarksSilentPeerDeadAndRecovers(t *testing.T) {
 	for _, nd := range nodes[:2] {
 		waitPeerState(t, victim, nd.ID, cluster.PeerDead, 10*time.Second)
 	}
-	if code, _, err := httpDo(http.MethodDelete, "http://"+victim.HTTPAddr+"/v1/chaos/faults", ""); err != nil || code != 200 {
-		t.Fatalf("heal: %d %v", code, err)
+	if err := victim.Client().SetFaults(faultnet.Rules{}); err != nil {
+		t.Fatal(err)
 	}
 	for _, nd := range nodes[:2] {
 		waitPeerState(t, nd, victim.ID, cluster.PeerAlive, 10*time.Second)
@@ -83,7 +82,7 @@ func TestMonitorCrashIsContained(t *testing.T) {
 	waitPeerState(t, watcher, "n3", cluster.PeerAlive, 10*time.Second)
 	time.Sleep(time.Second) // let both monitors count some probes
 	before2, before3 := peerState(t, watcher, "n2"), peerState(t, watcher, "n3")
-	if err := watcher.Tree.Gateway().Crash("peer/n2", "test"); err != nil {
+	if err := watcher.Client().Crash("peer/n2", "", "test"); err != nil {
 		t.Fatal(err)
 	}
 	// n2's monitor starts over: its probe count falls back below what it
@@ -103,7 +102,7 @@ func TestMonitorCrashIsContained(t *testing.T) {
 	if after3.Probes <= before3.Probes || after3.State != cluster.PeerAlive || !after3.Since.Equal(before3.Since) {
 		t.Fatalf("n3 monitor was disturbed: before %+v after %+v", before3, after3)
 	}
-	if err := watcher.Tree.Gateway().Crash("peer/nobody", "x"); err == nil {
+	if err := watcher.Client().Crash("peer/nobody", "", "x"); err == nil {
 		t.Fatal("crashing a monitor of a non-member should fail")
 	}
 }

@@ -2,53 +2,112 @@ package actors
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// raftActor owns this node's Raft instance. Started opens it from disk;
-// Restarting and Stopping close it, so a crash of this actor is a full
-// crash-recovery of Raft inside the process: the log, snapshots and state
-// file on disk are all that survive.
+// raftActor owns this node's Raft instance and every decision that
+// depends on who leads: it proposes on the leader, within the in-flight
+// limit; it hands a follower's requests to the forward actor with the
+// leader's address; it runs the read-index rounds; it commits the new
+// leader's first entry, keeps this node's HTTP address registered and
+// teaches the fault layer who is where (a maintenance tick and every
+// leader change); and it starts the join child when the node was told to
+// join a cluster.
 //
-// The mailbox never waits for consensus. Each proposal runs in its own
-// goroutine that replies to the requester when Raft has applied it, so
-// many proposals are in flight at once and raft batches them into one disk
-// write; read-index requests that arrive together share one leadership
-// confirmation.
+// Started opens Raft from disk; Restarting and Stopping close it, so a
+// crash of this actor is a full crash-recovery of Raft inside the process:
+// the log, snapshots and state file on disk are all that survive.
+//
+// The mailbox never waits for consensus. Each proposal runs in a goroutine
+// of its own that calls raft.Apply and answers the requester: hashicorp/raft
+// groups the Applies waiting on its channel into one disk write, so many
+// callers blocked at once is what makes group commit work, and a goroutine
+// is the cheapest way to have them.
 type raftActor struct {
 	tree *Tree
 	node *cluster.Node
-	stop chan struct{}
+	// token tells this incarnation's callbacks and goroutines from those
+	// of one closed before a restart.
+	token *int
+
+	// inflight counts proposals handed to Raft and not yet answered.
+	inflight int
 
 	readWaiters []*actor.PID
 	round       *readRound
+
+	registering bool
+	cancelTick  scheduler.CancelFunc
 }
 
-func newRaftActor(t *Tree) *raftActor { return &raftActor{tree: t} }
+// Messages the raft actor sends itself.
+type (
+	leaderChanged   struct{}
+	maintainTick    struct{}
+	proposalSettled struct{ token *int }
+	registerDone    struct{ err error }
+	// raftFault reports a failure Raft cannot get over by itself (see
+	// cluster.Config.OnFault).
+	raftFault struct {
+		token *int
+		err   error
+	}
+	readRound     struct{}
+	readRoundDone struct {
+		round   *readRound
+		index   uint64
+		err     error
+		waiters []*actor.PID
+	}
+)
+
+// maintainEvery is the maintenance tick: how soon a node that lost its
+// registration, or whose Raft stopped on its own, notices.
+const maintainEvery = time.Second
+
+// errRaftDown is returned while the raft actor is restarting.
+var errRaftDown = fmt.Errorf("%w (raft is restarting on this node)", cluster.ErrNoLeader)
 
 func (a *raftActor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	switch ctx.Message().(type) {
 	case *actor.Started:
-		a.open()
+		a.open(ctx)
+		return
 	case *actor.Restarting:
 		a.close(ctx)
+		return
 	case *actor.Stopping:
 		a.close(ctx)
-	case *Propose:
+		return
+	case actor.SystemMessage, actor.AutoReceiveMessage:
+		return
+	}
+	if a.node == nil {
+		// Closed and not reopened (the actor is stopping): nothing here can
+		// be served.
+		ctx.Respond(&done{err: errRaftDown})
+		return
+	}
+	switch m := ctx.Message().(type) {
+	case *propose:
 		a.propose(ctx, m)
-	case *ReadIndex:
-		a.readWaiters = append(a.readWaiters, ctx.Sender())
-		if a.round == nil {
-			a.startReadRound(ctx)
+	case *proposalSettled:
+		if m.token == a.token {
+			a.inflight--
 		}
+	case *readIndex:
+		a.readIndex(ctx, m)
 	case *readRoundDone:
 		for _, w := range m.waiters {
-			ctx.Send(w, &ReadIndexResult{Index: m.index, Err: m.err})
+			ctx.Send(w, &readIndexResult{index: m.index, err: m.err})
 		}
 		if m.round == a.round {
 			a.round = nil
@@ -56,86 +115,146 @@ func (a *raftActor) Receive(ctx actor.Context) {
 				a.startReadRound(ctx)
 			}
 		}
-	case *Join:
-		a.async(ctx, func(node *cluster.Node) any {
-			err := node.AddVoter(m.ID, m.RaftAddr, a.tree.cfg.RequestTimeout)
-			if err == nil && m.HTTPAddr != "" {
-				err = a.applyAsync(&storage.Command{Op: storage.OpRegisterNode, Key: m.ID, Value: []byte(m.HTTPAddr)})
-			}
-			return &Done{Err: err}
+	case *membership:
+		a.membership(ctx, m)
+	case *getStatus:
+		ctx.Respond(&statusReply{status: a.node.Status()})
+	case *getMembers:
+		ms, err := a.node.Members()
+		ctx.Respond(&membersReply{members: ms, err: err})
+	case *getLeader:
+		id, addr := a.node.Leader()
+		ctx.Respond(&cluster.LeaderInfo{Known: id != "", ID: id, RaftAddr: addr, LastContact: a.node.LastContact()})
+	case *getReady:
+		ctx.Respond(&done{err: a.ready()})
+	case *takeSnapshot:
+		a.async(ctx, func(n *cluster.Node) any {
+			idx, err := n.Snapshot()
+			return &snapshotTaken{index: idx, err: err}
 		})
-	case *Remove:
-		a.async(ctx, func(node *cluster.Node) any {
-			err := node.RemoveServer(m.ID, a.tree.cfg.RequestTimeout)
-			if err == nil {
-				err = a.applyAsync(&storage.Command{Op: storage.OpDeregisterNode, Key: m.ID})
-			}
-			return &Done{Err: err}
-		})
-	case *TakeSnapshot:
-		a.async(ctx, func(node *cluster.Node) any {
-			idx, err := node.Snapshot()
-			return &SnapshotTaken{Index: idx, Err: err}
-		})
-	case *Crash:
-		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+	case *transferLeadership:
+		a.async(ctx, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
+	case leaderChanged, maintainTick:
+		a.maintain(ctx)
+	case *registerDone:
+		a.registering = false
+		if m.err != nil {
+			a.tree.cfg.Logger.Warn("registering this node's HTTP address failed; retrying", "err", m.err)
+		}
+	case *raftFault:
+		a.fault(ctx, m)
+	case *crash:
+		a.crash(ctx, m)
 	}
 }
 
-func (a *raftActor) open() {
-	node, err := cluster.Open(a.tree.cfg.Raft, a.tree.cfg.Store)
+func (a *raftActor) open(ctx actor.Context) {
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	token := new(int)
+	peers := a.tree.pid("peers")
+	cfg := a.tree.cfg.Raft
+	cfg.OnLeaderChange = func() { root.Send(self, leaderChanged{}) }
+	cfg.OnPeerHeartbeat = func(ev cluster.PeerHeartbeat) { root.Send(peers, ev) }
+	cfg.OnFault = func(err error) { root.Send(self, &raftFault{token: token, err: err}) }
+	node, err := cluster.Open(cfg, a.tree.cfg.Store)
 	if err != nil {
 		// Failing Started is a crash like any other: the supervisor retries
 		// within its budget, then the node exits.
 		panic(fmt.Sprintf("open raft: %v", err))
 	}
-	a.node = node
-	a.stop = make(chan struct{})
-	peers, root := a.tree.pid("peers"), a.tree.system.Root
-	node.OnPeerHeartbeat(func(ev cluster.PeerHeartbeat) { root.Send(peers, ev) })
-	a.tree.gateway.setNode(node)
-	go a.tree.gateway.maintain(node, a.stop)
+	a.node, a.token = node, token
+	a.cancelTick = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(maintainEvery, maintainEvery, self, maintainTick{})
+	if len(a.tree.cfg.Join) > 0 && !node.HasState() {
+		props := actor.PropsFromProducer(func() actor.Actor { return &joinActor{tree: a.tree} })
+		if _, err := ctx.SpawnNamed(props, "join"); err != nil {
+			panic(fmt.Sprintf("spawn join: %v", err))
+		}
+	}
+	ctx.Send(self, maintainTick{})
 }
 
 func (a *raftActor) close(ctx actor.Context) {
+	if a.cancelTick != nil {
+		a.cancelTick()
+	}
 	for _, w := range a.readWaiters {
-		ctx.Send(w, &ReadIndexResult{Err: cluster.ErrNotLeader})
+		ctx.Send(w, &readIndexResult{err: errRaftDown})
 	}
 	a.readWaiters = nil
 	if a.node == nil {
 		return
 	}
-	a.tree.gateway.setNode(nil)
-	close(a.stop)
+	// Proposals in flight fail with an unknown outcome as Raft shuts down.
 	if err := a.node.Close(); err != nil {
 		a.tree.cfg.Logger.Warn("raft shutdown", "err", err)
 	}
 	a.node = nil
 }
 
-// propose hands one command to Raft without blocking the mailbox.
-func (a *raftActor) propose(ctx actor.Context, m *Propose) {
-	sender := ctx.Sender()
-	gw := a.tree.gateway
-	if gw.inflight.Add(1) > int64(a.tree.cfg.MaxInFlight) {
-		gw.inflight.Add(-1)
-		ctx.Respond(&ProposeResult{Err: cluster.ErrBusy})
+// leaderAddr is where a request this node cannot serve as leader goes: a
+// peer's request is refused (the peer retries, so forwarding stays one
+// hop), a client's goes to the leader's HTTP address when one is known.
+func (a *raftActor) leaderAddr(fromPeer bool) (string, error) {
+	if fromPeer {
+		return "", cluster.ErrNotLeader
+	}
+	id, addr := a.node.LeaderAPI()
+	if addr == "" || id == a.tree.cfg.Raft.NodeID {
+		return "", cluster.ErrNoLeader
+	}
+	return addr, nil
+}
+
+func (a *raftActor) propose(ctx actor.Context, m *propose) {
+	if !a.node.IsLeader() {
+		addr, err := a.leaderAddr(m.fromPeer)
+		if err != nil {
+			ctx.Respond(&proposeResult{err: err, leaderChanged: a.node.LeaderChanged()})
+			return
+		}
+		ctx.Send(a.tree.pid("forward"), &forwardWrite{addr: addr, data: m.data, deadline: m.deadline, replyTo: ctx.Sender()})
 		return
 	}
-	node, root := a.node, ctx.ActorSystem().Root
-	timeout := a.tree.cfg.RequestTimeout
+	if a.inflight >= a.tree.cfg.MaxInFlight {
+		ctx.Respond(&proposeResult{err: cluster.ErrBusy})
+		return
+	}
+	a.inflight++
+	sender, self, root := ctx.Sender(), ctx.Self(), ctx.ActorSystem().Root
+	node, token := a.node, a.token
+	enqueue := max(time.Until(m.deadline), time.Millisecond)
 	go func() {
-		defer gw.inflight.Add(-1)
-		reply := &ProposeResult{Err: cluster.ErrUnknownOutcome}
+		reply := &proposeResult{err: cluster.ErrUnknownOutcome}
 		defer func() {
 			if r := recover(); r != nil {
-				reply = &ProposeResult{Err: fmt.Errorf("%w: %v", cluster.ErrUnknownOutcome, r)}
+				reply = &proposeResult{err: fmt.Errorf("%w: %v", cluster.ErrUnknownOutcome, r)}
 			}
 			root.Send(sender, reply)
+			root.Send(self, &proposalSettled{token: token})
 		}()
-		res, err := node.Apply(m.Data, timeout)
-		reply = &ProposeResult{Result: res, Err: err}
+		res, err := node.Apply(m.data, enqueue)
+		reply = &proposeResult{res: res, err: err}
 	}()
+}
+
+// readIndex serves a linearizable read's first step. On the leader,
+// requests arriving together share one leadership confirmation: a request
+// joins only a round that starts after it arrived, which is what keeps the
+// read linearizable.
+func (a *raftActor) readIndex(ctx actor.Context, m *readIndex) {
+	if !a.node.IsLeader() {
+		addr, err := a.leaderAddr(m.fromPeer)
+		if err != nil {
+			ctx.Respond(&readIndexResult{err: err, leaderChanged: a.node.LeaderChanged()})
+			return
+		}
+		ctx.Send(a.tree.pid("forward"), &forwardRead{addr: addr, deadline: m.deadline, replyTo: ctx.Sender()})
+		return
+	}
+	a.readWaiters = append(a.readWaiters, ctx.Sender())
+	if a.round == nil {
+		a.startReadRound(ctx)
+	}
 }
 
 func (a *raftActor) startReadRound(ctx actor.Context) {
@@ -151,21 +270,127 @@ func (a *raftActor) startReadRound(ctx actor.Context) {
 	}()
 }
 
-// async runs a blocking Raft call off the mailbox and replies with its
-// result.
+// membership adds or removes a member on the leader, registering or
+// dropping its HTTP address with it; a follower has it forwarded.
+func (a *raftActor) membership(ctx actor.Context, m *membership) {
+	if !a.node.IsLeader() {
+		addr, err := a.leaderAddr(m.fromPeer)
+		if err != nil {
+			ctx.Respond(&done{err: err, leaderChanged: a.node.LeaderChanged()})
+			return
+		}
+		ctx.Send(a.tree.pid("forward"), &forwardMembership{addr: addr, req: m, replyTo: ctx.Sender()})
+		return
+	}
+	timeout := a.tree.cfg.RequestTimeout
+	a.async(ctx, func(n *cluster.Node) any {
+		var cmd *storage.Command
+		var err error
+		if m.join != nil {
+			err = n.AddVoter(m.join.ID, m.join.RaftAddr, timeout)
+			cmd = &storage.Command{Op: storage.OpRegisterNode, Key: m.join.ID, Value: []byte(m.join.HTTPAddr)}
+		} else {
+			err = n.RemoveServer(m.remove, timeout)
+			cmd = &storage.Command{Op: storage.OpDeregisterNode, Key: m.remove}
+		}
+		if err == nil {
+			_, err = n.Apply(cmd.Encode(), timeout)
+		}
+		return &done{err: err}
+	})
+}
+
+// async runs a blocking Raft call off the mailbox and answers the
+// requester with its result.
 func (a *raftActor) async(ctx actor.Context, fn func(*cluster.Node) any) {
 	sender, node, root := ctx.Sender(), a.node, ctx.ActorSystem().Root
+	go func() { root.Send(sender, fn(node)) }()
+}
+
+// maintain runs on every leader change and maintenance tick. It notices a
+// Raft that stopped underneath (the actor then crashes, so its supervisor
+// reopens Raft from disk), makes a new leader commit an entry of its own
+// term at once (so linearizable reads can start), teaches the fault layer
+// the members' addresses, and registers this node's HTTP address in the
+// state machine if it is missing, so others can forward to it.
+func (a *raftActor) maintain(ctx actor.Context) {
+	n := a.node
+	if !n.Running() {
+		panic("raft stopped underneath its actor")
+	}
+	n.LearnPeerAddrs()
+	if n.IsLeader() {
+		go func() { _ = n.EnsureReady(a.tree.cfg.RequestTimeout) }()
+	}
+	cfg := a.tree.cfg
+	if a.registering || cfg.Store.NodeAddr(cfg.Raft.NodeID) == cfg.AdvertiseHTTP {
+		return
+	}
+	if id, _ := n.Leader(); id == "" {
+		return
+	}
+	a.registering = true
+	self, root, client := ctx.Self(), ctx.ActorSystem().Root, a.tree.client
 	go func() {
-		root.Send(sender, fn(node))
+		c, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout)
+		defer cancel()
+		_, err := client.Apply(c, &storage.Command{Op: storage.OpRegisterNode, Key: cfg.Raft.NodeID, Value: []byte(cfg.AdvertiseHTTP)})
+		root.Send(self, &registerDone{err: err})
 	}()
 }
 
-// applyAsync proposes a command from a goroutine of this actor, going
-// through the gateway like any client so it is forwarded if leadership
-// moved in between.
-func (a *raftActor) applyAsync(cmd *storage.Command) error {
-	ctx, cancel := context.WithTimeout(context.Background(), a.tree.cfg.RequestTimeout)
-	defer cancel()
-	_, err := a.tree.gateway.Apply(ctx, cmd)
-	return err
+// fault decides what a failure reported by Raft costs. An entry that
+// cannot be applied on any replay stops the node: a restart would meet it
+// again. Anything else (a failed commit of the state file, a dead Raft
+// listener) crashes this actor, so its supervisor reopens Raft from disk,
+// which replays the log from the state file's applied index; if the cause
+// lasts, the restart budget runs out and the node stops.
+func (a *raftActor) fault(ctx actor.Context, m *raftFault) {
+	if m.token != a.token {
+		return // from a Raft instance closed since
+	}
+	var af *cluster.ApplyFault
+	if errors.As(m.err, &af) && af.Permanent {
+		ctx.Send(ctx.Parent(), &giveUp{err: fmt.Errorf("raft: %w; every replay of the log meets this entry again, so the node stops (docs/operations.md: recovering a node)", m.err)})
+		return
+	}
+	panic(fmt.Sprintf("raft: %v", m.err))
 }
+
+// crash injects one of CrashFaults.
+func (a *raftActor) crash(ctx actor.Context, m *crash) {
+	switch m.fault {
+	case FaultRaftShutdown:
+		if err := a.node.InjectShutdown(); err != nil {
+			a.tree.cfg.Logger.Warn("injected raft shutdown", "err", err)
+		}
+		ctx.Send(ctx.Self(), maintainTick{})
+	case FaultListener:
+		if err := a.node.InjectListenerFailure(); err != nil {
+			a.tree.cfg.Logger.Warn("injected listener failure", "err", err)
+		}
+	default:
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
+	}
+}
+
+// ready reports whether this node can serve linearizable requests right
+// now: a leader is known and has registered its address, and this node is
+// not far behind it.
+func (a *raftActor) ready() error {
+	st := a.node.Status()
+	if st.LeaderID == "" {
+		return cluster.ErrNoLeader
+	}
+	if st.LeaderHTTPAddr == "" {
+		return fmt.Errorf("the leader %s has not registered its HTTP address yet", st.LeaderID)
+	}
+	if st.CommitIndex > st.AppliedIndex+readyLag {
+		return fmt.Errorf("catching up: applied %d of %d committed entries", st.AppliedIndex, st.CommitIndex)
+	}
+	return nil
+}
+
+// readyLag is how many committed entries a node may trail and still call
+// itself ready; a node replaying a long log or receiving a snapshot is not.
+const readyLag = 1024

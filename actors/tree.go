@@ -1,3 +1,7 @@
+// Package actors is one node's supervision tree: the actors that own Raft,
+// the way to the leader, the failure detector and the HTTP listener, the
+// supervisors that restart them, and Client, the typed way in for the HTTP
+// API. docs/architecture.md draws the tree.
 package actors
 
 import (
@@ -21,6 +25,9 @@ import (
 // Config is what the actor tree needs to run one node. The state file
 // (Store) is opened by the caller and outlives every actor restart.
 type Config struct {
+	// Raft configures the Raft instance the raft actor opens. Its Network
+	// carries every connection to other nodes (faultnet.New with chaos on,
+	// faultnet.Plain otherwise); nil means Plain.
 	Raft          cluster.Config
 	Store         *storage.Store
 	HTTPAddr      string   // address the HTTP API binds
@@ -44,31 +51,50 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Tree is one node's actor system: app → node → {raft, http}.
+// Tree is one node's actor system: app → node → {raft, forward, peers, http}.
 type Tree struct {
 	cfg     Config
 	system  *actor.ActorSystem
-	gateway *Gateway
+	client  *Client
 	app     *actor.PID
 	metrics *metrics
+	// link is the node's connection pool to other nodes' APIs (forwarding,
+	// probes, joins). It is a plain struct shared by the actors that talk
+	// to peers: it holds no state of its own beyond idle connections.
+	link *cluster.Forwarder
 
 	stopping atomic.Bool
 	exitOnce sync.Once
 	exited   chan error
 	stopped  chan struct{} // closed when the app actor (so the whole tree) has stopped
+
+	lastFailMu sync.Mutex
+	lastFail   map[string]string // actor id -> reason of its latest crash
 }
 
-// New builds the actor system and the Gateway that the HTTP API uses to talk
+// New builds the actor system and the Client that the HTTP API uses to talk
 // to it. Nothing runs until Start.
 func New(cfg Config) *Tree {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Raft.Network == nil {
-		cfg.Raft.Network = faultnet.New(cfg.Raft.NodeID)
+		cfg.Raft.Network = faultnet.Plain(cfg.Raft.NodeID)
 	}
 	if cfg.Detector.ProbeInterval <= 0 {
 		cfg.Detector = cluster.DefaultDetector()
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 5 * time.Second
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 4096
+	}
+	if cfg.MaxRestarts <= 0 {
+		cfg.MaxRestarts = 5
+	}
+	if cfg.RestartWindow <= 0 {
+		cfg.RestartWindow = time.Minute
 	}
 	// protoactor logs every recovered panic and dead letter at Info; the
 	// node reports restarts itself (see watchSupervision), so only its
@@ -77,8 +103,14 @@ func New(cfg Config) *Tree {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(levelFilter{quiet.Handler(), slog.LevelWarn})
 	}))
-	t := &Tree{cfg: cfg, system: system, exited: make(chan error, 1), stopped: make(chan struct{})}
-	t.gateway = newGateway(t)
+	t := &Tree{
+		cfg: cfg, system: system,
+		link:     cluster.NewForwarder(cfg.Raft.Network),
+		exited:   make(chan error, 1),
+		stopped:  make(chan struct{}),
+		lastFail: map[string]string{},
+	}
+	t.client = &Client{tree: t}
 	t.metrics = newMetrics(t)
 	return t
 }
@@ -86,8 +118,8 @@ func New(cfg Config) *Tree {
 // Metrics is the node's Prometheus registry, served at /metrics.
 func (t *Tree) Metrics() prometheus.Gatherer { return t.metrics.registry }
 
-// Gateway is the entry point for the HTTP API.
-func (t *Tree) Gateway() *Gateway { return t.gateway }
+// Client is the HTTP API's way into the tree.
+func (t *Tree) Client() *Client { return t.client }
 
 // Start spawns the tree; handler is served by the http actor.
 func (t *Tree) Start(handler http.Handler) error {
@@ -104,8 +136,9 @@ func (t *Tree) Start(handler http.Handler) error {
 	return nil
 }
 
-// Done delivers an error when the node stopped for good on its own (a child
-// kept crashing past its restart budget). main exits non-zero on it.
+// Done delivers an error when the node stopped for good on its own: a
+// child kept crashing past its restart budget, or a failure no restart can
+// cure. main exits non-zero on it.
 func (t *Tree) Done() <-chan error { return t.exited }
 
 func (t *Tree) fail(err error) {
@@ -115,21 +148,13 @@ func (t *Tree) fail(err error) {
 // Stop shuts the node down: leadership is handed over if this node leads,
 // then HTTP drains and Raft closes.
 func (t *Tree) Stop(ctx context.Context) error {
-	t.stopping.Store(true)
-	if n := t.gateway.node(); n != nil && n.IsLeader() {
-		done := make(chan error, 1)
-		go func() { done <- n.TransferLeadership() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.cfg.Logger.Warn("leadership transfer before shutdown failed", "err", err)
-			}
-		case <-ctx.Done():
-		}
-	}
 	if t.app == nil {
 		return nil
 	}
+	if _, err := t.client.ask(ctx, "raft", &transferLeadership{}); err != nil {
+		t.cfg.Logger.Warn("leadership transfer before shutdown failed", "err", err)
+	}
+	t.stopping.Store(true)
 	// Wait for the app actor's Stopped (not a PoisonFuture, whose timeout is
 	// fixed at 10s): Raft must be closed before the caller closes the state
 	// file underneath it.
@@ -149,13 +174,18 @@ func (t *Tree) pid(name string) *actor.PID {
 }
 
 // watchSupervision logs every supervision decision, so each restart leaves a
-// line naming the actor and the panic.
+// line naming the actor and the panic, and remembers the last reason per
+// actor for the message the node gives up with.
 func (t *Tree) watchSupervision() {
 	t.system.EventStream.Subscribe(func(evt any) {
 		switch e := evt.(type) {
 		case *actor.SupervisorEvent:
-			t.cfg.Logger.Warn("actor failed", "actor", e.Child.Id, "directive", e.Directive.String(), "reason", fmt.Sprint(e.Reason))
+			reason := fmt.Sprint(e.Reason)
+			t.cfg.Logger.Warn("actor failed", "actor", e.Child.Id, "directive", e.Directive.String(), "reason", reason)
 			t.metrics.actorFailure.WithLabelValues(e.Child.Id, e.Directive.String()).Inc()
+			t.lastFailMu.Lock()
+			t.lastFail[e.Child.Id] = reason
+			t.lastFailMu.Unlock()
 		case *cluster.PeerStateChanged:
 			level := slog.LevelInfo
 			if e.To == cluster.PeerDead || e.To == cluster.PeerSuspect {
@@ -165,6 +195,13 @@ func (t *Tree) watchSupervision() {
 			t.metrics.peerChanges.WithLabelValues(e.Peer, string(e.To)).Inc()
 		}
 	})
+}
+
+// lastFailure is the reason of actor id's latest crash, or "".
+func (t *Tree) lastFailure(id string) string {
+	t.lastFailMu.Lock()
+	defer t.lastFailMu.Unlock()
+	return t.lastFail[id]
 }
 
 // levelFilter drops records below min.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -23,6 +24,9 @@ func startCluster(t *testing.T, n int, maxRestarts int) []*node {
 }
 
 func leaderOf(t *testing.T, nodes []*node) *node { return inproc.Leader(t, nodes) }
+
+// isolated cuts a node off from every peer, both ways.
+var isolated = faultnet.Rules{Rules: []faultnet.Rule{{Peer: faultnet.AnyPeer, Direction: faultnet.Both, Cut: true}}}
 
 func httpDo(method, url string, body string) (int, string, error) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
@@ -42,13 +46,13 @@ func TestGatewayWritesAndReadsThroughEveryNode(t *testing.T) {
 	defer cancel()
 	for i, nd := range nodes {
 		key := fmt.Sprintf("k%d", i)
-		res, err := nd.Tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: key, Value: []byte(nd.ID)})
+		res, err := nd.Client().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: key, Value: []byte(nd.ID)})
 		if err != nil || !res.OK || res.Index == 0 {
 			t.Fatalf("apply via %s: %+v %v", nd.ID, res, err)
 		}
 	}
 	for _, nd := range nodes {
-		if err := nd.Tree.Gateway().ReadBarrier(ctx); err != nil {
+		if err := nd.Client().ReadBarrier(ctx); err != nil {
 			t.Fatalf("read barrier on %s: %v", nd.ID, err)
 		}
 		for i, src := range nodes {
@@ -67,7 +71,7 @@ func TestGatewayWritesAndReadsThroughEveryNode(t *testing.T) {
 func TestConcurrentProposalsInFlight(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	gw := leader.Tree.Gateway()
+	gw := leader.Client()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for w := 0; w < 64; w++ {
@@ -98,13 +102,13 @@ func TestConcurrentProposalsInFlight(t *testing.T) {
 func TestRaftActorCrashRecovers(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	gw := leader.Tree.Gateway()
+	gw := leader.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := gw.Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "before", Value: []byte("1")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := gw.Crash("raft", "test"); err != nil {
+	if err := gw.Crash("raft", "", "test"); err != nil {
 		t.Fatal(err)
 	}
 	// The node (whose Raft restarted from disk) serves writes again, through
@@ -136,9 +140,9 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 	nodes := startCluster(t, 1, 1)
 	nd := nodes[0]
 	leaderOf(t, nodes)
-	gw := nd.Tree.Gateway()
+	gw := nd.Client()
 	for i := 0; i < 2; i++ {
-		if err := gw.Crash("http", "test"); err != nil {
+		if err := gw.Crash("http", "", "test"); err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
@@ -156,7 +160,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 		}
 	}
 	select {
-	case err := <-nd.Tree.Done():
+	case err := <-nd.Done():
 		if err == nil || !strings.Contains(err.Error(), "giving up") {
 			t.Fatalf("Done: %v", err)
 		}
@@ -167,7 +171,7 @@ func TestCrashPastBudgetStopsTheNode(t *testing.T) {
 
 func TestCrashUnknownActor(t *testing.T) {
 	nodes := startCluster(t, 1, 5)
-	if err := nodes[0].Tree.Gateway().Crash("nobody", "x"); err == nil {
+	if err := nodes[0].Client().Crash("nobody", "", "x"); err == nil {
 		t.Fatal("crashing an unknown actor should fail")
 	}
 }
@@ -177,17 +181,16 @@ func TestNoLeaderFailsInBoundedTime(t *testing.T) {
 	leader := leaderOf(t, nodes)
 	// Cut the leader off from everyone: it cannot commit, and must say so
 	// instead of hanging.
-	cut := `{"rules":[{"peer":"*","direction":"both","cut":true}]}`
-	if code, body, err := httpDo(http.MethodPut, "http://"+leader.HTTPAddr+"/v1/chaos/faults", cut); err != nil || code != 200 {
-		t.Fatalf("cut: %d %s %v", code, body, err)
+	if err := leader.Client().SetFaults(isolated); err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := leader.Tree.Gateway().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "x", Value: []byte("y")})
+	_, err := leader.Client().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "x", Value: []byte("y")})
 	if !errors.Is(err, cluster.ErrNoLeader) && !errors.Is(err, cluster.ErrUnknownOutcome) {
 		t.Fatalf("apply on a cut-off leader: %v", err)
 	}
-	if err := leader.Tree.Gateway().ReadBarrier(ctx); !errors.Is(err, cluster.ErrNoLeader) {
+	if err := leader.Client().ReadBarrier(ctx); !errors.Is(err, cluster.ErrNoLeader) {
 		t.Fatalf("read barrier on a cut-off leader: %v", err)
 	}
 }

@@ -137,12 +137,20 @@ func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
 	}
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
-	return f.store.Apply(f.store.AppliedIndex()+1, cmd), nil
+	return f.store.Apply(f.store.AppliedIndex()+1, cmd)
 }
 
-func (f *fakeBackend) ReadBarrier(ctx context.Context) error {
-	f.barrierCalls.Add(1)
-	return f.get(&f.barrierErr)
+// Read runs the store's own blocking query with the fake's barrier, as the
+// node does with its read barrier.
+func (f *fakeBackend) Read(ctx context.Context, q storage.Query, stale bool, b storage.Block) (storage.QueryResult, error) {
+	var barrier func(context.Context) error
+	if !stale {
+		barrier = func(context.Context) error {
+			f.barrierCalls.Add(1)
+			return f.get(&f.barrierErr)
+		}
+	}
+	return f.store.BlockingQuery(ctx, q, b, barrier)
 }
 
 func (f *fakeBackend) ReadIndexForwarded(ctx context.Context) (uint64, error) {
@@ -211,7 +219,7 @@ func (f *fakeBackend) Health(ctx context.Context) (*cluster.Health, error) {
 	return &cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{{ID: "n2", State: cluster.PeerAlive}}}, nil
 }
 
-func (f *fakeBackend) Crash(actor, reason string) error {
+func (f *fakeBackend) Crash(actor, fault, reason string) error {
 	switch actor {
 	case "raft", "http", "node":
 	default:
@@ -225,7 +233,6 @@ func (f *fakeBackend) Crash(actor, reason string) error {
 
 func (f *fakeBackend) Faults() faultnet.Rules            { return f.net.Rules() }
 func (f *fakeBackend) SetFaults(rs faultnet.Rules) error { return f.net.SetRules(rs) }
-func (f *fakeBackend) Store() *storage.Store             { return f.store }
 func (f *fakeBackend) NodeID() string                    { return "n1" }
 func (f *fakeBackend) AllowInbound(ctx context.Context, peer string, size int) error {
 	return f.net.AllowInbound(ctx, peer, size)
@@ -235,21 +242,36 @@ func (f *fakeBackend) AllowOutbound(ctx context.Context, peer string, size int) 
 	return f.net.AllowOutbound(ctx, peer, size)
 }
 
-var _ Backend = (*fakeBackend)(nil)
+var (
+	_ KV      = (*fakeBackend)(nil)
+	_ Cluster = (*fakeBackend)(nil)
+	_ Peer    = (*fakeBackend)(nil)
+	_ Chaos   = (*fakeBackend)(nil)
+)
 
-// newAPI builds a Server over a fresh fake backend.
-func newAPI(t testing.TB, opts ...func(*Options)) (*Server, *fakeBackend) {
-	t.Helper()
-	var o Options
-	for _, fn := range opts {
-		fn(&o)
-	}
-	b := newFakeBackend(t, t.TempDir())
-	return New(b, o), b
+// apiConfig is what newAPI builds a Server from.
+type apiConfig struct {
+	opts  Options
+	chaos bool
 }
 
-func withChaos(o *Options)                { o.Chaos = true }
-func withMaxValue(n int64) func(*Options) { return func(o *Options) { o.MaxValueSize = n } }
+// newAPI builds a Server over a fresh fake backend.
+func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
+	t.Helper()
+	var c apiConfig
+	for _, fn := range opts {
+		fn(&c)
+	}
+	b := newFakeBackend(t, t.TempDir())
+	backends := Backends{KV: b, Cluster: b, Peer: b}
+	if c.chaos {
+		backends.Chaos = b
+	}
+	return New(backends, c.opts), b
+}
+
+func withChaos(c *apiConfig)                { c.chaos = true }
+func withMaxValue(n int64) func(*apiConfig) { return func(c *apiConfig) { c.opts.MaxValueSize = n } }
 
 // call sends one request through the handler and returns the recording.
 // target is a request URI (path already percent-encoded, with query).

@@ -20,7 +20,7 @@ func (s *Server) statusLeader(w http.ResponseWriter, r *http.Request) {
 	if !s.checkScope(w, r) {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.b.Leader().RaftAddr)
+	writeJSON(w, http.StatusOK, s.b.Cluster.Leader().RaftAddr)
 }
 
 // statusPeers answers Consul's /v1/status/peers: the voters' Raft addresses.
@@ -28,7 +28,7 @@ func (s *Server) statusPeers(w http.ResponseWriter, r *http.Request) {
 	if !s.checkScope(w, r) {
 		return
 	}
-	peers, err := s.b.Peers()
+	peers, err := s.b.Cluster.Peers()
 	if err != nil {
 		writeError(w, err)
 		return
@@ -40,7 +40,7 @@ func (s *Server) statusPeers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterMembers(w http.ResponseWriter, r *http.Request) {
-	members, err := s.b.Members()
+	members, err := s.b.Cluster.Members()
 	if err != nil {
 		writeJSONError(w, 0, err)
 		return
@@ -52,7 +52,7 @@ func (s *Server) clusterMembers(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
-	st, err := s.b.Status()
+	st, err := s.b.Cluster.Status()
 	if err != nil {
 		writeJSONError(w, 0, err)
 		return
@@ -74,7 +74,7 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Join(ctx, req, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
+	if err := s.b.Cluster.Join(ctx, req, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
@@ -107,7 +107,7 @@ func membershipStatus(err error) int {
 
 func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	members, err := s.b.Members()
+	members, err := s.b.Cluster.Members()
 	if err != nil {
 		// Not knowing the members is not the same as "no such member": a
 		// 404 here could make a tool skip a removal that never happened.
@@ -124,7 +124,7 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Remove(ctx, id, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
+	if err := s.b.Cluster.Remove(ctx, id, r.Header.Get(cluster.ForwardedHeader) != ""); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
@@ -134,7 +134,7 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	idx, err := s.b.Snapshot(ctx)
+	idx, err := s.b.Cluster.Snapshot(ctx)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err)
 		return
@@ -146,7 +146,7 @@ func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
 func (s *Server) clusterHealth(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	h, err := s.b.Health(ctx)
+	h, err := s.b.Cluster.Health(ctx)
 	if err != nil {
 		writeJSONError(w, 0, err)
 		return
@@ -161,7 +161,7 @@ func (s *Server) internalPing(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, errors.New("internal endpoint: only other nodes call it"))
 		return
 	}
-	writeJSON(w, http.StatusOK, cluster.PingReply{ID: s.b.NodeID()})
+	writeJSON(w, http.StatusOK, cluster.PingReply{ID: s.b.Peer.NodeID()})
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +171,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 
 // readyz is 200 when this node can serve linearizable requests.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if err := s.b.Ready(); err != nil {
+	if err := s.b.Cluster.Ready(); err != nil {
 		httpError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
 		return
 	}
@@ -193,7 +193,7 @@ func (s *Server) internalApply(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	res, err := s.b.ApplyForwarded(ctx, data)
+	res, err := s.b.Peer.ApplyForwarded(ctx, data)
 	if err != nil {
 		writeJSONError(w, 0, err)
 		return
@@ -222,7 +222,7 @@ func (s *Server) internalApplyBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	writeJSON(w, http.StatusOK, s.b.ApplyForwardedBatch(ctx, cmds))
+	writeJSON(w, http.StatusOK, s.b.Peer.ApplyForwardedBatch(ctx, cmds))
 }
 
 func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
@@ -232,7 +232,7 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	idx, err := s.b.ReadIndexForwarded(ctx)
+	idx, err := s.b.Peer.ReadIndexForwarded(ctx)
 	if err != nil {
 		writeJSONError(w, 0, err)
 		return
@@ -248,7 +248,7 @@ func (s *Server) internalReadIndex(w http.ResponseWriter, r *http.Request) {
 func (s *Server) fromPeer(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		peer := r.Header.Get(cluster.ForwardedHeader)
-		if peer == "" {
+		if peer == "" || s.b.Chaos == nil {
 			h(w, r)
 			return
 		}
@@ -256,13 +256,13 @@ func (s *Server) fromPeer(h http.HandlerFunc) http.HandlerFunc {
 		defer cancel()
 		// Bodies stand for the bytes on the wire: a bandwidth cap holds a
 		// large forwarded batch longer than a ping.
-		if err := s.b.AllowInbound(ctx, peer, int(max(r.ContentLength, 0))); err != nil {
+		if err := s.b.Chaos.AllowInbound(ctx, peer, int(max(r.ContentLength, 0))); err != nil {
 			dropConnection(w, peer)
 			return
 		}
 		answer := &heldResponse{header: http.Header{}, status: http.StatusOK}
 		h(answer, r)
-		if err := s.b.AllowOutbound(ctx, peer, answer.body.Len()); err != nil {
+		if err := s.b.Chaos.AllowOutbound(ctx, peer, answer.body.Len()); err != nil {
 			dropConnection(w, peer)
 			return
 		}
@@ -302,7 +302,7 @@ func (h *heldResponse) sendTo(w http.ResponseWriter) {
 }
 
 func (s *Server) chaosGetFaults(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.b.Faults())
+	writeJSON(w, http.StatusOK, s.b.Chaos.Faults())
 }
 
 func (s *Server) chaosSetFaults(w http.ResponseWriter, r *http.Request) {
@@ -313,26 +313,26 @@ func (s *Server) chaosSetFaults(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, fmt.Errorf("bad fault rules: %v", err))
 		return
 	}
-	if err := s.b.SetFaults(rs); err != nil {
+	if err := s.b.Chaos.SetFaults(rs); err != nil {
 		writeJSONError(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.b.Faults())
+	writeJSON(w, http.StatusOK, s.b.Chaos.Faults())
 }
 
 func (s *Server) chaosClearFaults(w http.ResponseWriter, r *http.Request) {
-	if err := s.b.SetFaults(faultnet.Rules{}); err != nil {
+	if err := s.b.Chaos.SetFaults(faultnet.Rules{}); err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, s.b.Faults())
+	writeJSON(w, http.StatusOK, s.b.Chaos.Faults())
 }
 
 // chaosCrash makes an actor panic so supervision can be watched from
 // outside. Mounted only with --chaos.
 func (s *Server) chaosCrash(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("actor")
-	if err := s.b.Crash(name, "requested through /v1/chaos/crash"); err != nil {
+	if err := s.b.Chaos.Crash(name, r.URL.Query().Get("fault"), "requested through /v1/chaos/crash"); err != nil {
 		writeJSONError(w, http.StatusBadRequest, err)
 		return
 	}

@@ -125,82 +125,39 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key
 		sep = q.Get("seperator") // Consul still accepts its old misspelling
 	}
 
-	store := s.b.Store()
-	var deadline time.Time
-	if minIndex > 0 {
-		deadline = time.Now().Add(wait)
+	query := storage.Query{Kind: storage.QueryGet, Key: key}
+	switch {
+	case listKeys:
+		query = storage.Query{Kind: storage.QueryKeys, Key: key, Separator: sep}
+	case recurse:
+		query.Kind = storage.QueryList
 	}
-	missingBefore := false
-	for {
-		changed := store.Changed()
-		if !stale && !s.opts.UnsafeReads {
-			ctx, cancel := s.requestContext(r)
-			err := s.b.ReadBarrier(ctx)
-			cancel()
-			if err != nil {
-				writeError(w, err)
-				return
-			}
-		}
-		var (
-			body  any
-			found bool
-			index uint64
-			err   error
-		)
-		switch {
-		case listKeys:
-			var keys []string
-			keys, index, err = store.Keys(key, sep)
-			found = len(keys) > 0 || key == ""
-			if keys == nil {
-				keys = []string{}
-			}
-			body = keys
-		case recurse:
-			var entries []storage.Entry
-			entries, index, err = store.List(key)
-			pairs := make([]KVPair, len(entries))
-			for i, e := range entries {
-				pairs[i] = toPair(e)
-			}
-			found, body = len(pairs) > 0, pairs
-		default:
-			var e storage.Entry
-			e, found, index, err = store.Get(key)
-			if found {
-				body = []KVPair{toPair(e)}
-				if has(q, "raw") {
-					body = rawValue(e.Value)
-				}
-			} else if missingBefore {
-				// Consul's rule: once a blocking read has seen the key
-				// missing, only the key's appearance ends the wait, not
-				// unrelated writes.
-				minIndex = max(minIndex, index)
-			}
-			missingBefore = missingBefore || !found
-		}
-		if err != nil {
+	// Unsafe reads skip the barrier but still claim to be linearizable:
+	// that is the lie the chaos checker must catch.
+	res, err := s.b.KV.Read(r.Context(), query, stale || s.opts.UnsafeReads, storage.Block{MinIndex: minIndex, Wait: wait, Drain: s.draining})
+	if err != nil {
+		if r.Context().Err() == nil {
 			writeError(w, err)
-			return
 		}
-		if minIndex == 0 || index > minIndex || !time.Now().Before(deadline) {
-			s.writeRead(w, r, body, found, index, !stale)
-			return
-		}
-		timer := time.NewTimer(time.Until(deadline))
-		select {
-		case <-changed:
-		case <-timer.C:
-		case <-s.draining:
-			deadline = time.Now() // answer with what we have
-		case <-r.Context().Done():
-			timer.Stop()
-			return
-		}
-		timer.Stop()
+		return
 	}
+	var body any
+	switch {
+	case listKeys:
+		body = res.Keys
+		if res.Keys == nil {
+			body = []string{}
+		}
+	case recurse || !has(q, "raw"):
+		pairs := make([]KVPair, len(res.Entries))
+		for i, e := range res.Entries {
+			pairs[i] = toPair(e)
+		}
+		body = pairs
+	case res.Found:
+		body = rawValue(res.Entries[0].Value)
+	}
+	s.writeRead(w, r, body, res.Found, res.Index, !stale)
 }
 
 // rawValue marks a body to be written as the bare value (?raw).
@@ -369,7 +326,7 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, q url.Values, 
 func (s *Server) applyKV(w http.ResponseWriter, r *http.Request, cmd *storage.Command) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	res, err := s.b.Apply(ctx, cmd)
+	res, err := s.b.KV.Apply(ctx, cmd)
 	if err != nil {
 		writeError(w, err)
 		return

@@ -17,7 +17,7 @@ import (
 // a write n2 forwards is applied here but its answer never reaches n2 — the
 // "outcome unknown" case a one-way partition produces.
 func TestAnswerToCutPeerIsLost(t *testing.T) {
-	s, b := newAPI(t, withChaos, func(o *Options) { o.RequestTimeout = 200 * time.Millisecond })
+	s, b := newAPI(t, withChaos, func(c *apiConfig) { c.opts.RequestTimeout = 200 * time.Millisecond })
 	if err := b.SetFaults(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.Out, Cut: true}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestInternalApplyBatch(t *testing.T) {
 // 8 KiB forwarded write cannot arrive within the request timeout, so it is
 // never applied and n2 gets no answer; an empty ping still gets through.
 func TestPeerBandwidthHoldsLargeRequests(t *testing.T) {
-	s, b := newAPI(t, withChaos, func(o *Options) { o.RequestTimeout = 200 * time.Millisecond })
+	s, b := newAPI(t, withChaos, func(c *apiConfig) { c.opts.RequestTimeout = 200 * time.Millisecond })
 	if err := b.SetFaults(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.In, Bandwidth: 1024}}}); err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func TestKVMethods(t *testing.T) {
 }
 
 func TestDatacenterNamespacePartition(t *testing.T) {
-	s, b := newAPI(t, func(o *Options) { o.Datacenter = "east" })
+	s, b := newAPI(t, func(c *apiConfig) { c.opts.Datacenter = "east" })
 	put(t, s, "k", "v")
 	cases := []struct {
 		target string
@@ -365,7 +365,7 @@ func TestInternalApplySizeLimit(t *testing.T) {
 // A forwarded request from a peer the fault rules cut off is held, then
 // dropped as if it never arrived.
 func TestForwardedRequestFromCutPeer(t *testing.T) {
-	s, b := newAPI(t, withChaos, func(o *Options) { o.RequestTimeout = 100 * time.Millisecond })
+	s, b := newAPI(t, withChaos, func(c *apiConfig) { c.opts.RequestTimeout = 100 * time.Millisecond })
 	if err := b.SetFaults(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.In, Cut: true}}}); err != nil {
 		t.Fatal(err)
 	}

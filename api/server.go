@@ -21,39 +21,66 @@ import (
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// Backend is what the API needs from the node. actors.Gateway implements
-// it; the API knows the actor tree only through these calls.
-type Backend interface {
+// KV is what the /v1/kv endpoints need of the node.
+type KV interface {
 	// Apply replicates a command through the leader (forwarding if needed).
 	Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error)
-	// ApplyForwarded applies a command a follower forwarded; leader only.
-	ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error)
-	// ApplyForwardedBatch applies a follower's batch and answers each
-	// command; leader only.
-	ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply
-	// ReadBarrier returns once a local read is linearizable.
-	ReadBarrier(ctx context.Context) error
-	// ReadIndexForwarded answers a follower's read-index request; leader only.
-	ReadIndexForwarded(ctx context.Context) (uint64, error)
+	// Read runs q on this node's state, after a read barrier unless
+	// stale, waiting as a blocking query when b asks.
+	Read(ctx context.Context, q storage.Query, stale bool, b storage.Block) (storage.QueryResult, error)
+	// Leader is this node's view of the leader, for Consul's headers.
+	Leader() cluster.LeaderInfo
+}
+
+// Cluster is what the status, membership and health endpoints need.
+type Cluster interface {
 	Leader() cluster.LeaderInfo
 	Status() (cluster.Status, error)
 	Members() ([]cluster.Member, error)
 	Peers() ([]string, error)
 	Ready() error
-	Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error
-	Remove(ctx context.Context, id string, forwarded bool) error
+	// Join and Remove change the membership through the leader; fromPeer
+	// marks a request another node forwarded, which only the leader takes.
+	Join(ctx context.Context, req cluster.JoinRequest, fromPeer bool) error
+	Remove(ctx context.Context, id string, fromPeer bool) error
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
 	Health(ctx context.Context) (*cluster.Health, error)
-	Crash(actor, reason string) error
+}
+
+// Peer is what the internal endpoints that other nodes call need.
+type Peer interface {
+	NodeID() string
+	// ApplyForwarded applies a command a follower forwarded; leader only.
+	ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error)
+	// ApplyForwardedBatch applies a follower's batch and answers each
+	// command; leader only.
+	ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply
+	// ReadIndexForwarded answers a follower's read-index request; leader
+	// only.
+	ReadIndexForwarded(ctx context.Context) (uint64, error)
+}
+
+// Chaos is the fault injection behind /v1/chaos/*.
+type Chaos interface {
+	// Crash makes an actor fail (fault "" is a panic).
+	Crash(actor, fault, reason string) error
 	Faults() faultnet.Rules
 	SetFaults(faultnet.Rules) error
 	// AllowInbound and AllowOutbound apply the fault rules for peer to a
 	// request it sent and to this node's answer, each size bytes long.
 	AllowInbound(ctx context.Context, peer string, size int) error
 	AllowOutbound(ctx context.Context, peer string, size int) error
-	Store() *storage.Store
-	NodeID() string
+}
+
+// Backends are the parts of a node the API serves. Chaos may be nil: the
+// chaos endpoints are then not mounted at all, and requests from peers
+// pass without fault rules.
+type Backends struct {
+	KV      KV
+	Cluster Cluster
+	Peer    Peer
+	Chaos   Chaos
 }
 
 // Options tune the API.
@@ -66,8 +93,6 @@ type Options struct {
 	// RequestTimeout bounds how long a linearizable request waits for a
 	// leader and a quorum before answering 503.
 	RequestTimeout time.Duration
-	// Chaos mounts the fault-injection endpoints. Never in production.
-	Chaos bool
 	// UnsafeReads answers default and ?consistent reads from local state
 	// without a read barrier. It breaks linearizability on purpose, so the
 	// chaos suite can show its checker catches that. Never in production.
@@ -87,7 +112,7 @@ const MaxKeySize = 8 << 10
 
 // Server is the HTTP API of one node.
 type Server struct {
-	b    Backend
+	b    Backends
 	opts Options
 	mux  *http.ServeMux
 
@@ -96,7 +121,7 @@ type Server struct {
 }
 
 // New returns the node's HTTP handler.
-func New(b Backend, opts Options) *Server {
+func New(b Backends, opts Options) *Server {
 	if opts.Datacenter == "" {
 		opts.Datacenter = "dc1"
 	}
@@ -143,7 +168,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
 	m.HandleFunc("POST "+cluster.PingPath, s.fromPeer(s.internalPing))
 
-	if s.opts.Chaos {
+	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
 		m.HandleFunc("GET /v1/chaos/faults", s.chaosGetFaults)
 		m.HandleFunc("PUT /v1/chaos/faults", s.chaosSetFaults)
@@ -240,7 +265,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // setLeaderHeaders adds Consul's X-Consul-KnownLeader and
 // X-Consul-LastContact.
 func (s *Server) setLeaderHeaders(w http.ResponseWriter, linearizable bool) {
-	li := s.b.Leader()
+	li := s.b.KV.Leader()
 	known := li.Known || linearizable
 	contact := li.LastContact
 	if linearizable {

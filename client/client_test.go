@@ -70,7 +70,7 @@ func startCluster(t *testing.T, n int, opts inproc.Options) []*inproc.Node {
 	deadline := time.Now().Add(15 * time.Second)
 	for _, nd := range nodes {
 		for {
-			ms, err := nd.Tree.Gateway().Members()
+			ms, err := nd.Client().Members()
 			registered := err == nil && len(ms) == n
 			for _, m := range ms {
 				registered = registered && m.HTTPAddr != ""
@@ -142,7 +142,7 @@ func isolate(t *testing.T, nd *inproc.Node) {
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if st, err := nd.Tree.Gateway().Status(); err == nil && st.LeaderID == "" {
+		if st, err := nd.Client().Status(); err == nil && st.LeaderID == "" {
 			return
 		}
 		if time.Now().After(deadline) {

@@ -93,8 +93,18 @@ type Config struct {
 	Timing         Timing
 	Logger         hclog.Logger
 	// Network carries every connection to other nodes; its fault rules
-	// outlive Raft restarts.
+	// outlive Raft restarts. Nil means faultnet.Plain: no fault layer.
 	Network *faultnet.Network
+	// OnLeaderChange, when set, is called after every change of leader (or
+	// loss of one) this node observes. It must not block.
+	OnLeaderChange func()
+	// OnPeerHeartbeat, when set, receives raft's heartbeat observations
+	// (see PeerHeartbeat). It must not block.
+	OnPeerHeartbeat func(PeerHeartbeat)
+	// OnFault, when set, hears of failures Raft cannot get over by itself:
+	// the state machine stopped applying (an *ApplyFault) or the Raft
+	// listener died (a *TransportFault). It must not block.
+	OnFault func(error)
 	// LogSegmentSize is the size at which the Raft log starts a new segment
 	// file; 0 means raft-wal's default (64 MiB). Compaction frees whole
 	// segments only, so tests that need entries gone use small ones.

@@ -1,7 +1,7 @@
 package cluster
 
 import (
-	"fmt"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -82,30 +82,27 @@ func TestFSMConfigurationEntryOnlyAdvancesIndex(t *testing.T) {
 	}
 }
 
-// TestFSMPanicsOnUndecodableCommand: a corrupt command is corrupt on every
-// replica, so the FSM stops with a message naming the entry, and nothing of
-// its batch is applied.
-func TestFSMPanicsOnUndecodableCommand(t *testing.T) {
-	store := openStore(t, filepath.Join(t.TempDir(), "kv.db"))
-	f := &fsm{store: store}
-
+// TestFSMStopsOnUndecodableCommand: a corrupt command is corrupt on every
+// replica and every replay, so the FSM reports a permanent fault naming
+// the entry, applies nothing of its batch, answers every entry with
+// ErrStateMachine, and applies nothing after it either (later entries on
+// top of a missing one would diverge from the other nodes).
+func TestFSMStopsOnUndecodableCommand(t *testing.T) {
 	for _, data := range [][]byte{nil, {0xff}, {99, 1}, {1, 200}} {
-		msg := func() (msg string) {
-			defer func() {
-				r := recover()
-				if r == nil {
-					t.Fatalf("no panic for command bytes %x", data)
-				}
-				msg = fmt.Sprint(r)
-			}()
-			f.ApplyBatch([]*raft.Log{
-				{Index: 1, Type: raft.LogCommand, Data: setCmd("before", "x")},
-				{Index: 2, Type: raft.LogCommand, Data: data},
-			})
-			return ""
-		}()
-		if !strings.Contains(msg, "cluster: log entry 2") || !strings.Contains(msg, "malformed command") {
-			t.Fatalf("panic message %q should name the entry and the decode error", msg)
+		store := openStore(t, filepath.Join(t.TempDir(), "kv.db"))
+		var faults []*ApplyFault
+		f := &fsm{store: store, onFault: func(af *ApplyFault) { faults = append(faults, af) }}
+		out := f.ApplyBatch([]*raft.Log{
+			{Index: 1, Type: raft.LogCommand, Data: setCmd("before", "x")},
+			{Index: 2, Type: raft.LogCommand, Data: data},
+		})
+		if len(faults) != 1 || !faults[0].Permanent || faults[0].Index != 2 || !strings.Contains(faults[0].Error(), "log entry 2") || !errors.Is(faults[0], storage.ErrBadCommand) {
+			t.Fatalf("command bytes %x: faults %v, want one permanent fault naming entry 2", data, faults)
+		}
+		for i, r := range out {
+			if r != ErrStateMachine {
+				t.Fatalf("entry %d answered %v, want ErrStateMachine", i+1, r)
+			}
 		}
 		if store.AppliedIndex() != 0 {
 			t.Fatalf("a batch with a corrupt entry was partly applied: applied index %d", store.AppliedIndex())
@@ -113,6 +110,29 @@ func TestFSMPanicsOnUndecodableCommand(t *testing.T) {
 		if _, found := getValue(t, store, "before"); found {
 			t.Fatal("the entry before the corrupt one was applied")
 		}
+		// Nothing after the fault is applied, and it is reported once.
+		if res := f.Apply(&raft.Log{Index: 3, Type: raft.LogCommand, Data: setCmd("after", "y")}); res != ErrStateMachine {
+			t.Fatalf("entry after the fault: %v, want ErrStateMachine", res)
+		}
+		if _, found := getValue(t, store, "after"); found || len(faults) != 1 {
+			t.Fatalf("the fsm applied past its fault (found %v, %d faults)", found, len(faults))
+		}
+		if _, err := f.Snapshot(); !errors.Is(err, ErrStateMachine) {
+			t.Fatalf("snapshot after a fault: %v, want ErrStateMachine", err)
+		}
+	}
+}
+
+// TestFSMFailedCommitIsNotPermanent: a state file that cannot take a batch
+// (here: closed underneath) is reported as a fault a reopen may cure.
+func TestFSMFailedCommitIsNotPermanent(t *testing.T) {
+	store := openStore(t, filepath.Join(t.TempDir(), "kv.db"))
+	var faults []*ApplyFault
+	f := &fsm{store: store, onFault: func(af *ApplyFault) { faults = append(faults, af) }}
+	store.Close()
+	f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: setCmd("a", "1")})
+	if len(faults) != 1 || faults[0].Permanent {
+		t.Fatalf("faults %v, want one that is not permanent", faults)
 	}
 }
 

@@ -45,7 +45,6 @@ type Node struct {
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced at each leader change
-	peerFn   func(PeerHeartbeat)
 
 	// readyTerm is the term in which this leader has applied an entry of its
 	// own; only then does its commit index cover every earlier write.
@@ -84,13 +83,13 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	}
 
 	if cfg.Network == nil {
-		cfg.Network = faultnet.New(cfg.NodeID)
+		cfg.Network = faultnet.Plain(cfg.NodeID)
 		n.cfg.Network = cfg.Network
 	}
 	for _, s := range cfg.InitialCluster {
 		cfg.Network.SetPeerAddr(s.Addr, s.ID)
 	}
-	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, cfg.Network)
+	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, cfg.Network, n.fault)
 	if err != nil {
 		return nil, err
 	}
@@ -124,14 +123,16 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		n.transport.Close()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store}, cache, logStore, snaps, n.transport)
+	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }}, cache, logStore, snaps, n.transport)
 	if err != nil {
 		n.transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
 	n.watchLeader()
-	go n.purgeIdleConnsOnRuleChange(n.obsDone)
+	if cfg.Network.Faults() {
+		go n.purgeIdleConnsOnRuleChange(n.obsDone)
+	}
 	if last, snap := logTail(logStore, snaps); last > snap+cfg.Timing.SnapshotThreshold {
 		go n.snapshotAfterReplay(last, n.obsDone)
 	}
@@ -263,6 +264,9 @@ func (n *Node) watchLeader() {
 					close(n.leaderCh)
 					n.leaderCh = make(chan struct{})
 					n.leaderMu.Unlock()
+					if n.cfg.OnLeaderChange != nil {
+						n.cfg.OnLeaderChange()
+					}
 				case raft.FailedHeartbeatObservation:
 					n.notifyPeer(PeerHeartbeat{Peer: string(d.PeerID), Failed: true})
 				case raft.ResumedHeartbeatObservation:
@@ -283,22 +287,32 @@ type PeerHeartbeat struct {
 	Failed bool
 }
 
-// OnPeerHeartbeat registers fn to receive raft's heartbeat observations. fn
-// must not block: it runs on the observer goroutine.
-func (n *Node) OnPeerHeartbeat(fn func(PeerHeartbeat)) {
-	n.leaderMu.Lock()
-	n.peerFn = fn
-	n.leaderMu.Unlock()
-}
-
 func (n *Node) notifyPeer(ev PeerHeartbeat) {
-	n.leaderMu.Lock()
-	fn := n.peerFn
-	n.leaderMu.Unlock()
-	if fn != nil {
-		fn(ev)
+	if n.cfg.OnPeerHeartbeat != nil {
+		n.cfg.OnPeerHeartbeat(ev)
 	}
 }
+
+// fault passes a failure Raft cannot recover from by itself to the owner.
+func (n *Node) fault(err error) {
+	if n.cfg.OnFault != nil {
+		n.cfg.OnFault(err)
+	}
+}
+
+// Running reports whether Raft is still running: false once it has shut
+// down, whether through Close or on its own.
+func (n *Node) Running() bool { return n.raft.State() != raft.Shutdown }
+
+// InjectShutdown stops Raft underneath its owner, as a fatal internal
+// error would, so that tests and the chaos suite can watch the owner
+// notice and recover (see Running). Nothing else calls it.
+func (n *Node) InjectShutdown() error { return n.raft.Shutdown().Error() }
+
+// InjectListenerFailure closes the Raft listener underneath the transport,
+// as a failed socket would, so that tests and the chaos suite can watch
+// the owner hear of it through OnFault and recover.
+func (n *Node) InjectListenerFailure() error { return n.layer.Listener.Close() }
 
 // LeaderChanged returns a channel closed at the next leader change.
 func (n *Node) LeaderChanged() <-chan struct{} {
@@ -383,8 +397,14 @@ func (n *Node) Apply(cmd []byte, enqueueTimeout time.Duration) (storage.Result, 
 	if err := f.Error(); err != nil {
 		return storage.Result{}, translate(err)
 	}
-	res, _ := f.Response().(storage.Result)
-	return res, nil
+	switch res := f.Response().(type) {
+	case storage.Result:
+		return res, nil
+	case error:
+		// Committed, so durable on a majority, but not applied here.
+		return storage.Result{}, fmt.Errorf("%w (committed at index %d, not applied on this node: %v)", ErrUnknownOutcome, f.Index(), res)
+	}
+	return storage.Result{}, fmt.Errorf("%w (unexpected state machine answer %T)", ErrUnknownOutcome, f.Response())
 }
 
 // translate maps raft's errors onto ours by what they mean for the client:
@@ -457,6 +477,10 @@ func (n *Node) ensureReady(term uint64, timeout time.Duration) error {
 			return err
 		}
 		return ErrNotLeader
+	}
+	if err, ok := f.Response().(error); ok {
+		// The state machine did not apply it: reads here would miss it.
+		return fmt.Errorf("%w (%v)", ErrNoLeader, err)
 	}
 	if n.raft.CurrentTerm() != term {
 		return ErrNotLeader

@@ -22,6 +22,8 @@ type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	network   *faultnet.Network
+	// onFault hears of a listener that failed while this layer was open.
+	onFault func(error)
 
 	// ctx ends when this Raft instance shuts down, cancelling dials that a
 	// cut link holds open.
@@ -33,7 +35,7 @@ type streamLayer struct {
 	closed bool
 }
 
-func newStreamLayer(bind, advertise string, network *faultnet.Network) (*streamLayer, error) {
+func newStreamLayer(bind, advertise string, network *faultnet.Network, onFault func(error)) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
@@ -56,16 +58,41 @@ func newStreamLayer(bind, advertise string, network *faultnet.Network) (*streamL
 		Listener:  network.Listen(ln),
 		advertise: adv,
 		network:   network,
+		onFault:   onFault,
 		ctx:       ctx,
 		cancel:    cancel,
 		conns:     map[net.Conn]struct{}{},
 	}, nil
 }
 
+// TransportFault reports that the Raft listener failed: the node can
+// still send but no peer can reach it, which raft cannot repair itself
+// (its accept loop retries the dead listener forever).
+type TransportFault struct {
+	Addr string
+	Err  error
+}
+
+// Error names the listener and the cause.
+func (f *TransportFault) Error() string {
+	return fmt.Sprintf("raft listener on %s failed: %v", f.Addr, f.Err)
+}
+
+// Unwrap returns the cause.
+func (f *TransportFault) Unwrap() error { return f.Err }
+
 // Accept hands raft the next inbound connection.
 func (l *streamLayer) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
+		l.mu.Lock()
+		closed := l.closed
+		l.mu.Unlock()
+		// A closed listener stays closed; raft's accept loop would retry
+		// it forever. Other errors (out of descriptors) may pass.
+		if !closed && errors.Is(err, net.ErrClosed) && l.onFault != nil {
+			l.onFault(&TransportFault{Addr: l.advertise.String(), Err: err})
+		}
 		return nil, err
 	}
 	return l.track(c)

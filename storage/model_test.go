@@ -219,7 +219,7 @@ func TestStore_Model(t *testing.T) {
 				}
 			}
 		}
-		res := s.ApplyBatch(batch)
+		res := mustApplyBatch(t, s, batch)
 		for i := range res {
 			if res[i].Index != batch[i].Index || res[i].OK != wantOK[i] {
 				t.Fatalf("step %d: %+v gave %+v, want OK=%v", step, batch[i].Cmd, res[i], wantOK[i])
@@ -302,7 +302,7 @@ func TestStore_Model(t *testing.T) {
 			s.Close()
 			s = openAt(t, path)
 			for _, b := range recent {
-				s.ApplyBatch(b)
+				mustApplyBatch(t, s, b)
 			}
 			requireSameState(t, dumpRaw(t, s), before)
 		}
@@ -342,7 +342,7 @@ func FuzzApply(f *testing.F) {
 			t.Fatal(err)
 		}
 		idx++
-		res := s.Apply(idx, c)
+		res := mustApply(t, s, idx, c)
 		if s.AppliedIndex() != idx {
 			t.Fatalf("AppliedIndex %d, want %d", s.AppliedIndex(), idx)
 		}

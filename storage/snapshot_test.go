@@ -42,7 +42,7 @@ func requireNoRestoreLeftovers(t testing.TB, s *Store) {
 
 func TestSnapshot_RestoreRoundTrip(t *testing.T) {
 	src := openStore(t)
-	src.ApplyBatch(history()) // keys, tombstones, nodes, a nil entry
+	mustApplyBatch(t, src, history()) // keys, tombstones, nodes, a nil entry
 	apply(t, src, 13, &Command{Op: OpRegisterNode, Key: "n2", Value: []byte("addr2")})
 	sn, err := src.Snapshot()
 	if err != nil {
@@ -121,7 +121,7 @@ func TestSnapshot_RestoreRoundTrip(t *testing.T) {
 
 func TestRestore_WakesWaiters(t *testing.T) {
 	src := openStore(t)
-	src.ApplyBatch(history())
+	mustApplyBatch(t, src, history())
 	data := snapshotBytes(t, src)
 	dst := openStore(t)
 	done := make(chan error, 1)
@@ -143,7 +143,7 @@ func badSnapshots(t *testing.T) map[string][]byte {
 	for i := range 2000 {
 		batch = append(batch, Applied{Index: uint64(i + 1), Cmd: set(fmt.Sprintf("key-%05d", i), string(bytes.Repeat([]byte("v"), 100)), 0)})
 	}
-	src.ApplyBatch(batch)
+	mustApplyBatch(t, src, batch)
 	good := snapshotBytes(t, src)
 	if len(good) < 64<<10 {
 		t.Fatalf("snapshot of %d bytes is too small to truncate meaningfully", len(good))
@@ -207,7 +207,7 @@ func TestRestore_BadSnapshotLeavesStateIntact(t *testing.T) {
 	for name, data := range badSnapshots(t) {
 		t.Run(name, func(t *testing.T) {
 			s := openStore(t)
-			s.ApplyBatch(history())
+			mustApplyBatch(t, s, history())
 			before := dumpRaw(t, s)
 			if err := s.Restore(bytes.NewReader(data)); err == nil {
 				t.Fatal("Restore accepted a bad snapshot")
@@ -244,7 +244,7 @@ func TestRestore_ConcurrentReaders(t *testing.T) {
 		}
 		idx++
 		batch = append(batch, Applied{Index: idx, Cmd: set("gen", gen, 0)})
-		src.ApplyBatch(batch)
+		mustApplyBatch(t, src, batch)
 		return snapshotBytes(t, src)
 	}
 	snaps := map[string][]byte{"A": fill("A"), "B": fill("B")}
@@ -368,7 +368,9 @@ func (w *applyingWriter) Write(p []byte) (int, error) {
 		}
 		batch = append(batch, Applied{Index: w.idx, Cmd: c})
 	}
-	w.s.ApplyBatch(batch)
+	if _, err := w.s.ApplyBatch(batch); err != nil {
+		return 0, err
+	}
 	w.writes++
 	return w.buf.Write(p)
 }
@@ -379,7 +381,7 @@ func TestSnapshot_PersistWhileApplying(t *testing.T) {
 	for i := range 2000 {
 		batch = append(batch, Applied{Index: uint64(i + 1), Cmd: set(fmt.Sprintf("key-%05d", i), string(bytes.Repeat([]byte("v"), 100)), 0)})
 	}
-	s.ApplyBatch(batch)
+	mustApplyBatch(t, s, batch)
 
 	sn, err := s.Snapshot()
 	if err != nil {

@@ -27,6 +27,10 @@ var (
 	metaKVIndex = []byte("kv_index")
 )
 
+// ErrCommit is returned when a batch could not be committed to the state
+// file (a full disk, an I/O error): nothing of the batch was stored.
+var ErrCommit = errors.New("storage: commit of the state file failed")
+
 // ErrClosed is returned by reads on a closed Store.
 var ErrClosed = errors.New("storage: store is closed")
 
@@ -204,8 +208,12 @@ func (s *Store) WaitApplied(ctx context.Context, index uint64) error {
 }
 
 // Apply applies one command at index. See ApplyBatch.
-func (s *Store) Apply(index uint64, cmd *Command) Result {
-	return s.ApplyBatch([]Applied{{Index: index, Cmd: cmd}})[0]
+func (s *Store) Apply(index uint64, cmd *Command) (Result, error) {
+	res, err := s.ApplyBatch([]Applied{{Index: index, Cmd: cmd}})
+	if err != nil {
+		return Result{}, err
+	}
+	return res[0], nil
 }
 
 // ApplyBatch applies committed entries in order, in one transaction, and
@@ -213,14 +221,17 @@ func (s *Store) Apply(index uint64, cmd *Command) Result {
 // applied before a restart and are skipped, which makes log replay
 // idempotent.
 //
-// A failure to commit means the disk can no longer be trusted; ApplyBatch
-// panics rather than let the node acknowledge writes it did not store.
-func (s *Store) ApplyBatch(batch []Applied) []Result {
+// A failed batch leaves the file and the applied index as they were: the
+// whole batch is not applied (ErrBadCommand for a command no node can
+// apply, ErrCommit for a file that could not take the batch), and the caller must not apply later entries
+// on top of it (see cluster's state machine, which stops applying and has
+// the batch replayed from the log).
+func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 	results := make([]Result, len(batch))
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
-		panic(ErrClosed)
+		return nil, ErrClosed
 	}
 	applied := s.applied.Load()
 	last := applied
@@ -253,8 +264,11 @@ func (s *Store) ApplyBatch(batch []Applied) []Result {
 		}
 		return putUint(w.meta, metaApplied, last)
 	})
+	if errors.Is(err, ErrBadCommand) {
+		return nil, err
+	}
 	if err != nil {
-		panic(fmt.Sprintf("storage: commit failed, refusing to continue: %v", err))
+		return nil, fmt.Errorf("%w: %s: %v", ErrCommit, s.path, err)
 	}
 	if nodesChanged {
 		s.loadNodes(s.db)
@@ -263,7 +277,7 @@ func (s *Store) ApplyBatch(batch []Applied) []Result {
 		s.applied.Store(last)
 		s.notify()
 	}
-	return results
+	return results, nil
 }
 
 // loadNodes refreshes the node registry cache from db.
@@ -320,7 +334,7 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 	case OpNoop:
 		return true, nil
 	}
-	return false, fmt.Errorf("storage: cannot apply %v", c.Op)
+	return false, fmt.Errorf("%w: cannot apply %v", ErrBadCommand, c.Op)
 }
 
 // set follows Consul's rules: the creation index and any lock holder survive

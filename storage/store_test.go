@@ -35,10 +35,26 @@ func set(key, value string, flags uint64) *Command {
 	return &Command{Op: OpSet, Key: key, Value: []byte(value), Flags: flags}
 }
 
+// mustApplyBatch applies batch and fails the test if the commit fails.
+func mustApplyBatch(t testing.TB, s *Store, batch []Applied) []Result {
+	t.Helper()
+	res, err := s.ApplyBatch(batch)
+	if err != nil {
+		t.Fatalf("ApplyBatch: %v", err)
+	}
+	return res
+}
+
+// mustApply applies one command and fails the test if the commit fails.
+func mustApply(t testing.TB, s *Store, idx uint64, cmd *Command) Result {
+	t.Helper()
+	return mustApplyBatch(t, s, []Applied{{Index: idx, Cmd: cmd}})[0]
+}
+
 // apply applies cmd at idx and checks the result names that index.
 func apply(t testing.TB, s *Store, idx uint64, cmd *Command) bool {
 	t.Helper()
-	r := s.Apply(idx, cmd)
+	r := mustApply(t, s, idx, cmd)
 	if r.Index != idx {
 		t.Fatalf("Apply(%d) returned index %d", idx, r.Index)
 	}
@@ -459,20 +475,18 @@ func TestStore_InvalidKeysAreRefused(t *testing.T) {
 	}
 }
 
-func TestStore_UnknownOpPanics(t *testing.T) {
+func TestStore_UnknownOpFailsTheWholeBatch(t *testing.T) {
 	s := openStore(t)
-	defer func() {
-		if recover() == nil {
-			t.Fatal("applying an unknown op did not panic")
-		}
-		if s.AppliedIndex() != 0 {
-			t.Fatal("the failed batch advanced the applied index")
-		}
-		if _, found, _ := mustGet(t, s, "a"); found {
-			t.Fatal("the failed batch was partly committed")
-		}
-	}()
-	s.ApplyBatch([]Applied{{Index: 1, Cmd: set("a", "v", 0)}, {Index: 2, Cmd: &Command{Op: 0, Key: "a"}}})
+	_, err := s.ApplyBatch([]Applied{{Index: 1, Cmd: set("a", "v", 0)}, {Index: 2, Cmd: &Command{Op: 0, Key: "a"}}})
+	if !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("applying an unknown op: %v, want ErrBadCommand", err)
+	}
+	if s.AppliedIndex() != 0 {
+		t.Fatal("the failed batch advanced the applied index")
+	}
+	if _, found, _ := mustGet(t, s, "a"); found {
+		t.Fatal("the failed batch was partly committed")
+	}
 }
 
 // history is a log of non-idempotent commands: re-applying any prefix of it
@@ -497,7 +511,7 @@ func history() []Applied {
 func TestStore_Replay_IsSkipped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := openAt(t, path)
-	res := s.ApplyBatch(history())
+	res := mustApplyBatch(t, s, history())
 	for i, r := range res {
 		if r.Index != uint64(i+1) {
 			t.Fatalf("result %d has index %d", i, r.Index)
@@ -516,7 +530,7 @@ func TestStore_Replay_IsSkipped(t *testing.T) {
 		ch := s.Changed()
 		h := history()
 		for _, batch := range [][]Applied{h, h[:1], h[:4], h[3:9], h[11:]} {
-			res := s.ApplyBatch(batch)
+			res := mustApplyBatch(t, s, batch)
 			for i, r := range res {
 				if r.Index != batch[i].Index {
 					t.Fatalf("replayed result %d has index %d", i, r.Index)
@@ -545,7 +559,7 @@ func TestStore_Replay_IsSkipped(t *testing.T) {
 	replay(s)
 
 	// A batch straddling the applied index applies only its new part.
-	res = s.ApplyBatch([]Applied{{11, set("a", "replayed", 0)}, {12, set("a", "replayed", 0)}, {13, set("z", "new", 0)}})
+	res = mustApplyBatch(t, s, []Applied{{11, set("a", "replayed", 0)}, {12, set("a", "replayed", 0)}, {13, set("z", "new", 0)}})
 	if !res[2].OK {
 		t.Fatal("new entry after skipped ones failed")
 	}
@@ -562,7 +576,7 @@ func TestStore_ApplyBatch_NilCmdAdvancesAppliedIndex(t *testing.T) {
 	s := openAt(t, path)
 	apply(t, s, 1, set("a", "v", 0))
 	ch := s.Changed()
-	res := s.ApplyBatch([]Applied{{Index: 5}})
+	res := mustApplyBatch(t, s, []Applied{{Index: 5}})
 	if res[0].Index != 5 || s.AppliedIndex() != 5 || !isClosed(ch) {
 		t.Fatalf("nil Cmd: result %+v, AppliedIndex %d, signalled %v", res[0], s.AppliedIndex(), isClosed(ch))
 	}
@@ -577,7 +591,7 @@ func TestStore_ApplyBatch_NilCmdAdvancesAppliedIndex(t *testing.T) {
 
 func TestStore_ApplyBatch_OutOfOrderEntriesAreSkipped(t *testing.T) {
 	s := openStore(t)
-	res := s.ApplyBatch([]Applied{
+	res := mustApplyBatch(t, s, []Applied{
 		{5, set("k", "five", 0)},
 		{5, set("k", "dup", 0)},
 		{4, set("k", "older", 0)},
@@ -839,14 +853,9 @@ func TestStore_ClosedStore(t *testing.T) {
 	if err := s.Restore(bytes.NewReader(snapshotBytes(t, openStore(t)))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Restore on a closed store: %v, want ErrClosed", err)
 	}
-	func() {
-		defer func() {
-			if r := recover(); r != ErrClosed {
-				t.Errorf("ApplyBatch on a closed store: recovered %v, want ErrClosed", r)
-			}
-		}()
-		s.Apply(2, set("a", "w", 0))
-	}()
+	if _, err := s.Apply(2, set("a", "w", 0)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Apply on a closed store: %v, want ErrClosed", err)
+	}
 }
 
 func TestOpen_SecondOpenerFails(t *testing.T) {
@@ -874,7 +883,7 @@ func TestStore_WaitApplied(t *testing.T) {
 		t.Fatalf("WaitApplied(3) returned at applied index 2: %v", err)
 	default:
 	}
-	s.ApplyBatch([]Applied{{Index: 3}}) // a nil Cmd counts
+	mustApplyBatch(t, s, []Applied{{Index: 3}}) // a nil Cmd counts
 	if err := <-done; err != nil {
 		t.Fatalf("WaitApplied(3): %v", err)
 	}
@@ -942,7 +951,7 @@ func benchmarkApplyBatch(b *testing.B, batchSize int) {
 		idx++
 		batch = append(batch, Applied{Index: idx, Cmd: &Command{Op: OpSet, Key: fmt.Sprintf("bench/key-%05d", i), Value: value}})
 	}
-	s.ApplyBatch(batch)
+	mustApplyBatch(b, s, batch)
 	cmds := make([]Command, batchSize)
 	batch = make([]Applied, batchSize)
 	b.ReportAllocs()
@@ -958,7 +967,7 @@ func benchmarkApplyBatch(b *testing.B, batchSize int) {
 			n++
 			batch[j] = Applied{Index: idx, Cmd: &cmds[j]}
 		}
-		s.ApplyBatch(batch)
+		mustApplyBatch(b, s, batch)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/cmd")
 }
@@ -971,7 +980,7 @@ func benchStore(b *testing.B) *Store {
 	for i := range 10000 {
 		batch = append(batch, Applied{Index: uint64(i + 1), Cmd: &Command{Op: OpSet, Key: fmt.Sprintf("dir-%02d/key-%05d", i%100, i), Value: value}})
 	}
-	s.ApplyBatch(batch)
+	mustApplyBatch(b, s, batch)
 	return s
 }
 

@@ -27,7 +27,7 @@ func TestTrimMemoryReleasesMappedPages(t *testing.T) {
 	for i := 1; i <= 16000; i++ {
 		batch = append(batch, Applied{Index: uint64(i), Cmd: &Command{Op: OpSet, Key: fmt.Sprintf("k%06d", i), Value: value}})
 		if len(batch) == 1000 {
-			s.ApplyBatch(batch)
+			mustApplyBatch(t, s, batch)
 			batch = nil
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/server"
 )
 
 // kind is how a setting's text is parsed.
@@ -77,31 +78,13 @@ var settings = []setting{
 	{"unsafe_local_reads", kBool, "false", "UNSAFE, for testing the chaos checker only: answer default reads from local state without asking the leader"},
 }
 
-// Config is kvnode's validated configuration.
+// Config is kvnode's validated configuration: the node's own (see
+// server.Config) and how kvnode logs.
 type Config struct {
-	NodeID         string
-	DataDir        string
-	HTTPAddr       string
-	RaftAddr       string
-	AdvertiseHTTP  string
-	AdvertiseRaft  string
-	InitialCluster []cluster.Server
-	Join           []string
-	Datacenter     string
-	LogLevel       string
-	LogFormat      string
-	MaxValueSize   int64
-	LogSegmentSize int
-	RequestTimeout time.Duration
-	MaxInFlight    int
-	MaxRestarts    int
-	RestartWindow  time.Duration
-	TimingProfile  string
-	Timing         cluster.Timing
-	Detector       cluster.DetectorConfig
-	Chaos          bool
-	UnsafeReads    bool
-	Pprof          bool
+	server.Config
+	LogLevel      string
+	LogFormat     string
+	TimingProfile string
 }
 
 func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
@@ -214,7 +197,7 @@ func build(v *viper.Viper) (*Config, error) {
 	default:
 		return nil, fmt.Errorf("config: timing_profile: %q is not lan or wan", profile)
 	}
-	c := &Config{
+	c := &Config{Config: server.Config{
 		NodeID:         p.str("node_id"),
 		DataDir:        p.str("data_dir"),
 		HTTPAddr:       p.str("http_addr"),
@@ -222,8 +205,6 @@ func build(v *viper.Viper) (*Config, error) {
 		AdvertiseHTTP:  p.str("advertise_http"),
 		AdvertiseRaft:  p.str("advertise_raft"),
 		Datacenter:     p.str("datacenter"),
-		LogLevel:       strings.ToLower(p.str("log_level")),
-		LogFormat:      strings.ToLower(p.str("log_format")),
 		MaxValueSize:   int64(p.positiveInt("max_value_size")),
 		LogSegmentSize: p.intBetween("raft_log_segment_size", minLogSegmentSize, maxLogSegmentSize),
 		RequestTimeout: p.positiveDuration("request_timeout"),
@@ -233,7 +214,6 @@ func build(v *viper.Viper) (*Config, error) {
 		Chaos:          p.boolean("chaos"),
 		UnsafeReads:    p.boolean("unsafe_local_reads"),
 		Pprof:          p.boolean("pprof"),
-		TimingProfile:  profile,
 		Timing: cluster.Timing{
 			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),
 			ElectionTimeout:    p.positiveDuration("raft_election_timeout"),
@@ -254,6 +234,10 @@ func build(v *viper.Viper) (*Config, error) {
 			Window:          cluster.DefaultDetector().Window,
 			RecoverProbes:   cluster.DefaultDetector().RecoverProbes,
 		},
+	},
+		LogLevel:      strings.ToLower(p.str("log_level")),
+		LogFormat:     strings.ToLower(p.str("log_format")),
+		TimingProfile: profile,
 	}
 	if p.err != nil {
 		return nil, p.err

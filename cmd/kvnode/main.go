@@ -10,17 +10,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/troupe-kv/troupe/actors"
-	"github.com/troupe-kv/troupe/api"
-	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/internal/procstat"
+	"github.com/troupe-kv/troupe/server"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -45,64 +41,17 @@ func main() {
 }
 
 func run(cfg *Config) error {
-	logger := newLogger(cfg, os.Stderr)
-	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
-		return err
-	}
-	store, err := storage.Open(filepath.Join(cfg.DataDir, "kv.db"))
+	cfg.Logger = newLogger(cfg, os.Stderr)
+	cfg.RaftLogger = newRaftLogger(cfg, os.Stderr)
+	node, err := server.Start(cfg.Config)
 	if err != nil {
 		return err
 	}
-	if store.Discarded() {
-		logger.Warn("the state file was not flushed before the machine restarted; rebuilding it from the newest snapshot and the Raft log")
-	}
-
-	tree := actors.New(actors.Config{
-		Raft: cluster.Config{
-			NodeID:         cfg.NodeID,
-			DataDir:        cfg.DataDir,
-			RaftBind:       cfg.RaftAddr,
-			RaftAdvertise:  cfg.AdvertiseRaft,
-			InitialCluster: cfg.InitialCluster,
-			Timing:         cfg.Timing,
-			Logger:         newRaftLogger(cfg, os.Stderr),
-			LogSegmentSize: cfg.LogSegmentSize,
-		},
-		Store:          store,
-		HTTPAddr:       cfg.HTTPAddr,
-		AdvertiseHTTP:  cfg.AdvertiseHTTP,
-		Join:           cfg.Join,
-		RequestTimeout: cfg.RequestTimeout,
-		MaxInFlight:    cfg.MaxInFlight,
-		MaxRestarts:    cfg.MaxRestarts,
-		RestartWindow:  cfg.RestartWindow,
-		Detector:       cfg.Detector,
-		Logger:         logger,
-	})
-	handler := api.New(tree.Gateway(), api.Options{
-		Datacenter:     cfg.Datacenter,
-		MaxValueSize:   cfg.MaxValueSize,
-		RequestTimeout: cfg.RequestTimeout,
-		Chaos:          cfg.Chaos,
-		Metrics:        tree.Metrics(),
-		UnsafeReads:    cfg.UnsafeReads,
-		Pprof:          cfg.Pprof,
-		Logger:         logger,
-	})
-	if err := tree.Start(handler); err != nil {
-		return err
-	}
-	logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
-	if cfg.Chaos {
-		logger.Warn("chaos endpoints are enabled: never run this in production")
-	}
-	if cfg.UnsafeReads {
-		logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
-	}
+	logger := cfg.Logger
 
 	trimDone := make(chan struct{})
 	defer close(trimDone)
-	go trimMappedMemory(store, trimDone)
+	go trimMappedMemory(node.Store(), trimDone)
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -111,41 +60,14 @@ func run(cfg *Config) error {
 		logger.Info("shutting down", "signal", sig.String())
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
-		if err := tree.Stop(ctx); err != nil {
-			// Raft may still be applying entries: leave the state file to
-			// the OS (bbolt is crash-safe) rather than close it under Raft.
-			return fmt.Errorf("shutdown: %w", err)
-		}
-		if err := store.Close(); err != nil {
-			return fmt.Errorf("closing the state file: %w", err)
+		if err := node.Stop(ctx); err != nil {
+			return err
 		}
 		logger.Info("stopped")
 		return nil
-	case err := <-tree.Done():
+	case err := <-node.Done():
 		logger.Error("node failed", "err", err)
 		return err
-	}
-}
-
-// claimDataDir records which node a data directory belongs to and refuses
-// to start another node on it: Raft state under the wrong id would corrupt
-// the cluster's view of its members.
-func claimDataDir(dir, nodeID string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	idFile := filepath.Join(dir, "node_id")
-	b, err := os.ReadFile(idFile)
-	switch {
-	case err == nil:
-		if owner := strings.TrimSpace(string(b)); owner != nodeID {
-			return fmt.Errorf("data_dir: %s belongs to node %q, not %q", dir, owner, nodeID)
-		}
-		return nil
-	case errors.Is(err, os.ErrNotExist):
-		return os.WriteFile(idFile, []byte(nodeID+"\n"), 0o600)
-	default:
-		return fmt.Errorf("data_dir: %w", err)
 	}
 }
 

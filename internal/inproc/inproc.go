@@ -1,7 +1,8 @@
-// Package inproc runs complete Troupe nodes inside the test process: the
-// same actor tree, Raft over real TCP, bbolt files and HTTP API as kvnode,
-// so tests of code above the API (clients, tools) exercise the real server
-// and the race detector sees all of it.
+// Package inproc runs complete Troupe nodes inside the test process, built
+// by server.Start as kvnode builds its one: the same actor tree, Raft over
+// real TCP, bbolt files and HTTP API, so tests of code above the API
+// (clients, tools) exercise the real server and the race detector sees all
+// of it.
 package inproc
 
 import (
@@ -14,12 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/troupe-kv/troupe/actors"
-	"github.com/troupe-kv/troupe/api"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/server"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -35,8 +33,8 @@ type Options struct {
 
 // Node is one in-process node.
 type Node struct {
+	*server.Node
 	ID, HTTPAddr, RaftAddr string
-	Tree                   *actors.Tree
 	Store                  *storage.Store
 	Logs                   *SyncBuffer
 
@@ -99,31 +97,25 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 		nodes = append(nodes, nd)
 	}
 	for _, nd := range nodes {
-		dir := filepath.Join(t.TempDir(), nd.ID)
-		store, err := storage.Open(filepath.Join(t.TempDir(), nd.ID+"-kv.db"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.Store = store
 		logger := slog.New(slog.NewTextHandler(nd.Logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		nd.Tree = actors.New(actors.Config{
-			Raft: cluster.Config{
-				NodeID: nd.ID, DataDir: dir, RaftBind: nd.RaftAddr, RaftAdvertise: nd.RaftAddr,
-				InitialCluster: initial, Timing: FastTiming(), Logger: hclog.NewNullLogger(),
-			},
-			Store:          store,
+		node, err := server.Start(server.Config{
+			NodeID:         nd.ID,
+			DataDir:        filepath.Join(t.TempDir(), nd.ID),
 			HTTPAddr:       nd.HTTPAddr,
-			AdvertiseHTTP:  nd.HTTPAddr,
+			RaftAddr:       nd.RaftAddr,
+			InitialCluster: initial,
+			Timing:         FastTiming(),
 			RequestTimeout: opts.RequestTimeout,
 			MaxInFlight:    4096,
 			MaxRestarts:    opts.MaxRestarts,
 			RestartWindow:  time.Minute,
+			Chaos:          opts.Chaos,
 			Logger:         logger,
 		})
-		handler := api.New(nd.Tree.Gateway(), api.Options{RequestTimeout: opts.RequestTimeout, Chaos: opts.Chaos})
-		if err := nd.Tree.Start(handler); err != nil {
+		if err != nil {
 			t.Fatal(err)
 		}
+		nd.Node, nd.Store = node, node.Store()
 	}
 	t.Cleanup(func() {
 		for _, nd := range nodes {
@@ -136,7 +128,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 }
 
 // Stop shuts the node down (leadership handed over, HTTP drained, Raft
-// closed, state file closed) and reports how long it took.
+// closed, state file closed), once, and reports how long it took.
 func (nd *Node) Stop() time.Duration {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
@@ -147,8 +139,7 @@ func (nd *Node) Stop() time.Duration {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	_ = nd.Tree.Stop(ctx)
-	nd.Store.Close()
+	_ = nd.Node.Stop(ctx)
 	return time.Since(start)
 }
 
@@ -158,7 +149,7 @@ func Leader(t testing.TB, nodes []*Node) *Node {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, nd := range nodes {
-			if st, err := nd.Tree.Gateway().Status(); err == nil && st.State == "Leader" && st.LeaderHTTPAddr != "" {
+			if st, err := nd.Client().Status(); err == nil && st.State == "Leader" && st.LeaderHTTPAddr != "" {
 				return nd
 			}
 		}

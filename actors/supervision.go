@@ -46,7 +46,6 @@ func (a *appActor) Receive(ctx actor.Context) {
 type nodeActor struct {
 	tree    *Tree
 	handler http.Handler
-	raft    *actor.PID
 	http    *actor.PID
 	// leaving is set while this incarnation restarts or stops: the
 	// Terminated messages its children send then are expected.
@@ -56,7 +55,8 @@ type nodeActor struct {
 func (a *nodeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		a.raft = a.spawn(ctx, "raft", func() actor.Actor { return newRaftActor(a.tree) })
+		a.spawn(ctx, "raft", func() actor.Actor { return &raftActor{tree: a.tree} })
+		a.spawn(ctx, "forward", func() actor.Actor { return newForwardActor(a.tree.link, a.tree.cfg.RequestTimeout) })
 		a.spawn(ctx, "peers", func() actor.Actor { return &peersActor{tree: a.tree} })
 		a.http = a.spawn(ctx, "http", func() actor.Actor { return &httpActor{tree: a.tree, handler: a.handler} })
 	case *actor.Restarting:
@@ -71,13 +71,23 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		if a.leaving || a.tree.stopping.Load() {
 			return
 		}
-		err := fmt.Errorf("actor %s crashed more than %d times within %s; giving up", m.Who.Id, a.tree.cfg.MaxRestarts, a.tree.cfg.RestartWindow)
-		a.tree.cfg.Logger.Error("node is stopping", "err", err)
-		a.tree.fail(err)
-		ctx.Stop(ctx.Self())
-	case *Crash:
-		panic(fmt.Sprintf("injected crash: %s", m.Reason))
+		err := fmt.Errorf("actor %s crashed more than %d times within %s; giving up (last failure: %s)",
+			m.Who.Id, a.tree.cfg.MaxRestarts, a.tree.cfg.RestartWindow, a.tree.lastFailure(m.Who.Id))
+		a.stop(ctx, err)
+	case *giveUp:
+		a.stop(ctx, m.err)
+	case *crash:
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
+}
+
+// stop ends the node for good: main hears err through Tree.Done and exits
+// non-zero, so the OS supervisor (systemd, Kubernetes) takes over.
+func (a *nodeActor) stop(ctx actor.Context, err error) {
+	a.tree.cfg.Logger.Error("node is stopping", "err", err)
+	a.tree.fail(err)
+	a.leaving = true
+	ctx.Stop(ctx.Self())
 }
 
 func (a *nodeActor) spawn(ctx actor.Context, name string, producer actor.Producer) *actor.PID {
@@ -93,14 +103,7 @@ func (a *nodeActor) spawn(ctx actor.Context, name string, producer actor.Produce
 // childStrategy restarts a crashed child after a growing pause, at most
 // MaxRestarts times within RestartWindow; past that the child is stopped.
 func (t *Tree) childStrategy() actor.SupervisorStrategy {
-	n, within := t.cfg.MaxRestarts, t.cfg.RestartWindow
-	if n <= 0 {
-		n = 5
-	}
-	if within <= 0 {
-		within = time.Minute
-	}
-	return &backoffStrategy{max: n, within: within, first: 100 * time.Millisecond, cap: 5 * time.Second}
+	return &backoffStrategy{max: t.cfg.MaxRestarts, within: t.cfg.RestartWindow, first: 100 * time.Millisecond, cap: 5 * time.Second}
 }
 
 // backoffStrategy is one-for-one supervision with a bounded number of

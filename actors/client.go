@@ -1,0 +1,386 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Client is the typed way into a node's actor tree, for the HTTP API: each
+// call is a message to the actor that owns the answer. Calls that need a
+// leader wait for one (until ctx ends) while nothing has been sent; once a
+// write may have reached Raft, a failure is cluster.ErrUnknownOutcome.
+type Client struct {
+	tree *Tree
+}
+
+// ask sends msg to the named actor and waits for its reply until ctx ends.
+func (c *Client) ask(ctx context.Context, name string, msg any) (any, error) {
+	d := c.tree.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	if d <= 0 {
+		return nil, context.DeadlineExceeded
+	}
+	return c.tree.system.Root.RequestFuture(c.tree.pid(name), msg, d).Result()
+}
+
+// replyAs checks an actor's reply is a T. An actor that cannot serve a
+// request at all (the raft actor while it stops) answers with a *done
+// carrying the reason, whatever was asked.
+func replyAs[T any](reply any, err error) (T, error) {
+	var zero T
+	if err != nil {
+		return zero, err
+	}
+	if r, ok := reply.(T); ok {
+		return r, nil
+	}
+	if d, ok := reply.(*done); ok && d.err != nil {
+		return zero, d.err
+	}
+	return zero, fmt.Errorf("unexpected reply %T", reply)
+}
+
+// quick asks the raft actor for an answer it gives at once; while it
+// restarts, the answer is errRaftDown.
+func quick[T any](c *Client, msg any) (T, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.tree.cfg.RequestTimeout)
+	defer cancel()
+	r, err := replyAs[T](c.ask(ctx, "raft", msg))
+	if errors.Is(err, actor.ErrTimeout) || errors.Is(err, actor.ErrDeadLetter) {
+		err = errRaftDown
+	}
+	return r, err
+}
+
+func deadline(ctx context.Context, fallback time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(fallback)
+}
+
+// Apply replicates cmd through the leader and returns once it is applied
+// there.
+func (c *Client) Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error) {
+	return c.propose(ctx, cmd.Encode(), false)
+}
+
+// ApplyForwarded applies an encoded command another node forwarded. Only
+// a leader takes it, and never forwards it again: the sender retries.
+func (c *Client) ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error) {
+	return c.propose(ctx, data, true)
+}
+
+// ApplyForwardedBatch applies a batch of encoded commands another node
+// forwarded, all at once (Raft groups them into few disk writes), and
+// answers each.
+func (c *Client) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply {
+	replies := make([]cluster.BatchItemReply, len(cmds))
+	var wg sync.WaitGroup
+	for i, data := range cmds {
+		wg.Go(func() {
+			res, err := c.propose(ctx, data, true)
+			if err != nil {
+				replies[i] = cluster.BatchItemReply{Code: cluster.ErrorCode(err), Error: err.Error()}
+				return
+			}
+			replies[i] = cluster.BatchItemReply{Index: res.Index, OK: res.OK}
+		})
+	}
+	wg.Wait()
+	return replies
+}
+
+func (c *Client) propose(ctx context.Context, data []byte, fromPeer bool) (storage.Result, error) {
+	var res storage.Result
+	err := c.untilLeader(ctx, false, fromPeer, func() (<-chan struct{}, error) {
+		r, err := replyAs[*proposeResult](c.ask(ctx, "raft", &propose{data: data, deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}))
+		switch {
+		case errors.Is(err, actor.ErrDeadLetter):
+			return nil, errRaftDown
+		case err != nil && !isRetryable(err):
+			// The command may have reached Raft already.
+			return nil, fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
+		case err != nil:
+			return nil, err
+		}
+		res = r.res
+		return r.leaderChanged, r.err
+	})
+	return res, err
+}
+
+// ReadBarrier returns once a read of the local state machine is
+// linearizable: the leader has confirmed its leadership with a quorum after
+// this call began, and this node has applied everything the leader had
+// committed at that moment.
+func (c *Client) ReadBarrier(ctx context.Context) error {
+	idx, err := c.readIndex(ctx, false)
+	if err != nil {
+		return err
+	}
+	if err := c.tree.cfg.Store.WaitApplied(ctx, idx); err != nil {
+		return fmt.Errorf("%w (this node did not catch up to index %d in time)", cluster.ErrNoLeader, idx)
+	}
+	return nil
+}
+
+// ReadIndexForwarded answers another node's read-index request. Only a
+// leader can answer.
+func (c *Client) ReadIndexForwarded(ctx context.Context) (uint64, error) {
+	return c.readIndex(ctx, true)
+}
+
+func (c *Client) readIndex(ctx context.Context, fromPeer bool) (uint64, error) {
+	var idx uint64
+	err := c.untilLeader(ctx, true, fromPeer, func() (<-chan struct{}, error) {
+		r, err := replyAs[*readIndexResult](c.ask(ctx, "raft", &readIndex{deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}))
+		if err != nil {
+			return nil, fmt.Errorf("%w (%v)", cluster.ErrNoLeader, err)
+		}
+		idx = r.index
+		return r.leaderChanged, r.err
+	})
+	return idx, err
+}
+
+// Read runs q against the local state file, as a blocking query when b
+// asks, after a read barrier unless stale.
+func (c *Client) Read(ctx context.Context, q storage.Query, stale bool, b storage.Block) (storage.QueryResult, error) {
+	var barrier func(context.Context) error
+	if !stale {
+		barrier = func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, c.tree.cfg.RequestTimeout)
+			defer cancel()
+			return c.ReadBarrier(ctx)
+		}
+	}
+	return c.tree.cfg.Store.BlockingQuery(ctx, q, b, barrier)
+}
+
+// untilLeader runs attempt until it succeeds, fails for good, or ctx ends.
+// A failure after which nothing was applied (no leader, not the leader) is
+// retried at the next leader change or after a short backoff; reads
+// (anyFailureRetries) retry on every error, since a read has no effect to
+// duplicate. A peer's request is tried once: the peer does the retrying.
+func (c *Client) untilLeader(ctx context.Context, anyFailureRetries, fromPeer bool, attempt func() (<-chan struct{}, error)) error {
+	backoff := 5 * time.Millisecond
+	for {
+		changed, err := attempt()
+		if err == nil || fromPeer || !(anyFailureRetries || isRetryable(err)) {
+			return err
+		}
+		timer := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return timedOut(err, ctx)
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+// isRetryable reports errors after which nothing was applied.
+func isRetryable(err error) bool {
+	return errors.Is(err, cluster.ErrNotLeader) || errors.Is(err, cluster.ErrNoLeader)
+}
+
+func timedOut(last error, ctx context.Context) error {
+	if errors.Is(last, cluster.ErrUnknownOutcome) {
+		return last
+	}
+	msg := "no leader could be reached"
+	if !errors.Is(last, cluster.ErrNoLeader) && !errors.Is(last, cluster.ErrNotLeader) {
+		msg = last.Error()
+	}
+	return fmt.Errorf("%w (%s before the request deadline: %v)", cluster.ErrNoLeader, msg, ctx.Err())
+}
+
+// Leader reports this node's current view of the leader.
+func (c *Client) Leader() cluster.LeaderInfo {
+	li, err := quick[*cluster.LeaderInfo](c, &getLeader{})
+	if err != nil {
+		return cluster.LeaderInfo{}
+	}
+	return *li
+}
+
+// Status reports this node's Raft status.
+func (c *Client) Status() (cluster.Status, error) {
+	r, err := quick[*statusReply](c, &getStatus{})
+	if err != nil {
+		return cluster.Status{ID: c.tree.cfg.Raft.NodeID, State: "Restarting"}, err
+	}
+	return r.status, r.err
+}
+
+// Members lists the cluster's members as this node knows them.
+func (c *Client) Members() ([]cluster.Member, error) {
+	r, err := quick[*membersReply](c, &getMembers{})
+	if err != nil {
+		return nil, err
+	}
+	return r.members, r.err
+}
+
+// Peers lists the voters' Raft addresses.
+func (c *Client) Peers() ([]string, error) {
+	members, err := c.Members()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range members {
+		if m.Voter {
+			out = append(out, m.RaftAddr)
+		}
+	}
+	return out, nil
+}
+
+// Ready reports whether this node can serve linearizable requests now.
+func (c *Client) Ready() error {
+	_, err := quick[*done](c, &getReady{})
+	return err
+}
+
+// Join adds a member through the leader. fromPeer marks a request another
+// node forwarded: only the leader takes it.
+func (c *Client) Join(ctx context.Context, req cluster.JoinRequest, fromPeer bool) error {
+	return c.membership(ctx, &membership{join: &req, fromPeer: fromPeer})
+}
+
+// Remove removes a member through the leader.
+func (c *Client) Remove(ctx context.Context, id string, fromPeer bool) error {
+	return c.membership(ctx, &membership{remove: id, fromPeer: fromPeer})
+}
+
+func (c *Client) membership(ctx context.Context, m *membership) error {
+	m.deadline = deadline(ctx, c.tree.cfg.RequestTimeout)
+	return c.untilLeader(ctx, false, m.fromPeer, func() (<-chan struct{}, error) {
+		r, err := replyAs[*done](c.ask(ctx, "raft", m))
+		if err != nil {
+			return nil, fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
+		}
+		return r.leaderChanged, r.err
+	})
+}
+
+// Snapshot takes a snapshot on this node and compacts its log.
+func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
+	r, err := replyAs[*snapshotTaken](c.ask(ctx, "raft", &takeSnapshot{}))
+	if err != nil {
+		return 0, err
+	}
+	return r.index, r.err
+}
+
+// Health reports this node's failure detector view of its peers.
+func (c *Client) Health(ctx context.Context) (*cluster.Health, error) {
+	h, err := replyAs[*cluster.Health](c.ask(ctx, "peers", &getHealth{}))
+	if err != nil {
+		return nil, fmt.Errorf("%w (the peers actor did not answer: %v)", cluster.ErrNoLeader, err)
+	}
+	li := c.Leader()
+	h.LeaderID, h.Leader = li.ID, li.RaftAddr
+	return h, nil
+}
+
+// NodeID is this node's id.
+func (c *Client) NodeID() string { return c.tree.cfg.Raft.NodeID }
+
+// The ways Crash can make an actor fail.
+const (
+	// FaultPanic panics inside the actor (any actor).
+	FaultPanic = "panic"
+	// FaultRaftShutdown stops Raft underneath the raft actor, as a fatal
+	// error inside Raft would.
+	FaultRaftShutdown = "raft-shutdown"
+	// FaultListener closes the listener underneath the raft actor (Raft's)
+	// or the http actor (the API's), as a failed socket would.
+	FaultListener = "listener"
+)
+
+// CrashableActors are the actors Crash accepts; "peer/<id>" names the
+// monitor of one peer.
+var CrashableActors = []string{"raft", "forward", "http", "peers", "peer/<id>", "node"}
+
+// CrashFaults are the faults Crash accepts besides FaultPanic, which every
+// actor takes.
+var CrashFaults = map[string][]string{
+	"raft": {FaultRaftShutdown, FaultListener},
+	"http": {FaultListener},
+}
+
+// Crash makes the named actor fail in the way fault says (chaos mode
+// only); "" means FaultPanic.
+func (c *Client) Crash(name, fault, reason string) error {
+	if fault == "" {
+		fault = FaultPanic
+	}
+	var pid *actor.PID
+	switch {
+	case name == "raft" || name == "forward" || name == "http" || name == "peers":
+		pid = c.tree.pid(name)
+	case strings.HasPrefix(name, "peer/"):
+		id := strings.TrimPrefix(name, "peer/")
+		if !c.isPeer(id) {
+			return fmt.Errorf("no monitor for %q: not a member other than this node", id)
+		}
+		pid = c.tree.pid("peers/" + id)
+	case name == "node":
+		pid = c.tree.system.NewLocalPID("app/node")
+	default:
+		return fmt.Errorf("unknown actor %q (want one of %s)", name, strings.Join(CrashableActors, ", "))
+	}
+	if fault != FaultPanic && !slices.Contains(CrashFaults[name], fault) {
+		return fmt.Errorf("actor %s cannot fail with %q (it takes %s)", name, fault, strings.Join(append([]string{FaultPanic}, CrashFaults[name]...), ", "))
+	}
+	c.tree.system.Root.Send(pid, &crash{fault: fault, reason: reason})
+	return nil
+}
+
+func (c *Client) isPeer(id string) bool {
+	members, err := c.Members()
+	if err != nil || id == c.NodeID() {
+		return false
+	}
+	for _, m := range members {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Faults returns the fault rules on this node's links.
+func (c *Client) Faults() faultnet.Rules { return c.tree.cfg.Raft.Network.Rules() }
+
+// SetFaults replaces the fault rules on this node's links.
+func (c *Client) SetFaults(rs faultnet.Rules) error { return c.tree.cfg.Raft.Network.SetRules(rs) }
+
+// AllowInbound applies the fault rules to a request peer sent this node.
+func (c *Client) AllowInbound(ctx context.Context, peer string, size int) error {
+	return c.tree.cfg.Raft.Network.AllowInbound(ctx, peer, size)
+}
+
+// AllowOutbound applies the fault rules to this node's answer to peer.
+func (c *Client) AllowOutbound(ctx context.Context, peer string, size int) error {
+	return c.tree.cfg.Raft.Network.AllowOutbound(ctx, peer, size)
+}

@@ -1,0 +1,222 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// leaderLink is how a follower reaches the leader. cluster.Forwarder is the
+// one in use; the forward actor needs nothing else of it, so a new
+// node-to-node channel plugs in here.
+type leaderLink interface {
+	Apply(ctx context.Context, addr string, cmd []byte) (storage.Result, error)
+	ApplyBatch(ctx context.Context, addr string, cmds [][]byte) ([]cluster.BatchItemReply, error)
+	ReadIndex(ctx context.Context, addr string) (uint64, error)
+	Do(ctx context.Context, host, method, path string, body []byte, forwarded bool) (int, []byte, error)
+}
+
+// forwardActor carries a follower's requests to the leader and answers the
+// requesters. It owns two queues:
+//
+//   - writes: the first goes out at once, and writes that arrive while
+//     maxWriteBatches batches are on their way gather into the next batch,
+//     so under load one exchange carries many writes, which saves both
+//     nodes most of the per-request work; at low load nothing waits;
+//   - reads: linearizable reads share the read-index requests; reads that
+//     arrive while one is out wait for the next, which serves them all. A
+//     read only ever uses an index fetched by a request that started after
+//     it arrived: that is what keeps it linearizable.
+//
+// The exchanges themselves run off the mailbox and report back. A restart
+// of this actor answers everything still queued with "no leader" (nothing
+// was sent); exchanges under way answer their requesters themselves.
+type forwardActor struct {
+	link    leaderLink
+	timeout time.Duration
+
+	writes         []*forwardWrite
+	writesInFlight int
+
+	reads        []*forwardRead // waiting for the next fetch
+	readInFlight bool
+}
+
+// maxWriteBatches is how many write batches may be on their way at once.
+const maxWriteBatches = 2
+
+// forwardWrite asks for one encoded command to be applied by the leader at
+// addr; replyTo gets a *proposeResult.
+type forwardWrite struct {
+	addr     string
+	data     []byte
+	deadline time.Time
+	replyTo  *actor.PID
+}
+
+// forwardRead asks the leader at addr for a read index; replyTo gets a
+// *readIndexResult.
+type forwardRead struct {
+	addr     string
+	deadline time.Time
+	replyTo  *actor.PID
+}
+
+// forwardMembership asks the leader at addr to add or remove a member;
+// replyTo gets a *done.
+type forwardMembership struct {
+	addr    string
+	req     *membership
+	replyTo *actor.PID
+}
+
+// Messages the forward actor sends itself when an exchange ends.
+type (
+	writeBatchSent struct{}
+	readFetched    struct {
+		index   uint64
+		err     error
+		waiters []*forwardRead
+	}
+)
+
+func newForwardActor(link leaderLink, timeout time.Duration) *forwardActor {
+	return &forwardActor{link: link, timeout: timeout}
+}
+
+func (a *forwardActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Restarting, *actor.Stopping:
+		a.dropQueued(ctx)
+	case *forwardWrite:
+		a.writes = append(a.writes, m)
+		if a.writesInFlight < maxWriteBatches {
+			a.sendWrites(ctx)
+		}
+	case writeBatchSent:
+		a.writesInFlight--
+		if len(a.writes) > 0 {
+			a.sendWrites(ctx)
+		}
+	case *forwardRead:
+		a.reads = append(a.reads, m)
+		if !a.readInFlight {
+			a.fetchReadIndex(ctx)
+		}
+	case *readFetched:
+		for _, w := range m.waiters {
+			ctx.Send(w.replyTo, &readIndexResult{index: m.index, err: m.err})
+		}
+		a.readInFlight = false
+		if len(a.reads) > 0 {
+			a.fetchReadIndex(ctx)
+		}
+	case *forwardMembership:
+		a.membership(ctx, m)
+	case *crash:
+		panic(fmt.Sprintf("injected crash: %s", m.reason))
+	}
+}
+
+// dropQueued answers what was never sent: nothing of it was applied.
+func (a *forwardActor) dropQueued(ctx actor.Context) {
+	for _, w := range a.writes {
+		ctx.Send(w.replyTo, &proposeResult{err: fmt.Errorf("%w (the forwarder restarted before sending)", cluster.ErrNoLeader)})
+	}
+	for _, r := range a.reads {
+		ctx.Send(r.replyTo, &readIndexResult{err: fmt.Errorf("%w (the forwarder restarted before asking)", cluster.ErrNoLeader)})
+	}
+	a.writes, a.reads = nil, nil
+}
+
+// sendWrites sends the next batch: writes for the first queued write's
+// leader, up to cluster.MaxBatch commands and MaxBatchBytes (a bigger
+// command travels alone). Writes queued for another (older) leader wait for
+// a batch of their own; writes whose requester has given up are dropped
+// unsent.
+func (a *forwardActor) sendWrites(ctx actor.Context) {
+	now := time.Now()
+	var batch, rest []*forwardWrite
+	size := 0
+	for _, w := range a.writes {
+		switch {
+		case !now.Before(w.deadline):
+			ctx.Send(w.replyTo, &proposeResult{err: fmt.Errorf("%w (still queued for the leader at the deadline)", cluster.ErrNoLeader)})
+		case w.addr == a.writes[0].addr && (len(batch) == 0 || len(batch) < cluster.MaxBatch && size+len(w.data) <= cluster.MaxBatchBytes):
+			batch = append(batch, w)
+			size += len(w.data)
+		default:
+			rest = append(rest, w)
+		}
+	}
+	a.writes = rest
+	if len(batch) == 0 {
+		return
+	}
+	a.writesInFlight++
+	link, timeout, self, root := a.link, a.timeout, ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		defer root.Send(self, writeBatchSent{})
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		addr := batch[0].addr
+		if len(batch) == 1 {
+			res, err := link.Apply(c, addr, batch[0].data)
+			root.Send(batch[0].replyTo, &proposeResult{res: res, err: err})
+			return
+		}
+		cmds := make([][]byte, len(batch))
+		for i, w := range batch {
+			cmds[i] = w.data
+		}
+		replies, err := link.ApplyBatch(c, addr, cmds)
+		for i, w := range batch {
+			r := &proposeResult{err: err}
+			if err == nil {
+				r.res, r.err = replies[i].Result()
+			}
+			root.Send(w.replyTo, r)
+		}
+	}()
+}
+
+// fetchReadIndex asks the leader for one index on behalf of every read
+// queued now.
+func (a *forwardActor) fetchReadIndex(ctx actor.Context) {
+	waiters := a.reads
+	a.reads = nil
+	a.readInFlight = true
+	link, timeout, self, root := a.link, a.timeout, ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		idx, err := link.ReadIndex(c, waiters[0].addr)
+		root.Send(self, &readFetched{index: idx, err: err, waiters: waiters})
+	}()
+}
+
+// membership forwards a join or a removal; the leader handles it itself.
+func (a *forwardActor) membership(ctx actor.Context, m *forwardMembership) {
+	link, timeout, root := a.link, a.timeout, ctx.ActorSystem().Root
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		method, path, body := http.MethodDelete, cluster.MembersPath+m.req.remove, []byte(nil)
+		if m.req.join != nil {
+			method, path = http.MethodPost, cluster.JoinPath
+			body, _ = json.Marshal(m.req.join)
+		}
+		status, b, err := link.Do(c, m.addr, method, path, body, true)
+		if err == nil && status != http.StatusOK {
+			err = cluster.LeaderError(status, b)
+		}
+		root.Send(m.replyTo, &done{err: err})
+	}()
+}

@@ -1,0 +1,323 @@
+package actors_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/actors"
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/internal/inproc"
+	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/server"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Each test here injects one real failure and checks the decision the
+// tree makes for it (docs/architecture.md, "What a failure costs").
+
+func waitLog(t *testing.T, logs *inproc.SyncBuffer, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line containing %q within %s:\n%s", want, within, logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func applyEventually(t *testing.T, c *actors.Client, key, value string) storage.Result {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		res, err := c.Apply(ctx, &storage.Command{Op: storage.OpSet, Key: key, Value: []byte(value)})
+		cancel()
+		if err == nil {
+			return res
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("write %s never succeeded: %v", key, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestUndecodableEntryStopsTheNode: a committed entry no node can apply
+// is met again on every replay, so restarting Raft cannot help. A node that
+// reaches it stops for good with a message naming the entry; no node
+// applies anything past it.
+func TestUndecodableEntryStopsTheNode(t *testing.T) {
+	nodes := startCluster(t, 3, 5)
+	leader := leaderOf(t, nodes)
+	applyEventually(t, leader.Client(), "before", "1")
+	c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The API refuses such bytes; a proposal straight into the tree is
+	// the way to commit one.
+	if _, err := leader.Client().ApplyForwarded(c, []byte{0xff, 0x01}); !errors.Is(err, cluster.ErrUnknownOutcome) {
+		t.Fatalf("proposing an undecodable command: %v, want an unknown outcome (committed, not applied)", err)
+	}
+	var bad uint64
+	select {
+	case err := <-leader.Done():
+		if err == nil || !strings.Contains(err.Error(), "every replay") {
+			t.Fatalf("the leader stopped with %v, want the entry named", err)
+		}
+		if _, scanErr := fmt.Sscanf(err.Error()[strings.Index(err.Error(), "log entry"):], "log entry %d", &bad); scanErr != nil {
+			t.Fatalf("no entry index in %q: %v", err, scanErr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the leader kept running past an entry it cannot apply")
+	}
+	// The others either stopped the same way or, without a quorum left,
+	// never applied the entry; none applied past it.
+	time.Sleep(2 * time.Second)
+	for _, nd := range nodes {
+		if nd == leader {
+			continue
+		}
+		select {
+		case err := <-nd.Done():
+			if !strings.Contains(err.Error(), fmt.Sprintf("log entry %d", bad)) {
+				t.Fatalf("%s stopped with %v, want entry %d named", nd.ID, err, bad)
+			}
+		default:
+			if applied := nd.Store.AppliedIndex(); applied >= bad {
+				t.Fatalf("%s applied index %d, at or past the bad entry %d", nd.ID, applied, bad)
+			}
+		}
+	}
+}
+
+// TestRaftShutdownUnderneathIsRestarted: Raft stopping on its own (as
+// after an internal fatal error) is noticed by the raft actor's
+// maintenance tick; the actor crashes, its supervisor reopens Raft from
+// disk, and the node serves again with its data.
+func TestRaftShutdownUnderneathIsRestarted(t *testing.T) {
+	nodes := startCluster(t, 3, 5)
+	leader := leaderOf(t, nodes)
+	applyEventually(t, leader.Client(), "before", "1")
+	if err := leader.Client().Crash("raft", actors.FaultRaftShutdown, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, leader.Logs, "raft stopped underneath its actor", 10*time.Second)
+	applyEventually(t, leader.Client(), "after", "2")
+	if err := leader.Client().ReadBarrier(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"before", "after"} {
+		if _, found, _, _ := leader.Store.Get(key); !found {
+			t.Fatalf("%s missing after Raft was reopened", key)
+		}
+	}
+}
+
+// TestRaftListenerFailureIsRestarted: a Raft listener that dies leaves a
+// follower deaf (raft's accept loop would retry the dead socket forever).
+// The transport reports it, the raft actor crashes, and the restart binds
+// the port again: the follower receives new entries.
+func TestRaftListenerFailureIsRestarted(t *testing.T) {
+	nodes := startCluster(t, 3, 5)
+	leader := leaderOf(t, nodes)
+	var follower *node
+	for _, nd := range nodes {
+		if nd != leader {
+			follower = nd
+		}
+	}
+	if err := follower.Client().Crash("raft", actors.FaultListener, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, follower.Logs, "raft listener on", 10*time.Second)
+	res := applyEventually(t, leader.Client(), "after-listener", "x")
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := follower.Store.WaitApplied(c, res.Index); err != nil {
+		t.Fatalf("the follower did not receive entries after its listener failed: %v", err)
+	}
+}
+
+// TestHTTPListenerFailureIsRestarted: the API's listener dying makes the
+// http actor crash; its restart binds the port again.
+func TestHTTPListenerFailureIsRestarted(t *testing.T) {
+	nodes := startCluster(t, 1, 5)
+	nd := nodes[0]
+	leaderOf(t, nodes)
+	if err := nd.Client().Crash("http", actors.FaultListener, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, nd.Logs, "http server stopped", 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if code, _, err := httpDo(http.MethodGet, "http://"+nd.HTTPAddr+"/healthz", ""); err == nil && code == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API did not come back after its listener failed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestForwardActorCrashIsContained: the actor that carries a follower's
+// requests to the leader restarts alone; the follower forwards again.
+func TestForwardActorCrashIsContained(t *testing.T) {
+	nodes := startCluster(t, 3, 5)
+	leader := leaderOf(t, nodes)
+	var follower *node
+	for _, nd := range nodes {
+		if nd != leader {
+			follower = nd
+		}
+	}
+	applyEventually(t, follower.Client(), "before", "1")
+	if err := follower.Client().Crash("forward", "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, follower.Logs, "app/node/forward", 10*time.Second)
+	applyEventually(t, follower.Client(), "after", "2")
+	if err := follower.Client().ReadBarrier(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// smallDisk mounts a tmpfs of size bytes and fills it but for room bytes;
+// free gives the space back. It needs root, as CI has.
+func smallDisk(t *testing.T, size int) (dir string, fill func(), free func()) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a small tmpfs needs root")
+	}
+	dir = t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	filler := filepath.Join(dir, "filler")
+	fill = func() {
+		f, err := os.Create(filler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		block := make([]byte, 4096)
+		for {
+			if _, err := f.Write(block); err != nil {
+				return // the disk is full
+			}
+		}
+	}
+	free = func() {
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, fill, free
+}
+
+// startOnSmallDisk starts a one-node cluster whose state file lives on a
+// small tmpfs (its Raft log stays on the ordinary disk, so only commits of
+// the state file fail).
+func startOnSmallDisk(t *testing.T, maxRestarts int) (*server.Node, *inproc.SyncBuffer, func(), func()) {
+	t.Helper()
+	disk, fill, free := smallDisk(t, 8<<20)
+	dataDir := t.TempDir()
+	if err := os.Symlink(filepath.Join(disk, server.StateFileName), filepath.Join(dataDir, server.StateFileName)); err != nil {
+		t.Fatal(err)
+	}
+	ports := testcluster.FreePorts(t, 2)
+	logs := &inproc.SyncBuffer{}
+	raftAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	nd, err := server.Start(server.Config{
+		NodeID: "n1", DataDir: dataDir,
+		HTTPAddr:       fmt.Sprintf("127.0.0.1:%d", ports[0]),
+		RaftAddr:       raftAddr,
+		InitialCluster: []cluster.Server{{ID: "n1", Addr: raftAddr}},
+		Timing:         inproc.FastTiming(),
+		RequestTimeout: 2 * time.Second,
+		MaxRestarts:    maxRestarts,
+		RestartWindow:  time.Minute,
+		Logger:         slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = nd.Stop(c)
+	})
+	return nd, logs, fill, free
+}
+
+// TestFailedStateFileCommitReplaysAfterRestart: a commit of the state file
+// that fails (the disk is full) stops the state machine at that entry; the
+// raft actor crashes and reopens Raft, which replays the log from the
+// file's applied index once there is room again. The write that hit the
+// full disk was committed to the log, so it is there after the replay.
+func TestFailedStateFileCommitReplaysAfterRestart(t *testing.T) {
+	nd, logs, fill, free := startOnSmallDisk(t, 5)
+	c := nd.Client()
+	applyEventually(t, c, "before", "1")
+	fill()
+	big := strings.Repeat("v", 256<<10)
+	go func() {
+		cx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, _ = c.Apply(cx, &storage.Command{Op: storage.OpSet, Key: "big", Value: []byte(big)})
+	}()
+	waitLog(t, logs, "commit of the state file failed", 10*time.Second)
+	free()
+	applyEventually(t, c, "after", "2")
+	if err := c.ReadBarrier(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"before": "1", "big": big, "after": "2"} {
+		e, found, _, err := nd.Store().Get(key)
+		if err != nil || !found || string(e.Value) != want {
+			t.Fatalf("%s after the replay: found %v, %d bytes, %v", key, found, len(e.Value), err)
+		}
+	}
+	if !strings.Contains(logs.String(), "RestartDirective") {
+		t.Fatalf("the raft actor was not restarted:\n%s", logs.String())
+	}
+}
+
+// TestFullDiskPastRestartBudgetStopsTheNode: when the state file keeps
+// refusing commits, each restart replays into the same wall; past the
+// restart budget the node stops for good, saying why.
+func TestFullDiskPastRestartBudgetStopsTheNode(t *testing.T) {
+	nd, _, fill, _ := startOnSmallDisk(t, 2)
+	c := nd.Client()
+	applyEventually(t, c, "before", "1")
+	fill()
+	go func() {
+		cx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, _ = c.Apply(cx, &storage.Command{Op: storage.OpSet, Key: "big", Value: []byte(strings.Repeat("v", 256<<10))})
+	}()
+	select {
+	case err := <-nd.Done():
+		if err == nil || !strings.Contains(err.Error(), "giving up") || !strings.Contains(err.Error(), "commit of the state file failed") {
+			t.Fatalf("node stopped with %v, want the give-up naming the failed commit", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node kept restarting against a full disk past its budget")
+	}
+}

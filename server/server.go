@@ -1,0 +1,195 @@
+// Package server assembles one Troupe node from its configuration: it
+// claims the data directory, opens the state file, builds the actor tree
+// and the HTTP API over it, and starts them. kvnode runs one; tests run
+// several in one process. There is no other way to build a node.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/troupe-kv/troupe/actors"
+	"github.com/troupe-kv/troupe/api"
+	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Config is a node's validated configuration (cmd/kvnode reads it from
+// flags, environment and file; docs/configuration.md lists every setting).
+type Config struct {
+	NodeID         string
+	DataDir        string
+	HTTPAddr       string // address the HTTP API binds
+	RaftAddr       string // address the Raft transport binds
+	AdvertiseHTTP  string // HTTP address others use; default HTTPAddr
+	AdvertiseRaft  string // Raft address others use; default RaftAddr
+	InitialCluster []cluster.Server
+	Join           []string
+	Datacenter     string
+	MaxValueSize   int64
+	LogSegmentSize int
+	RequestTimeout time.Duration
+	MaxInFlight    int
+	MaxRestarts    int
+	RestartWindow  time.Duration
+	Timing         cluster.Timing
+	Detector       cluster.DetectorConfig
+	// Chaos turns on the fault layer on every node-to-node connection and
+	// mounts /v1/chaos/*. Never in production.
+	Chaos bool
+	// UnsafeReads answers linearizable reads from local state without a
+	// read barrier, so the chaos checker can be shown to catch it.
+	UnsafeReads bool
+	// Pprof mounts Go's profiler at /debug/pprof/.
+	Pprof bool
+
+	// Logger is the node's log; RaftLogger is hashicorp/raft's. Nil
+	// discards.
+	Logger     *slog.Logger
+	RaftLogger hclog.Logger
+}
+
+// StateFileName is the state file's name in the data directory.
+const StateFileName = "kv.db"
+
+// Node is one running node.
+type Node struct {
+	cfg   Config
+	store *storage.Store
+	tree  *actors.Tree
+}
+
+// Start builds the node described by cfg and starts it. The node runs
+// until Stop, or until it fails for good (see Done).
+func Start(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RaftLogger == nil {
+		cfg.RaftLogger = hclog.NewNullLogger()
+	}
+	if cfg.AdvertiseHTTP == "" {
+		cfg.AdvertiseHTTP = cfg.HTTPAddr
+	}
+	if cfg.AdvertiseRaft == "" {
+		cfg.AdvertiseRaft = cfg.RaftAddr
+	}
+	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
+	}
+	store, err := storage.Open(filepath.Join(cfg.DataDir, StateFileName))
+	if err != nil {
+		return nil, err
+	}
+	if store.Discarded() {
+		cfg.Logger.Warn("the state file was not flushed before the machine restarted; rebuilding it from the newest snapshot and the Raft log")
+	}
+	network := faultnet.Plain(cfg.NodeID)
+	if cfg.Chaos {
+		network = faultnet.New(cfg.NodeID)
+	}
+	tree := actors.New(actors.Config{
+		Raft: cluster.Config{
+			NodeID:         cfg.NodeID,
+			DataDir:        cfg.DataDir,
+			RaftBind:       cfg.RaftAddr,
+			RaftAdvertise:  cfg.AdvertiseRaft,
+			InitialCluster: cfg.InitialCluster,
+			Timing:         cfg.Timing,
+			Logger:         cfg.RaftLogger,
+			Network:        network,
+			LogSegmentSize: cfg.LogSegmentSize,
+		},
+		Store:          store,
+		HTTPAddr:       cfg.HTTPAddr,
+		AdvertiseHTTP:  cfg.AdvertiseHTTP,
+		Join:           cfg.Join,
+		RequestTimeout: cfg.RequestTimeout,
+		MaxInFlight:    cfg.MaxInFlight,
+		MaxRestarts:    cfg.MaxRestarts,
+		RestartWindow:  cfg.RestartWindow,
+		Detector:       cfg.Detector,
+		Logger:         cfg.Logger,
+	})
+	client := tree.Client()
+	backends := api.Backends{KV: client, Cluster: client, Peer: client}
+	if cfg.Chaos {
+		backends.Chaos = client
+	}
+	handler := api.New(backends, api.Options{
+		Datacenter:     cfg.Datacenter,
+		MaxValueSize:   cfg.MaxValueSize,
+		RequestTimeout: cfg.RequestTimeout,
+		Metrics:        tree.Metrics(),
+		UnsafeReads:    cfg.UnsafeReads,
+		Pprof:          cfg.Pprof,
+		Logger:         cfg.Logger,
+	})
+	if err := tree.Start(handler); err != nil {
+		store.Close()
+		return nil, err
+	}
+	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
+	if cfg.Chaos {
+		cfg.Logger.Warn("chaos endpoints are enabled: never run this in production")
+	}
+	if cfg.UnsafeReads {
+		cfg.Logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
+	}
+	return &Node{cfg: cfg, store: store, tree: tree}, nil
+}
+
+// Done delivers an error when the node stopped for good on its own (see
+// actors.Tree.Done); the process should then exit non-zero.
+func (n *Node) Done() <-chan error { return n.tree.Done() }
+
+// Client is the node's way in, as the HTTP API uses it.
+func (n *Node) Client() *actors.Client { return n.tree.Client() }
+
+// Store is the node's state file.
+func (n *Node) Store() *storage.Store { return n.store }
+
+// Stop shuts the node down: leadership handed over, HTTP drained, Raft
+// closed, then the state file closed. If the tree does not stop in time
+// the state file is left open: Raft may still be applying to it, and
+// bbolt is crash-safe.
+func (n *Node) Stop(ctx context.Context) error {
+	if err := n.tree.Stop(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := n.store.Close(); err != nil {
+		return fmt.Errorf("closing the state file: %w", err)
+	}
+	return nil
+}
+
+// claimDataDir records which node a data directory belongs to and refuses
+// to start another node on it: Raft state under the wrong id would corrupt
+// the cluster's view of its members.
+func claimDataDir(dir, nodeID string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	idFile := filepath.Join(dir, "node_id")
+	b, err := os.ReadFile(idFile)
+	switch {
+	case err == nil:
+		if owner := strings.TrimSpace(string(b)); owner != nodeID {
+			return fmt.Errorf("data_dir: %s belongs to node %q, not %q", dir, owner, nodeID)
+		}
+		return nil
+	case errors.Is(err, os.ErrNotExist):
+		return os.WriteFile(idFile, []byte(nodeID+"\n"), 0o600)
+	default:
+		return fmt.Errorf("data_dir: %w", err)
+	}
+}
