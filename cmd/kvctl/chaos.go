@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // The chaos commands drive /v1/chaos/*. Fault rules are local to the node
@@ -217,8 +219,8 @@ The other nodes keep theirs. 'kvctl chaos heal' undoes it.`,
 				if err != nil {
 					return err
 				}
-				changes = append(changes, change{target: t, rules: &client.Rules{Rules: []client.Rule{
-					{Peer: client.AnyPeer, Direction: client.DirectionBoth, Cut: true},
+				changes = append(changes, change{target: t, rules: &faultnet.Rules{Rules: []faultnet.Rule{
+					{Peer: faultnet.AnyPeer, Direction: faultnet.Both, Cut: true},
 				}}})
 			}
 			return r.apply(changes, nil, false)
@@ -261,9 +263,9 @@ with both.`,
 			var changes []change
 			for s := range sides {
 				for _, t := range sides[s] {
-					rs := &client.Rules{}
+					rs := &faultnet.Rules{}
 					for _, peer := range sides[1-s] {
-						rs.Rules = append(rs.Rules, client.Rule{Peer: peer.ID, Direction: client.DirectionBoth, Cut: true})
+						rs.Rules = append(rs.Rules, faultnet.Rule{Peer: peer.ID, Direction: faultnet.Both, Cut: true})
 					}
 					changes = append(changes, change{target: t, rules: rs})
 				}
@@ -300,8 +302,8 @@ reaches the first: one rule on the first node,
 			if err != nil {
 				return err
 			}
-			return r.apply([]change{{target: from, rules: &client.Rules{Rules: []client.Rule{
-				{Peer: to.ID, Direction: client.DirectionOut, Cut: true},
+			return r.apply([]change{{target: from, rules: &faultnet.Rules{Rules: []faultnet.Rule{
+				{Peer: to.ID, Direction: faultnet.Out, Cut: true},
 			}}}}, nil, false)
 		}
 	},
@@ -363,7 +365,7 @@ every peer, and a node degraded alone gets one "both" rule.`,
 				targets = append(targets, t)
 				degraded[t.ID] = true
 			}
-			base := client.Rule{Delay: client.Duration(*delay), Jitter: client.Duration(*jitter), Drop: *drop, Bandwidth: *bandwidth}
+			base := faultnet.Rule{Delay: faultnet.Duration(*delay), Jitter: faultnet.Duration(*jitter), Drop: *drop, Bandwidth: *bandwidth}
 			var changes []change
 			for _, t := range targets {
 				var spared []string // peers left alone: their messages to t are degraded here
@@ -372,17 +374,17 @@ every peer, and a node degraded alone gets one "both" rule.`,
 						spared = append(spared, m.ID)
 					}
 				}
-				rs := &client.Rules{Seed: *seed}
+				rs := &faultnet.Rules{Seed: *seed}
 				out := base
-				out.Peer, out.Direction = client.AnyPeer, client.DirectionOut
+				out.Peer, out.Direction = faultnet.AnyPeer, faultnet.Out
 				if len(spared) == len(r.members)-1 {
-					out.Direction = client.DirectionBoth
+					out.Direction = faultnet.Both
 					spared = nil
 				}
 				rs.Rules = append(rs.Rules, out)
 				for _, p := range spared {
 					in := base
-					in.Peer, in.Direction = p, client.DirectionIn
+					in.Peer, in.Direction = p, faultnet.In
 					rs.Rules = append(rs.Rules, in)
 				}
 				changes = append(changes, change{target: t, rules: rs})
@@ -513,15 +515,15 @@ func uniqueIDs(ids []string) ([]string, error) {
 // change is what one node is to get: a rule set, or nil to clear it.
 type change struct {
 	target target
-	rules  *client.Rules
+	rules  *faultnet.Rules
 }
 
 // nodeResult is one node's line of a chaos command's outcome.
 type nodeResult struct {
 	target
 	// Rules is the set installed now, as the node reports it.
-	Rules *client.Rules `json:"rules,omitempty"`
-	Error string        `json:"error,omitempty"`
+	Rules *faultnet.Rules `json:"rules,omitempty"`
+	Error string          `json:"error,omitempty"`
 }
 
 // nodeError names the node (id and address) in a client error.
@@ -571,8 +573,8 @@ func (e *multiError) Unwrap() []error { return e.errs }
 // preflight reads every target's rules concurrently: it proves each node
 // answers and has chaos enabled before anything changes, and gives the
 // rules a change replaces.
-func (r *chaosRun) preflight(ts []target) ([]client.Rules, []error) {
-	before := make([]client.Rules, len(ts))
+func (r *chaosRun) preflight(ts []target) ([]faultnet.Rules, []error) {
+	before := make([]faultnet.Rules, len(ts))
 	errs := make([]error, len(ts))
 	var wg sync.WaitGroup
 	for i, t := range ts {
@@ -636,7 +638,7 @@ func (r *chaosRun) apply(changes []change, untouched []string, bestEffort bool) 
 			results = append(results, res)
 			continue
 		}
-		var installed client.Rules
+		var installed faultnet.Rules
 		var err error
 		if c.rules == nil {
 			err = r.inv.client.ClearFaults(r.inv.ctx, c.target.Endpoint)
@@ -784,20 +786,20 @@ func (r *chaosRun) showAll() error {
 }
 
 // nonNil makes an empty rule list print as [] rather than null.
-func nonNil(rs client.Rules) client.Rules {
+func nonNil(rs faultnet.Rules) faultnet.Rules {
 	if rs.Rules == nil {
-		rs.Rules = []client.Rule{}
+		rs.Rules = []faultnet.Rule{}
 	}
 	return rs
 }
 
-func sameRules(a, b client.Rules) bool {
+func sameRules(a, b faultnet.Rules) bool {
 	return a.Seed == b.Seed && slices.Equal(a.Rules, b.Rules)
 }
 
 // describe renders a rule set in one line: "cut to and from every peer;
 // delay 50ms±10ms to n2 (seed 7)".
-func describe(rs client.Rules) string {
+func describe(rs faultnet.Rules) string {
 	if len(rs.Rules) == 0 {
 		return "no rules"
 	}
@@ -812,15 +814,15 @@ func describe(rs client.Rules) string {
 	return s
 }
 
-func ruleText(r client.Rule) string {
+func ruleText(r faultnet.Rule) string {
 	var effects []string
 	if r.Cut {
 		effects = append(effects, "cut")
 	}
 	if r.Delay != 0 || r.Jitter != 0 {
-		d := "delay " + r.Delay.String()
+		d := "delay " + time.Duration(r.Delay).String()
 		if r.Jitter != 0 {
-			d += "±" + r.Jitter.String()
+			d += "±" + time.Duration(r.Jitter).String()
 		}
 		effects = append(effects, d)
 	}
@@ -831,16 +833,16 @@ func ruleText(r client.Rule) string {
 		effects = append(effects, fmt.Sprintf("bandwidth %d B/s", r.Bandwidth))
 	}
 	peer := r.Peer
-	if peer == client.AnyPeer {
+	if peer == faultnet.AnyPeer {
 		peer = "every peer"
 	}
 	var way string
 	switch r.Direction {
-	case client.DirectionOut:
+	case faultnet.Out:
 		way = "to " + peer
-	case client.DirectionIn:
+	case faultnet.In:
 		way = "from " + peer
-	case client.DirectionBoth:
+	case faultnet.Both:
 		way = "to and from " + peer
 	default:
 		way = string(r.Direction) + " " + peer
@@ -849,7 +851,7 @@ func ruleText(r client.Rule) string {
 }
 
 // printFaults shows one node's rules as a table.
-func printFaults(w io.Writer, t target, rs client.Rules) error {
+func printFaults(w io.Writer, t target, rs faultnet.Rules) error {
 	if len(rs.Rules) == 0 {
 		fmt.Fprintf(w, "%s: no rules\n", t)
 		return nil
@@ -867,7 +869,7 @@ func printFaults(w io.Writer, t target, rs client.Rules) error {
 			cut = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Peer, r.Direction, cut,
-			zeroDash(r.Delay != 0, r.Delay.String()), zeroDash(r.Jitter != 0, r.Jitter.String()),
+			zeroDash(r.Delay != 0, time.Duration(r.Delay).String()), zeroDash(r.Jitter != 0, time.Duration(r.Jitter).String()),
 			zeroDash(r.Drop != 0, strconv.FormatFloat(r.Drop, 'g', -1, 64)),
 			zeroDash(r.Bandwidth != 0, strconv.FormatInt(r.Bandwidth, 10)+" B/s"))
 	}
