@@ -54,6 +54,15 @@ func rules(seed uint64, rs ...faultnet.Rule) faultnet.Rules {
 	return faultnet.Rules{Seed: seed, Rules: rs}
 }
 
+// jsonOf is a rule set as 'kvctl chaos set' reads it.
+func jsonOf(rs faultnet.Rules) string {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 // eventually runs kvctl until check accepts the result.
 func eventually(t *testing.T, what string, check func(result) bool, nodes []*inproc.Node, args ...string) result {
 	t.Helper()
@@ -214,11 +223,11 @@ func TestChaosCommands(t *testing.T) {
 	})
 
 	t.Run("set and clear", func(t *testing.T) {
-		r := on(t, nodes, "chaos", "set", "--node", "n2", `{"seed":9,"rules":[{"peer":"n1","direction":"out","delay":"30ms","jitter":"10ms"},{"peer":"*","direction":"in","drop":0.25,"bandwidth":2048}]}`)
-		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): installed delay 30ms±10ms to n1; drop 0.25, bandwidth 2048 B/s from every peer (seed 9)\n")
 		want := rules(9,
 			faultnet.Rule{Peer: "n1", Direction: faultnet.Out, Delay: faultnet.Duration(30 * time.Millisecond), Jitter: faultnet.Duration(10 * time.Millisecond)},
 			faultnet.Rule{Peer: "*", Direction: faultnet.In, Drop: 0.25, Bandwidth: 2048})
+		r := on(t, nodes, "chaos", "set", "--node", "n2", jsonOf(want))
+		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): installed delay 30ms±10ms to n1; drop 0.25, bandwidth 2048 B/s from every peer (seed 9)\n")
 		expectRules(t, nodes, map[string]faultnet.Rules{"n2": want})
 		r = on(t, nodes, "chaos", "faults", "--node", "n2")
 		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): 2 rules, seed 9\n"+table(
@@ -228,14 +237,15 @@ func TestChaosCommands(t *testing.T) {
 
 		// From stdin, by address; -o json prints the installed set.
 		var got faultnet.Rules
-		r = kvctl(t, `{"rules":[{"peer":"n2","direction":"both","cut":true}]}`, nil, "--addr", n1.HTTPAddr, "-o", "json", "chaos", "set", "--node", n3.HTTPAddr, "-")
+		r = kvctl(t, jsonOf(rules(0, cutRule("n2", faultnet.Both))), nil, "--addr", n1.HTTPAddr, "-o", "json", "chaos", "set", "--node", n3.HTTPAddr, "-")
 		decodeJSON(t, r, &got)
 		if r.code != 0 || !sameRules(got, rules(0, cutRule("n2", faultnet.Both))) {
 			t.Fatalf("set - -o json: %+v", r)
 		}
 		expectRules(t, nodes, map[string]faultnet.Rules{"n2": want, "n3": rules(0, cutRule("n2", faultnet.Both))})
 
-		// The server's reasons, one line, nothing changed.
+		// The server's reasons, one line, nothing changed: malformed and
+		// invalid rule sets, as a user may type them.
 		for body, reason := range map[string]string{
 			`{"rules":[`:   "HTTP 400: bad fault rules: unexpected EOF",
 			`not json`:     "HTTP 400: bad fault rules: invalid character 'o' in literal null (expecting 'u')",
@@ -316,10 +326,13 @@ func TestChaosCommands(t *testing.T) {
 	})
 
 	t.Run("oneway", func(t *testing.T) {
-		on(t, nodes, "chaos", "set", "--node", "n1", `{"rules":[{"peer":"n3","direction":"in","cut":true}]}`).succeeds(t)
+		on(t, nodes, "chaos", "set", "--node", "n1", jsonOf(rules(0, cutRule("n3", faultnet.In)))).succeeds(t)
 		on(t, nodes, "chaos", "oneway", "n1", "n2").expect(t, 0, "n1 ("+n1.HTTPAddr+"): installed cut to n2 (replacing cut from n3)\n")
 		expectRules(t, nodes, map[string]faultnet.Rules{"n1": rules(0, cutRule("n2", faultnet.Out))})
 		on(t, nodes, "chaos", "oneway", "n2", "n2").expectErr(t, 2, "two different nodes")
+		// * is every node; a node may be named by its HTTP address.
+		on(t, nodes, "chaos", "oneway", "*", n3.HTTPAddr).expect(t, 0, "n3 ("+n3.HTTPAddr+"): installed cut from every peer\n")
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": rules(0, cutRule("n2", faultnet.Out)), "n3": rules(0, cutRule("*", faultnet.In))})
 		heal(t)
 	})
 
@@ -380,7 +393,7 @@ func TestChaosCommands(t *testing.T) {
 		r := on(t, nodes, "chaos", "partition", "n1", "n2,n3")
 		r.expectErr(t, 2, "kvctl: chaos partition: nothing changed, 1 of 3 nodes did not answer: n3 ("+n3.HTTPAddr+"): dial tcp")
 		expectRules(t, nodes[:2], nil)
-		on(t, nodes[:2], "chaos", "set", "--node", "n1", `{"rules":[{"peer":"n3","direction":"both","cut":true}]}`).succeeds(t)
+		on(t, nodes[:2], "chaos", "set", "--node", "n1", jsonOf(rules(0, cutRule("n3", faultnet.Both)))).succeeds(t)
 		// heal does what it can.
 		r = on(t, nodes[:2], "chaos", "heal")
 		if r.code != 2 || r.stdout != fmt.Sprintf("n1 (%s): cleared cut to and from n3\nn2 (%s): no rules to clear\n", n1.HTTPAddr, n2.HTTPAddr) ||
