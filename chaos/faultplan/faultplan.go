@@ -39,6 +39,7 @@ type UnknownNodeError struct {
 	Members []string
 }
 
+// Error names the id and the members it was looked for among.
 func (e *UnknownNodeError) Error() string {
 	return fmt.Sprintf("no member with id %q (members: %s)", e.ID, strings.Join(e.Members, ", "))
 }

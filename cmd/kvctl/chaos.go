@@ -630,10 +630,12 @@ func (r *chaosRun) plan(bridge bool, build func(members []string) (faultplan.Pla
 		return err
 	}
 	p, err := build(r.memberIDs())
-	if unknown := (*faultplan.UnknownNodeError)(nil); err != nil && !errors.As(err, &unknown) {
-		return usagef("%v", err)
-	} else if err != nil {
+	var unknown *faultplan.UnknownNodeError
+	switch {
+	case errors.As(err, &unknown):
 		return err
+	case err != nil:
+		return usagef("%v", err)
 	}
 	var untouched []string
 	for _, id := range r.memberIDs() {
