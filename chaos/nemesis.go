@@ -1,16 +1,18 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/troupe-kv/troupe/chaos/faultplan"
+	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // Env is what nemeses act through.
@@ -105,40 +107,49 @@ func (e *Env) getJSON(ctx context.Context, addr, path string, out any) error {
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-func (e *Env) send(ctx context.Context, method, addr, path string, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
-	resp, err := e.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s %s on %s: %d %s", method, path, addr, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return nil
-}
-
-// setFaults installs a fault rule set on one node (chaos mode).
-func (e *Env) setFaults(ctx context.Context, n Node, rules string) error {
-	return e.send(ctx, http.MethodPut, n.HTTPAddr, "/v1/chaos/faults", []byte(rules))
-}
-
-// clearFaults removes every node's fault rules (nodes that are down are
-// skipped: they start without rules).
-func (e *Env) clearFaults(ctx context.Context) error {
-	var first error
+// install applies a fault plan through the nodes' chaos endpoints. Nodes
+// that are down are skipped: they start again without rules. A rule set a
+// node refuses stops the plan; clearing carries on past a failure, so a
+// heal reaches every node it can, and returns the first error.
+func (e *Env) install(ctx context.Context, p faultplan.Plan) error {
+	c := e.chaosClient()
+	addrs := map[string]string{}
 	for _, n := range e.Target.Nodes() {
-		if !e.Target.Running(n.ID) {
+		addrs[n.ID] = n.HTTPAddr
+	}
+	var first error
+	for _, s := range p {
+		if !e.Target.Running(s.Node) {
 			continue
 		}
-		if err := e.send(ctx, http.MethodDelete, n.HTTPAddr, "/v1/chaos/faults", nil); err != nil && first == nil {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		if s.Rules == nil {
+			err = c.ClearFaults(ctx, addrs[s.Node])
+		} else {
+			_, err = c.SetFaults(ctx, addrs[s.Node], *s.Rules)
+		}
+		cancel()
+		switch {
+		case err != nil && s.Rules != nil:
+			return err
+		case err != nil && first == nil:
 			first = err
 		}
 	}
 	return first
+}
+
+// chaosClient sends chaos requests; each call names the one node it is
+// for, so the client's own endpoints do not matter.
+func (e *Env) chaosClient() *client.Client { return client.New(nil, client.WithHTTPClient(e.HTTP)) }
+
+// members lists the ids of the cluster's members, for fault plans.
+func (e *Env) members() []string { return idList(e.Target.Nodes()) }
+
+// clearFaults removes every node's fault rules.
+func (e *Env) clearFaults(ctx context.Context) error {
+	return e.install(ctx, faultplan.Heal(e.members()))
 }
 
 // killNemesis kills a node with SIGKILL and restarts it at the end.
@@ -197,9 +208,9 @@ type partitionNemesis struct {
 
 func (p *partitionNemesis) Name() string { return "partition-" + p.mode }
 
-// groups splits the nodes for the mode: each pair of groups listed is cut
-// apart.
-func (p *partitionNemesis) groups(ctx context.Context, e *Env) ([][2][]Node, string, error) {
+// sides splits the nodes for the mode into two sides to cut apart; nodes
+// on neither side (the bridge) keep talking to both.
+func (p *partitionNemesis) sides(ctx context.Context, e *Env) (a, b []Node, detail string, err error) {
 	nodes := e.Target.Nodes()
 	e.Rand.Shuffle(len(nodes), func(i, j int) { nodes[i], nodes[j] = nodes[j], nodes[i] })
 	switch p.mode {
@@ -216,53 +227,32 @@ func (p *partitionNemesis) groups(ctx context.Context, e *Env) ([][2][]Node, str
 		if len(lead) == 0 {
 			lead, rest = nodes[:1], nodes[1:]
 		}
-		return [][2][]Node{{lead, rest}}, fmt.Sprintf("%s | %s", ids(lead), ids(rest)), nil
+		return lead, rest, fmt.Sprintf("%s | %s", ids(lead), ids(rest)), nil
 	case "bridge":
 		if len(nodes) < 5 {
-			return nil, "", fmt.Errorf("a bridge needs 5 nodes")
+			return nil, nil, "", fmt.Errorf("a bridge needs 5 nodes")
 		}
 		// a,b | c | d,e: c hears both sides, the sides do not hear each
 		// other.
 		left, bridge, right := nodes[:2], nodes[2:3], nodes[3:5]
-		return [][2][]Node{{left, right}}, fmt.Sprintf("%s | %s | %s", ids(left), ids(bridge), ids(right)), nil
+		return left, right, fmt.Sprintf("%s | %s | %s", ids(left), ids(bridge), ids(right)), nil
 	default:
-		minority := len(nodes) / 2
-		if minority == 0 {
-			minority = 1
-		}
+		minority := max(len(nodes)/2, 1)
 		small, big := nodes[:minority], nodes[minority:]
-		return [][2][]Node{{small, big}}, fmt.Sprintf("%s | %s", ids(small), ids(big)), nil
+		return small, big, fmt.Sprintf("%s | %s", ids(small), ids(big)), nil
 	}
 }
 
 func (p *partitionNemesis) Start(ctx context.Context, e *Env) (string, error) {
-	splits, detail, err := p.groups(ctx, e)
+	a, b, detail, err := p.sides(ctx, e)
 	if err != nil {
 		return "", err
 	}
-	rules := map[string][]string{} // node -> peers it is cut from
-	for _, s := range splits {
-		for _, a := range s[0] {
-			for _, b := range s[1] {
-				rules[a.ID] = append(rules[a.ID], b.ID)
-				rules[b.ID] = append(rules[b.ID], a.ID)
-			}
-		}
+	plan, err := faultplan.Partition(e.members(), idList(a), idList(b))
+	if err != nil {
+		return detail, err
 	}
-	for _, n := range e.Target.Nodes() {
-		peers := rules[n.ID]
-		if len(peers) == 0 {
-			continue
-		}
-		var rs []string
-		for _, peer := range peers {
-			rs = append(rs, fmt.Sprintf(`{"peer":%q,"direction":"both","cut":true}`, peer))
-		}
-		if err := e.setFaults(ctx, n, `{"rules":[`+strings.Join(rs, ",")+`]}`); err != nil {
-			return detail, err
-		}
-	}
-	return detail, nil
+	return detail, e.install(ctx, plan)
 }
 
 func (p *partitionNemesis) Stop(ctx context.Context, e *Env) error { return e.clearFaults(ctx) }
@@ -285,8 +275,12 @@ func (onewayNemesis) Start(ctx context.Context, e *Env) (string, error) {
 			}
 		}
 	}
-	rule := fmt.Sprintf(`{"rules":[{"peer":%q,"direction":"out","cut":true}]}`, to.ID)
-	return fmt.Sprintf("%s -x-> %s", from.ID, to.ID), e.setFaults(ctx, from, rule)
+	detail := fmt.Sprintf("%s -x-> %s", from.ID, to.ID)
+	plan, err := faultplan.OneWay(e.members(), from.ID, to.ID)
+	if err != nil {
+		return detail, err
+	}
+	return detail, e.install(ctx, plan)
 }
 
 func (onewayNemesis) Stop(ctx context.Context, e *Env) error { return e.clearFaults(ctx) }
@@ -297,17 +291,12 @@ type netemNemesis struct{}
 func (netemNemesis) Name() string { return "netem" }
 
 func (netemNemesis) Start(ctx context.Context, e *Env) (string, error) {
-	seed := e.Rand.Uint64()
-	rule := fmt.Sprintf(`{"seed":%d,"rules":[{"peer":"*","direction":"out","drop":0.2,"delay":"50ms","jitter":"50ms"}]}`, seed)
-	for _, n := range e.Target.Nodes() {
-		if !e.Target.Running(n.ID) {
-			continue
-		}
-		if err := e.setFaults(ctx, n, rule); err != nil {
-			return "", err
-		}
+	effect := faultnet.Rule{Drop: 0.2, Delay: faultnet.Duration(50 * time.Millisecond), Jitter: faultnet.Duration(50 * time.Millisecond)}
+	plan, err := faultplan.Degrade(e.members(), nil, effect, e.Rand.Uint64())
+	if err == nil {
+		err = e.install(ctx, plan)
 	}
-	return "20% loss, 50ms±50ms on every link", nil
+	return "20% loss, 50ms±50ms on every link", err
 }
 
 func (netemNemesis) Stop(ctx context.Context, e *Env) error { return e.clearFaults(ctx) }
@@ -348,15 +337,19 @@ func (crashNemesis) Start(ctx context.Context, e *Env) (string, error) {
 		return "", err
 	}
 	actor := []string{"raft", "http", "peers"}[e.Rand.IntN(3)]
-	return fmt.Sprintf("panic in %s on %s", actor, n.ID), e.send(ctx, http.MethodPost, n.HTTPAddr, "/v1/chaos/crash?actor="+actor, nil)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return fmt.Sprintf("panic in %s on %s", actor, n.ID), e.chaosClient().Crash(ctx, n.HTTPAddr, actor)
 }
 
 func (crashNemesis) Stop(context.Context, *Env) error { return nil }
 
-func ids(nodes []Node) string {
+func ids(nodes []Node) string { return strings.Join(idList(nodes), ",") }
+
+func idList(nodes []Node) []string {
 	var s []string
 	for _, n := range nodes {
 		s = append(s, n.ID)
 	}
-	return strings.Join(s, ",")
+	return s
 }

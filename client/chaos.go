@@ -4,96 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
-	"time"
+
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // Fault injection through /v1/chaos/*, mounted only on nodes started with
 // --chaos. Fault rules are local to the node that holds them, so these calls
 // take the one endpoint they are meant for and never fail over: a rule set
-// installed on the wrong node would be a different experiment.
+// installed on the wrong node would be a different experiment. Rules are
+// the server's own faultnet types, so the two cannot drift apart; the
+// server validates them, not the client, so the two cannot disagree
+// either. chaos/faultplan builds the rule sets for whole-cluster faults.
 
 // ErrChaosDisabled is the Err of the *Error a chaos call returns when the
 // node answers 404: it does not run with --chaos.
 var ErrChaosDisabled = errors.New("chaos is not enabled on this node (start kvnode with --chaos)")
-
-// Direction says which way a fault rule acts, seen from the node holding
-// it.
-type Direction string
-
-// Directions of a rule.
-const (
-	DirectionOut  Direction = "out"  // messages this node sends to the peer
-	DirectionIn   Direction = "in"   // messages this node accepts from the peer
-	DirectionBoth Direction = "both" // either way
-)
-
-// AnyPeer in a rule's Peer field matches every peer.
-const AnyPeer = "*"
-
-// Rule is one fault on a node's links to one peer (or all of them), as
-// the server's faultnet.Rule spells it in JSON.
-type Rule struct {
-	// Peer is a node id or AnyPeer.
-	Peer      string    `json:"peer"`
-	Direction Direction `json:"direction"`
-	// Cut holds every message, as on a link that silently drops
-	// everything.
-	Cut bool `json:"cut,omitempty"`
-	// Delay and Jitter hold each message back for Delay ± Jitter.
-	Delay  Duration `json:"delay,omitempty"`
-	Jitter Duration `json:"jitter,omitempty"`
-	// Drop is the probability (0..1) that a message is lost, breaking its
-	// connection.
-	Drop float64 `json:"drop,omitempty"`
-	// Bandwidth caps each link at this many bytes per second (0: no cap;
-	// the server's floor is 1024).
-	Bandwidth int64 `json:"bandwidth,omitempty"`
-}
-
-// Rules is a node's whole fault set. Seed makes the random choices (loss,
-// jitter) repeatable. The server validates rules; the client does not, so
-// the two cannot disagree.
-type Rules struct {
-	Seed  uint64 `json:"seed"`
-	Rules []Rule `json:"rules"`
-}
-
-// Duration is a time.Duration that reads and writes JSON as "50ms", like
-// the server's.
-type Duration time.Duration
-
-// String renders the duration as Go does ("50ms").
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalJSON writes the duration as a Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON accepts "50ms", a number of nanoseconds, or null (zero),
-// as the server does.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	if string(b) == "null" {
-		*d = 0
-		return nil
-	}
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		v, err := time.ParseDuration(s)
-		if err != nil {
-			return fmt.Errorf("bad duration %q", s)
-		}
-		*d = Duration(v)
-		return nil
-	}
-	var n int64
-	if err := json.Unmarshal(b, &n); err != nil {
-		return errors.New(`duration must be a string like "50ms"`)
-	}
-	*d = Duration(n)
-	return nil
-}
 
 // CrashActors names the actors Crash accepts; "peer/<id>" is the failure
 // detector's monitor of one peer.
@@ -102,17 +29,17 @@ var CrashActors = []string{"raft", "http", "peers", "peer/<id>", "node"}
 const faultsPath = "/v1/chaos/faults"
 
 // Faults returns the fault rules installed on the node at endpoint.
-func (c *Client) Faults(ctx context.Context, endpoint string) (Rules, error) {
+func (c *Client) Faults(ctx context.Context, endpoint string) (faultnet.Rules, error) {
 	return c.faults(ctx, endpoint, &request{method: http.MethodGet, path: faultsPath, read: true, accept: []int{200}})
 }
 
 // SetFaults replaces the node's whole rule set (it does not merge) and
 // returns the set as installed. Invalid rules are refused with HTTP 400 and
 // the server's reason; nothing changes then.
-func (c *Client) SetFaults(ctx context.Context, endpoint string, rs Rules) (Rules, error) {
+func (c *Client) SetFaults(ctx context.Context, endpoint string, rs faultnet.Rules) (faultnet.Rules, error) {
 	body, err := json.Marshal(rs)
 	if err != nil {
-		return Rules{}, err
+		return faultnet.Rules{}, err
 	}
 	return c.SetFaultsJSON(ctx, endpoint, body)
 }
@@ -120,7 +47,7 @@ func (c *Client) SetFaults(ctx context.Context, endpoint string, rs Rules) (Rule
 // SetFaultsJSON is SetFaults with the rule set as JSON, sent as is, so
 // that the server, not the client, judges it (unknown fields, bad
 // durations): a tool passing on a user's rules reports the server's reason.
-func (c *Client) SetFaultsJSON(ctx context.Context, endpoint string, rules []byte) (Rules, error) {
+func (c *Client) SetFaultsJSON(ctx context.Context, endpoint string, rules []byte) (faultnet.Rules, error) {
 	if rules == nil {
 		rules = []byte{}
 	}
@@ -145,14 +72,14 @@ func (c *Client) Crash(ctx context.Context, endpoint, actor string) error {
 	return chaosError(err)
 }
 
-func (c *Client) faults(ctx context.Context, endpoint string, r *request) (Rules, error) {
+func (c *Client) faults(ctx context.Context, endpoint string, r *request) (faultnet.Rules, error) {
 	resp, err := c.at(ctx, endpoint, r)
 	if err != nil {
-		return Rules{}, chaosError(err)
+		return faultnet.Rules{}, chaosError(err)
 	}
-	var rs Rules
+	var rs faultnet.Rules
 	if err := decode(resp, &rs); err != nil {
-		return Rules{}, err
+		return faultnet.Rules{}, err
 	}
 	return rs, nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 )
 
@@ -83,9 +84,9 @@ func TestHealthAndChaos(t *testing.T) {
 	if rs, err := c.Faults(ctx(t), far.HTTPAddr); err != nil || rs.Seed != 0 || len(rs.Rules) != 0 {
 		t.Fatalf("Faults of a fresh node = %+v, %v", rs, err)
 	}
-	want := client.Rules{Seed: 42, Rules: []client.Rule{
-		{Peer: nodes[1].ID, Direction: client.DirectionOut, Delay: client.Duration(20 * time.Millisecond), Jitter: client.Duration(5 * time.Millisecond)},
-		{Peer: client.AnyPeer, Direction: client.DirectionIn, Drop: 0.01, Bandwidth: 1 << 20},
+	want := faultnet.Rules{Seed: 42, Rules: []faultnet.Rule{
+		{Peer: nodes[1].ID, Direction: faultnet.Out, Delay: faultnet.Duration(20 * time.Millisecond), Jitter: faultnet.Duration(5 * time.Millisecond)},
+		{Peer: faultnet.AnyPeer, Direction: faultnet.In, Drop: 0.01, Bandwidth: 1 << 20},
 	}}
 	got, err := c.SetFaults(ctx(t), urlOf(far), want)
 	if err != nil || !equalRules(got, want) {
@@ -110,14 +111,14 @@ func TestHealthAndChaos(t *testing.T) {
 	// Invalid rules: 400 with the server's reason, not applied, not
 	// retried anywhere, and the installed set is untouched.
 	for _, tc := range []struct {
-		rules client.Rules
+		rules faultnet.Rules
 		msg   string
 	}{
-		{client.Rules{Rules: []client.Rule{{Peer: "n1", Direction: client.DirectionBoth, Delay: client.Duration(time.Millisecond), Jitter: client.Duration(time.Second)}}},
+		{faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n1", Direction: faultnet.Both, Delay: faultnet.Duration(time.Millisecond), Jitter: faultnet.Duration(time.Second)}}},
 			"rule 0: jitter 1s must not exceed delay 1ms"},
-		{client.Rules{Rules: []client.Rule{{Peer: "n1", Direction: "sideways", Cut: true}}}, `rule 0: direction "sideways" must be in, out or both`},
-		{client.Rules{Rules: []client.Rule{{Direction: client.DirectionIn, Cut: true}}}, `rule 0: peer is required`},
-		{client.Rules{Rules: []client.Rule{{Peer: "*", Direction: client.DirectionIn}}}, `rule 0: does nothing`},
+		{faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n1", Direction: "sideways", Cut: true}}}, `rule 0: direction "sideways" must be in, out or both`},
+		{faultnet.Rules{Rules: []faultnet.Rule{{Direction: faultnet.In, Cut: true}}}, `rule 0: peer is required`},
+		{faultnet.Rules{Rules: []faultnet.Rule{{Peer: "*", Direction: faultnet.In}}}, `rule 0: does nothing`},
 	} {
 		_, err := c.SetFaults(ctx(t), far.HTTPAddr, tc.rules)
 		if e := asError(t, err); e.Status != 400 || !strings.HasPrefix(e.Message, tc.msg) || e.Attempts != 1 || !client.IsNotApplied(err) || e.Endpoint != urlOf(far) {
@@ -157,7 +158,7 @@ func TestHealthAndChaos(t *testing.T) {
 
 	// Isolation, as the other nodes' detectors see it, and the way back.
 	cut := nodes[1]
-	if _, err := c.SetFaults(ctx(t), cut.HTTPAddr, client.Rules{Rules: []client.Rule{{Peer: client.AnyPeer, Direction: client.DirectionBoth, Cut: true}}}); err != nil {
+	if _, err := c.SetFaults(ctx(t), cut.HTTPAddr, faultnet.Rules{Rules: []faultnet.Rule{{Peer: faultnet.AnyPeer, Direction: faultnet.Both, Cut: true}}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, nd := range []*inproc.Node{nodes[0], nodes[2]} {
@@ -208,7 +209,7 @@ func TestChaosDisabled(t *testing.T) {
 	}
 	calls := map[string]func() error{
 		"Faults":        func() error { _, err := c.Faults(ctx(t), nd.HTTPAddr); return err },
-		"SetFaults":     func() error { _, err := c.SetFaults(ctx(t), nd.HTTPAddr, client.Rules{}); return err },
+		"SetFaults":     func() error { _, err := c.SetFaults(ctx(t), nd.HTTPAddr, faultnet.Rules{}); return err },
 		"SetFaultsJSON": func() error { _, err := c.SetFaultsJSON(ctx(t), nd.HTTPAddr, []byte(`{}`)); return err },
 		"ClearFaults":   func() error { return c.ClearFaults(ctx(t), nd.HTTPAddr) },
 		"Crash":         func() error { return c.Crash(ctx(t), nd.HTTPAddr, "raft") },
@@ -223,7 +224,7 @@ func TestChaosDisabled(t *testing.T) {
 	}
 }
 
-func equalRules(a, b client.Rules) bool {
+func equalRules(a, b faultnet.Rules) bool {
 	return a.Seed == b.Seed && slices.Equal(a.Rules, b.Rules)
 }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 )
 
@@ -129,16 +130,9 @@ func stored(t *testing.T, nd *inproc.Node, key string, index uint64) (value []by
 // waits until it no longer knows a leader.
 func isolate(t *testing.T, nd *inproc.Node) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPut, urlOf(nd)+"/v1/chaos/faults",
-		strings.NewReader(`{"rules":[{"peer":"*","direction":"both","cut":true}]}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("cut %s: %d %s", nd.ID, resp.StatusCode, body)
+	cut := faultnet.Rules{Rules: []faultnet.Rule{{Peer: faultnet.AnyPeer, Direction: faultnet.Both, Cut: true}}}
+	if _, err := newClient([]string{nd.HTTPAddr}).SetFaults(ctx(t), nd.HTTPAddr, cut); err != nil {
+		t.Fatalf("cut %s: %v", nd.ID, err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/bench"
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
@@ -143,13 +144,7 @@ func BenchmarkFalseDead(b *testing.B) {
 		}
 	}
 	before := deadTransitions(b, c)
-	for _, n := range c.Nodes {
-		code, body, _, err := n.Do(http.MethodPut, "/v1/chaos/faults",
-			[]byte(`{"seed":11,"rules":[{"peer":"*","direction":"out","drop":0.05,"delay":"50ms","jitter":"50ms"}]}`))
-		if err != nil || code != 200 {
-			b.Fatalf("faults: %d %s %v", code, body, err)
-		}
-	}
+	installPlan(b, c, faultplan.Must(faultplan.Degrade(nodeIDs(c), nil, lossy(0.05), 11)))
 	time.Sleep(d)
 	falseDead := deadTransitions(b, c) - before
 	suspects := 0
@@ -171,11 +166,9 @@ func BenchmarkPartitionFailover(b *testing.B) {
 	for i := 0; i < trials; i++ {
 		leader := c.WaitLeader(30 * time.Second)
 		majority := c.Followers(leader)
-		cut := []byte(`{"rules":[{"peer":"*","direction":"both","cut":true}]}`)
+		cut := faultplan.Must(faultplan.Isolate(nodeIDs(c), leader.ID))
 		t0 := time.Now()
-		if code, body, _, err := leader.Do(http.MethodPut, "/v1/chaos/faults", cut); err != nil || code != 200 {
-			b.Fatalf("cut: %d %s %v", code, body, err)
-		}
+		installPlan(b, c, cut)
 		for j := 0; ; j++ {
 			if time.Since(t0) > 30*time.Second {
 				b.Fatal("the majority committed nothing within 30s")

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
@@ -89,9 +90,7 @@ func TestDetectorToleratesJitterAndLoss(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range c.Nodes {
-		setFaults(t, n, `{"seed":5,"rules":[{"peer":"*","direction":"out","drop":0.05,"delay":"50ms","jitter":"50ms"}]}`)
-	}
+	installPlan(t, c, faultplan.Must(faultplan.Degrade(nodeIDs(c), nil, lossy(0.05), 5)))
 	end := time.Now().Add(15 * time.Second)
 	samples := 0
 	for time.Now().Before(end) {

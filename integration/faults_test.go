@@ -9,16 +9,39 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
-// setFaults installs a fault rule set on node n (chaos mode).
-func setFaults(t *testing.T, n *testcluster.Node, rules string) {
+// installPlan installs a fault plan on c's nodes (chaos mode).
+func installPlan(t testing.TB, c *testcluster.Cluster, p faultplan.Plan) {
 	t.Helper()
-	code, body, _, err := n.Do(http.MethodPut, "/v1/chaos/faults", []byte(rules))
-	if err != nil || code != 200 {
-		t.Fatalf("faults on %s: %d %s %v", n.ID, code, body, err)
+	for _, s := range p {
+		method, rules := http.MethodDelete, []byte(nil)
+		if s.Rules != nil {
+			method = http.MethodPut
+			rules, _ = json.Marshal(s.Rules)
+		}
+		code, body, _, err := c.Node(s.Node).Do(method, "/v1/chaos/faults", rules)
+		if err != nil || code != 200 {
+			t.Fatalf("faults on %s: %d %s %v", s.Node, code, body, err)
+		}
 	}
+}
+
+// nodeIDs lists c's node ids, for fault plans.
+func nodeIDs(c *testcluster.Cluster) []string {
+	var ids []string
+	for _, n := range c.Nodes {
+		ids = append(ids, n.ID)
+	}
+	return ids
+}
+
+// lossy is 50ms ± 50ms delay and loss with probability drop.
+func lossy(drop float64) faultnet.Rule {
+	return faultnet.Rule{Drop: drop, Delay: faultnet.Duration(50 * time.Millisecond), Jitter: faultnet.Duration(50 * time.Millisecond)}
 }
 
 func clearFaults(t *testing.T, c *testcluster.Cluster) {
@@ -122,7 +145,7 @@ func TestPartitionedLeader(t *testing.T) {
 	w := startWriters(t, c, 3)
 	w.waitMore(t, 30, "before the partition")
 
-	setFaults(t, old, `{"rules":[{"peer":"*","direction":"both","cut":true}]}`)
+	installPlan(t, c, faultplan.Must(faultplan.Isolate(nodeIDs(c), old.ID)))
 	partitionedAt := time.Now()
 	// The majority elects a new leader and commits.
 	var newLeader *testcluster.Node
@@ -194,7 +217,11 @@ func TestOneWayCuts(t *testing.T) {
 			watch := watchLeaders(c)
 			w := startWriters(t, c, 3)
 			w.waitMore(t, 20, "before the cut")
-			setFaults(t, old, fmt.Sprintf(`{"rules":[{"peer":"*","direction":%q,"cut":true}]}`, dir))
+			from, to := old.ID, faultnet.AnyPeer // out: the leader reaches nobody
+			if dir == "in" {
+				from, to = to, from // in: the leader hears nobody
+			}
+			installPlan(t, c, faultplan.Must(faultplan.OneWay(nodeIDs(c), from, to)))
 			// Writes resume on one leader among the two healthy nodes.
 			w.waitMore(t, 30, "with a one-way cut at the old leader")
 			leaders := 0
@@ -222,9 +249,7 @@ func TestOneWayCuts(t *testing.T) {
 func TestLossAndDelayEverywhere(t *testing.T) {
 	c := testcluster.Start(t, 3, testcluster.Options{Chaos: true})
 	c.WaitLeader(20 * time.Second)
-	for _, n := range c.Nodes {
-		setFaults(t, n, `{"seed":42,"rules":[{"peer":"*","direction":"out","drop":0.2,"delay":"50ms","jitter":"50ms"}]}`)
-	}
+	installPlan(t, c, faultplan.Must(faultplan.Degrade(nodeIDs(c), nil, lossy(0.2), 42)))
 	w := startWriters(t, c, 4)
 	w.waitMore(t, 100, "under 20% loss and 50ms±50ms delay")
 	clearFaults(t, c)
@@ -243,7 +268,7 @@ func TestThinLink(t *testing.T) {
 	leader := c.WaitLeader(20 * time.Second)
 	followers := c.Followers(leader)
 	thin, majority := followers[1], []*testcluster.Node{leader, followers[0]}
-	setFaults(t, thin, `{"rules":[{"peer":"*","direction":"both","bandwidth":2048}]}`)
+	installPlan(t, c, faultplan.Must(faultplan.Degrade(nodeIDs(c), []string{thin.ID}, faultnet.Rule{Bandwidth: 2048}, 0)))
 	watch := watchLeaders(c)
 
 	big := strings.Repeat("b", 40_000)

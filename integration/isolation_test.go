@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 )
 
@@ -24,10 +25,7 @@ func TestIsolatedFollower(t *testing.T) {
 	st, _ := leader.Status()
 	isolated.WaitApplied(st.CommitIndex, 10*time.Second)
 
-	cut := []byte(`{"seed":1,"rules":[{"peer":"*","direction":"both","cut":true}]}`)
-	if code, body, _, err := isolated.Do(http.MethodPut, "/v1/chaos/faults", cut); err != nil || code != 200 {
-		t.Fatalf("install cut: %d %s %v", code, body, err)
-	}
+	installPlan(t, c, faultplan.Must(faultplan.Isolate(nodeIDs(c), isolated.ID)))
 
 	// The majority keeps committing.
 	for i := 0; i < 30; i++ {
@@ -90,10 +88,7 @@ func TestIsolatedLeaderServesNoStaleRead(t *testing.T) {
 	if code, _ := put(t, old, "k", "v1"); code != 200 {
 		t.Fatalf("PUT v1: %d", code)
 	}
-	cut := []byte(`{"rules":[{"peer":"*","direction":"both","cut":true}]}`)
-	if code, body, _, err := old.Do(http.MethodPut, "/v1/chaos/faults", cut); err != nil || code != 200 {
-		t.Fatalf("install cut: %d %s %v", code, body, err)
-	}
+	installPlan(t, c, faultplan.Must(faultplan.Isolate(nodeIDs(c), old.ID)))
 	majority := c.Followers(old)
 	var newLeader *testcluster.Node
 	deadline := time.Now().Add(20 * time.Second)

@@ -8,17 +8,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
 // The chaos commands drive /v1/chaos/*. Fault rules are local to the node
-// holding them, so every request goes to one node, never failing over; the
-// builders (isolate, partition, oneway, netem, heal) work out which rules
-// each node needs, check that every node concerned answers and has chaos
-// enabled before changing anything, then install them node by node.
+// holding them, so every request goes to one node, never failing over. The
+// builders (isolate, partition, oneway, netem, heal) take their plans from
+// chaos/faultplan, which the nemeses share; this file only resolves nodes,
+// checks that every node concerned answers and has chaos enabled before
+// changing anything, installs the plan node by node and reports.
 
 var chaosCommand = &command{
 	name: "chaos", group: chaosGroup, args: "<subcommand> [arguments]",
@@ -200,28 +204,16 @@ var chaosIsolateCommand = &command{
 	name: "isolate", group: chaosGroup, args: "<node-id>...", minArgs: 1, maxArgs: 1 << 10,
 	summary: "cut nodes off from every peer, both ways",
 	long: `Cut each named node off from every other node, both ways, with one rule on
-that node ({"peer":"*","direction":"both","cut":true}), replacing its rules.
-The other nodes keep theirs. 'kvctl chaos heal' undoes it.`,
+that node (cut, both ways, to every peer), replacing its rules. The other
+nodes keep theirs. 'kvctl chaos heal' undoes it.`,
 	example: `  kvctl chaos isolate n3
   kvctl chaos isolate n1 n2      # each alone: no quorum anywhere`,
 	setup: func(fs *pflag.FlagSet) action {
 		return func(inv *invocation, args []string) error {
 			r := &chaosRun{inv: inv}
-			ids, err := uniqueIDs(args)
-			if err != nil {
-				return err
-			}
-			var changes []change
-			for _, id := range ids {
-				t, err := r.member(id)
-				if err != nil {
-					return err
-				}
-				changes = append(changes, change{target: t, rules: &client.Rules{Rules: []client.Rule{
-					{Peer: client.AnyPeer, Direction: client.DirectionBoth, Cut: true},
-				}}})
-			}
-			return r.apply(changes, nil, false)
+			return r.plan(false, func(members []string) (faultplan.Plan, error) {
+				return faultplan.Isolate(members, r.ids(args)...)
+			})
 		}
 	},
 }
@@ -239,42 +231,9 @@ with both.`,
 	setup: func(fs *pflag.FlagSet) action {
 		return func(inv *invocation, args []string) error {
 			r := &chaosRun{inv: inv}
-			var sides [2][]target
-			seen := map[string]int{}
-			for s, arg := range args {
-				ids, err := uniqueIDs(strings.Split(arg, ","))
-				if err != nil {
-					return err
-				}
-				for _, id := range ids {
-					if _, dup := seen[id]; dup {
-						return usagef("%s is on both sides of the partition", id)
-					}
-					seen[id] = s
-					t, err := r.member(id)
-					if err != nil {
-						return err
-					}
-					sides[s] = append(sides[s], t)
-				}
-			}
-			var changes []change
-			for s := range sides {
-				for _, t := range sides[s] {
-					rs := &client.Rules{}
-					for _, peer := range sides[1-s] {
-						rs.Rules = append(rs.Rules, client.Rule{Peer: peer.ID, Direction: client.DirectionBoth, Cut: true})
-					}
-					changes = append(changes, change{target: t, rules: rs})
-				}
-			}
-			var untouched []string
-			for _, m := range r.members {
-				if _, ok := seen[m.ID]; !ok {
-					untouched = append(untouched, m.ID)
-				}
-			}
-			return r.apply(changes, untouched, false)
+			return r.plan(true, func(members []string) (faultplan.Plan, error) {
+				return faultplan.Partition(members, r.ids(strings.Split(args[0], ",")), r.ids(strings.Split(args[1], ",")))
+			})
 		}
 	},
 }
@@ -283,26 +242,19 @@ var chaosOnewayCommand = &command{
 	name: "oneway", group: chaosGroup, args: "<from-id> <to-id>", minArgs: 2, maxArgs: 2,
 	summary: "lose every message one node sends to another",
 	long: `Lose every message from the first node to the second, while the second still
-reaches the first: one rule on the first node,
-{"peer":"<to-id>","direction":"out","cut":true}, replacing its rules.`,
-	example: `  kvctl chaos oneway n1 n2    # n2 no longer hears n1; n1 still hears n2`,
+reaches the first: one rule on the first node (cut, out, to the second),
+replacing its rules. Either id may be * for every node: "oneway n1 '*'"
+leaves n1 unheard, "oneway '*' n1" leaves it deaf (the rule then sits on
+n1, cut, in, from every peer).`,
+	example: `  kvctl chaos oneway n1 n2    # n2 no longer hears n1; n1 still hears n2
+  kvctl chaos oneway '*' n1   # n1 hears nobody; everyone still hears n1`,
 	setup: func(fs *pflag.FlagSet) action {
 		return func(inv *invocation, args []string) error {
-			if args[0] == args[1] {
-				return usagef("oneway needs two different nodes")
-			}
 			r := &chaosRun{inv: inv}
-			from, err := r.member(args[0])
-			if err != nil {
-				return err
-			}
-			to, err := r.member(args[1])
-			if err != nil {
-				return err
-			}
-			return r.apply([]change{{target: from, rules: &client.Rules{Rules: []client.Rule{
-				{Peer: to.ID, Direction: client.DirectionOut, Cut: true},
-			}}}}, nil, false)
+			return r.plan(false, func(members []string) (faultplan.Plan, error) {
+				ids := r.ids(args)
+				return faultplan.OneWay(members, ids[0], ids[1])
+			})
 		}
 	},
 }
@@ -339,55 +291,11 @@ every peer, and a node degraded alone gets one "both" rule.`,
 			if *delay == 0 && *drop == 0 && *bandwidth == 0 {
 				return usagef("netem needs at least one of --delay, --drop and --bandwidth")
 			}
+			effect := faultnet.Rule{Delay: faultnet.Duration(*delay), Jitter: faultnet.Duration(*jitter), Drop: *drop, Bandwidth: *bandwidth}
 			r := &chaosRun{inv: inv}
-			if err := r.loadMembers(); err != nil {
-				return err
-			}
-			ids := []string(nodes)
-			if len(ids) == 0 {
-				for _, m := range r.members {
-					ids = append(ids, m.ID)
-				}
-			}
-			ids, err := uniqueIDs(ids)
-			if err != nil {
-				return err
-			}
-			degraded := map[string]bool{}
-			var targets []target
-			for _, id := range ids {
-				t, err := r.member(id)
-				if err != nil {
-					return err
-				}
-				targets = append(targets, t)
-				degraded[t.ID] = true
-			}
-			base := client.Rule{Delay: client.Duration(*delay), Jitter: client.Duration(*jitter), Drop: *drop, Bandwidth: *bandwidth}
-			var changes []change
-			for _, t := range targets {
-				var spared []string // peers left alone: their messages to t are degraded here
-				for _, m := range r.members {
-					if m.ID != t.ID && !degraded[m.ID] {
-						spared = append(spared, m.ID)
-					}
-				}
-				rs := &client.Rules{Seed: *seed}
-				out := base
-				out.Peer, out.Direction = client.AnyPeer, client.DirectionOut
-				if len(spared) == len(r.members)-1 {
-					out.Direction = client.DirectionBoth
-					spared = nil
-				}
-				rs.Rules = append(rs.Rules, out)
-				for _, p := range spared {
-					in := base
-					in.Peer, in.Direction = p, client.DirectionIn
-					rs.Rules = append(rs.Rules, in)
-				}
-				changes = append(changes, change{target: t, rules: rs})
-			}
-			return r.apply(changes, nil, false)
+			return r.plan(false, func(members []string) (faultplan.Plan, error) {
+				return faultplan.Degrade(members, r.ids(nodes), effect, *seed)
+			})
 		}
 	},
 }
@@ -449,24 +357,43 @@ func (r *chaosRun) endpointOf(m client.Member) string {
 	return m.HTTPAddr
 }
 
-// member resolves a member id, or a member's HTTP address.
-func (r *chaosRun) member(v string) (target, error) {
+// member resolves a member id.
+func (r *chaosRun) member(id string) (target, error) {
 	if err := r.loadMembers(); err != nil {
 		return target{}, err
 	}
 	for _, m := range r.members {
-		if m.ID == v || m.HTTPAddr != "" && sameEndpoint(m.HTTPAddr, v) {
+		if m.ID == id {
 			if m.HTTPAddr == "" {
 				return target{}, fmt.Errorf("member %s has no HTTP address registered yet", m.ID)
 			}
 			return target{ID: m.ID, Endpoint: r.endpointOf(m)}, nil
 		}
 	}
-	var ids []string
-	for _, m := range r.members {
-		ids = append(ids, m.ID)
+	return target{}, &faultplan.UnknownNodeError{ID: id, Members: r.memberIDs()}
+}
+
+func (r *chaosRun) memberIDs() []string {
+	ids := make([]string, len(r.members))
+	for i, m := range r.members {
+		ids[i] = m.ID
 	}
-	return target{}, fmt.Errorf("no member with id %q (members: %s)", v, strings.Join(ids, ", "))
+	return ids
+}
+
+// ids trims the node ids given to a builder and turns a member's HTTP
+// address into its id: builders have always accepted either.
+func (r *chaosRun) ids(vs []string) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = strings.TrimSpace(v)
+		for _, m := range r.members {
+			if m.HTTPAddr != "" && sameEndpoint(m.HTTPAddr, out[i]) {
+				out[i] = m.ID
+			}
+		}
+	}
+	return out
 }
 
 // node resolves --node: an HTTP address is used as is (the node need not
@@ -494,34 +421,18 @@ func sameEndpoint(a, b string) bool {
 	return ea == nil && eb == nil && na == nb
 }
 
-// uniqueIDs trims ids and rejects empty and repeated ones.
-func uniqueIDs(ids []string) ([]string, error) {
-	var out []string
-	for _, id := range ids {
-		id = strings.TrimSpace(id)
-		switch {
-		case id == "":
-			return nil, usagef("empty node id")
-		case slices.Contains(out, id):
-			return nil, usagef("node %s is named twice", id)
-		}
-		out = append(out, id)
-	}
-	return out, nil
-}
-
 // change is what one node is to get: a rule set, or nil to clear it.
 type change struct {
 	target target
-	rules  *client.Rules
+	rules  *faultnet.Rules
 }
 
 // nodeResult is one node's line of a chaos command's outcome.
 type nodeResult struct {
 	target
 	// Rules is the set installed now, as the node reports it.
-	Rules *client.Rules `json:"rules,omitempty"`
-	Error string        `json:"error,omitempty"`
+	Rules *faultnet.Rules `json:"rules,omitempty"`
+	Error string          `json:"error,omitempty"`
 }
 
 // nodeError names the node (id and address) in a client error.
@@ -568,23 +479,33 @@ func (e *multiError) Error() string {
 
 func (e *multiError) Unwrap() []error { return e.errs }
 
-// preflight reads every target's rules concurrently: it proves each node
-// answers and has chaos enabled before anything changes, and gives the
-// rules a change replaces.
-func (r *chaosRun) preflight(ts []target) ([]client.Rules, []error) {
-	before := make([]client.Rules, len(ts))
+// fetch reads every target's rules concurrently. A target without an
+// endpoint is a member with no HTTP address registered yet.
+func (r *chaosRun) fetch(ts []target) ([]faultnet.Rules, []error) {
+	rules := make([]faultnet.Rules, len(ts))
 	errs := make([]error, len(ts))
 	var wg sync.WaitGroup
 	for i, t := range ts {
+		if t.Endpoint == "" {
+			errs[i] = errors.New(t.ID + ": no HTTP address registered")
+			continue
+		}
 		wg.Go(func() {
 			rs, err := r.inv.client.Faults(r.inv.ctx, t.Endpoint)
-			before[i] = rs
+			rules[i] = nonNil(rs)
 			if err != nil {
 				errs[i] = r.nodeErr(t, err)
 			}
 		})
 	}
 	wg.Wait()
+	return rules, errs
+}
+
+// preflight proves each target answers and has chaos enabled before
+// anything changes, and gives the rules a change replaces.
+func (r *chaosRun) preflight(ts []target) ([]faultnet.Rules, []error) {
+	before, errs := r.fetch(ts)
 	for _, err := range errs {
 		var ee *exitErr
 		if errors.As(err, &ee) {
@@ -636,7 +557,7 @@ func (r *chaosRun) apply(changes []change, untouched []string, bestEffort bool) 
 			results = append(results, res)
 			continue
 		}
-		var installed client.Rules
+		var installed faultnet.Rules
 		var err error
 		if c.rules == nil {
 			err = r.inv.client.ClearFaults(r.inv.ctx, c.target.Endpoint)
@@ -700,28 +621,51 @@ func (r *chaosRun) apply(changes []change, untouched []string, bestEffort bool) 
 	return nil
 }
 
+// plan builds a fault plan for the current members and installs it. A
+// builder's refusal is a usage error, except an unknown id, which may be a
+// typo against the live member list. bridge reports the members the plan
+// leaves alone (a partition's bridge).
+func (r *chaosRun) plan(bridge bool, build func(members []string) (faultplan.Plan, error)) error {
+	if err := r.loadMembers(); err != nil {
+		return err
+	}
+	p, err := build(r.memberIDs())
+	var unknown *faultplan.UnknownNodeError
+	switch {
+	case errors.As(err, &unknown):
+		return err
+	case err != nil:
+		return usagef("%v", err)
+	}
+	var untouched []string
+	for _, id := range r.memberIDs() {
+		if bridge && !slices.ContainsFunc(p, func(s faultplan.Step) bool { return s.Node == id }) {
+			untouched = append(untouched, id)
+		}
+	}
+	return r.install(p, untouched, false)
+}
+
 // heal clears the rules of every member, as many as answer.
 func (r *chaosRun) heal() error {
 	if err := r.loadMembers(); err != nil {
 		return err
 	}
-	var changes []change
-	var missing []error
-	for _, m := range r.members {
-		if m.HTTPAddr == "" {
-			missing = append(missing, fmt.Errorf("%s: no HTTP address registered, not healed", m.ID))
-			continue
+	return r.install(faultplan.Heal(r.memberIDs()), nil, true)
+}
+
+// install resolves each step's node and applies the plan. With
+// bestEffort, a member with no HTTP address yet fails alone, in apply.
+func (r *chaosRun) install(p faultplan.Plan, untouched []string, bestEffort bool) error {
+	changes := make([]change, len(p))
+	for i, s := range p {
+		t, err := r.member(s.Node)
+		if err != nil && !bestEffort {
+			return err
 		}
-		changes = append(changes, change{target: target{ID: m.ID, Endpoint: r.endpointOf(m)}})
+		changes[i] = change{target: target{ID: s.Node, Endpoint: t.Endpoint}, rules: s.Rules}
 	}
-	err := r.apply(changes, nil, true)
-	if len(missing) > 0 {
-		if err != nil {
-			missing = append([]error{err}, missing...)
-		}
-		return &multiError{errs: missing}
-	}
-	return err
+	return r.apply(changes, untouched, bestEffort)
 }
 
 // showAll prints every member's rules.
@@ -729,31 +673,21 @@ func (r *chaosRun) showAll() error {
 	if err := r.loadMembers(); err != nil {
 		return err
 	}
-	results := make([]nodeResult, len(r.members))
-	var wg sync.WaitGroup
+	ts := make([]target, len(r.members))
 	for i, m := range r.members {
-		t := target{ID: m.ID, Endpoint: r.endpointOf(m)}
-		results[i].target = t
-		if m.HTTPAddr == "" {
-			results[i].Error = m.ID + ": no HTTP address registered"
-			continue
+		ts[i] = target{ID: m.ID}
+		if m.HTTPAddr != "" {
+			ts[i].Endpoint = r.endpointOf(m)
 		}
-		wg.Go(func() {
-			rs, err := r.inv.client.Faults(r.inv.ctx, t.Endpoint)
-			if err != nil {
-				err = r.nodeErr(t, err)
-				results[i].Error = err.Error()
-				return
-			}
-			rs = nonNil(rs)
-			results[i].Rules = &rs
-		})
 	}
-	wg.Wait()
+	rules, errs := r.fetch(ts)
+	results := make([]nodeResult, len(ts))
 	var failed []string
-	for _, res := range results {
-		if res.Error != "" {
-			failed = append(failed, res.Error)
+	for i, t := range ts {
+		results[i] = nodeResult{target: t, Rules: &rules[i]}
+		if errs[i] != nil {
+			results[i] = nodeResult{target: t, Error: errs[i].Error()}
+			failed = append(failed, errs[i].Error())
 		}
 	}
 	if len(failed) == len(results) && len(results) > 0 && strings.HasPrefix(failed[0], "chaos is not enabled") {
@@ -784,20 +718,20 @@ func (r *chaosRun) showAll() error {
 }
 
 // nonNil makes an empty rule list print as [] rather than null.
-func nonNil(rs client.Rules) client.Rules {
+func nonNil(rs faultnet.Rules) faultnet.Rules {
 	if rs.Rules == nil {
-		rs.Rules = []client.Rule{}
+		rs.Rules = []faultnet.Rule{}
 	}
 	return rs
 }
 
-func sameRules(a, b client.Rules) bool {
+func sameRules(a, b faultnet.Rules) bool {
 	return a.Seed == b.Seed && slices.Equal(a.Rules, b.Rules)
 }
 
 // describe renders a rule set in one line: "cut to and from every peer;
 // delay 50ms±10ms to n2 (seed 7)".
-func describe(rs client.Rules) string {
+func describe(rs faultnet.Rules) string {
 	if len(rs.Rules) == 0 {
 		return "no rules"
 	}
@@ -812,15 +746,15 @@ func describe(rs client.Rules) string {
 	return s
 }
 
-func ruleText(r client.Rule) string {
+func ruleText(r faultnet.Rule) string {
 	var effects []string
 	if r.Cut {
 		effects = append(effects, "cut")
 	}
 	if r.Delay != 0 || r.Jitter != 0 {
-		d := "delay " + r.Delay.String()
+		d := "delay " + time.Duration(r.Delay).String()
 		if r.Jitter != 0 {
-			d += "±" + r.Jitter.String()
+			d += "±" + time.Duration(r.Jitter).String()
 		}
 		effects = append(effects, d)
 	}
@@ -831,16 +765,16 @@ func ruleText(r client.Rule) string {
 		effects = append(effects, fmt.Sprintf("bandwidth %d B/s", r.Bandwidth))
 	}
 	peer := r.Peer
-	if peer == client.AnyPeer {
+	if peer == faultnet.AnyPeer {
 		peer = "every peer"
 	}
 	var way string
 	switch r.Direction {
-	case client.DirectionOut:
+	case faultnet.Out:
 		way = "to " + peer
-	case client.DirectionIn:
+	case faultnet.In:
 		way = "from " + peer
-	case client.DirectionBoth:
+	case faultnet.Both:
 		way = "to and from " + peer
 	default:
 		way = string(r.Direction) + " " + peer
@@ -849,7 +783,7 @@ func ruleText(r client.Rule) string {
 }
 
 // printFaults shows one node's rules as a table.
-func printFaults(w io.Writer, t target, rs client.Rules) error {
+func printFaults(w io.Writer, t target, rs faultnet.Rules) error {
 	if len(rs.Rules) == 0 {
 		fmt.Fprintf(w, "%s: no rules\n", t)
 		return nil
@@ -867,7 +801,7 @@ func printFaults(w io.Writer, t target, rs client.Rules) error {
 			cut = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Peer, r.Direction, cut,
-			zeroDash(r.Delay != 0, r.Delay.String()), zeroDash(r.Jitter != 0, r.Jitter.String()),
+			zeroDash(r.Delay != 0, time.Duration(r.Delay).String()), zeroDash(r.Jitter != 0, time.Duration(r.Jitter).String()),
 			zeroDash(r.Drop != 0, strconv.FormatFloat(r.Drop, 'g', -1, 64)),
 			zeroDash(r.Bandwidth != 0, strconv.FormatInt(r.Bandwidth, 10)+" B/s"))
 	}

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 )
 
 // faultsOf reads nd's fault rules straight from the chaos endpoint, so the
 // tests check what kvctl installed, not what it says it did.
-func faultsOf(t *testing.T, nd *inproc.Node) client.Rules {
+func faultsOf(t *testing.T, nd *inproc.Node) faultnet.Rules {
 	t.Helper()
 	resp, err := http.Get("http://" + nd.HTTPAddr + "/v1/chaos/faults")
 	if err != nil {
@@ -24,7 +25,7 @@ func faultsOf(t *testing.T, nd *inproc.Node) client.Rules {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	var rs client.Rules
+	var rs faultnet.Rules
 	if resp.StatusCode != 200 || json.Unmarshal(body, &rs) != nil {
 		t.Fatalf("GET faults of %s: %d %s", nd.ID, resp.StatusCode, body)
 	}
@@ -33,7 +34,7 @@ func faultsOf(t *testing.T, nd *inproc.Node) client.Rules {
 
 // expectRules checks every node's rules; a node missing from want must
 // have none.
-func expectRules(t *testing.T, nodes []*inproc.Node, want map[string]client.Rules) {
+func expectRules(t *testing.T, nodes []*inproc.Node, want map[string]faultnet.Rules) {
 	t.Helper()
 	for _, nd := range nodes {
 		got, w := faultsOf(t, nd), want[nd.ID]
@@ -45,11 +46,22 @@ func expectRules(t *testing.T, nodes []*inproc.Node, want map[string]client.Rule
 	}
 }
 
-func cutRule(peer string, d client.Direction) client.Rule {
-	return client.Rule{Peer: peer, Direction: d, Cut: true}
+func cutRule(peer string, d faultnet.Direction) faultnet.Rule {
+	return faultnet.Rule{Peer: peer, Direction: d, Cut: true}
 }
 
-func rules(seed uint64, rs ...client.Rule) client.Rules { return client.Rules{Seed: seed, Rules: rs} }
+func rules(seed uint64, rs ...faultnet.Rule) faultnet.Rules {
+	return faultnet.Rules{Seed: seed, Rules: rs}
+}
+
+// jsonOf is a rule set as 'kvctl chaos set' reads it.
+func jsonOf(rs faultnet.Rules) string {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
 
 // eventually runs kvctl until check accepts the result.
 func eventually(t *testing.T, what string, check func(result) bool, nodes []*inproc.Node, args ...string) result {
@@ -149,7 +161,7 @@ func TestHealthCommand(t *testing.T) {
 	t.Run("check follows isolation and healing", func(t *testing.T) {
 		r := on(t, nodes, "chaos", "isolate", n3.ID)
 		r.expect(t, 0, fmt.Sprintf("n3 (%s): installed cut to and from every peer\n", n3.HTTPAddr))
-		expectRules(t, nodes, map[string]client.Rules{"n3": rules(0, cutRule("*", client.DirectionBoth))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n3": rules(0, cutRule("*", faultnet.Both))})
 
 		// n1 and n2 both declare n3 dead; health itself still exits 0.
 		others := nodes[:2]
@@ -211,12 +223,12 @@ func TestChaosCommands(t *testing.T) {
 	})
 
 	t.Run("set and clear", func(t *testing.T) {
-		r := on(t, nodes, "chaos", "set", "--node", "n2", `{"seed":9,"rules":[{"peer":"n1","direction":"out","delay":"30ms","jitter":"10ms"},{"peer":"*","direction":"in","drop":0.25,"bandwidth":2048}]}`)
-		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): installed delay 30ms±10ms to n1; drop 0.25, bandwidth 2048 B/s from every peer (seed 9)\n")
 		want := rules(9,
-			client.Rule{Peer: "n1", Direction: client.DirectionOut, Delay: client.Duration(30 * time.Millisecond), Jitter: client.Duration(10 * time.Millisecond)},
-			client.Rule{Peer: "*", Direction: client.DirectionIn, Drop: 0.25, Bandwidth: 2048})
-		expectRules(t, nodes, map[string]client.Rules{"n2": want})
+			faultnet.Rule{Peer: "n1", Direction: faultnet.Out, Delay: faultnet.Duration(30 * time.Millisecond), Jitter: faultnet.Duration(10 * time.Millisecond)},
+			faultnet.Rule{Peer: "*", Direction: faultnet.In, Drop: 0.25, Bandwidth: 2048})
+		r := on(t, nodes, "chaos", "set", "--node", "n2", jsonOf(want))
+		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): installed delay 30ms±10ms to n1; drop 0.25, bandwidth 2048 B/s from every peer (seed 9)\n")
+		expectRules(t, nodes, map[string]faultnet.Rules{"n2": want})
 		r = on(t, nodes, "chaos", "faults", "--node", "n2")
 		r.expect(t, 0, "n2 ("+n2.HTTPAddr+"): 2 rules, seed 9\n"+table(
 			[]string{"PEER", "DIRECTION", "CUT", "DELAY", "JITTER", "DROP", "BANDWIDTH"},
@@ -224,15 +236,16 @@ func TestChaosCommands(t *testing.T) {
 			[]string{"*", "in", "-", "-", "-", "0.25", "2048 B/s"}))
 
 		// From stdin, by address; -o json prints the installed set.
-		var got client.Rules
-		r = kvctl(t, `{"rules":[{"peer":"n2","direction":"both","cut":true}]}`, nil, "--addr", n1.HTTPAddr, "-o", "json", "chaos", "set", "--node", n3.HTTPAddr, "-")
+		var got faultnet.Rules
+		r = kvctl(t, jsonOf(rules(0, cutRule("n2", faultnet.Both))), nil, "--addr", n1.HTTPAddr, "-o", "json", "chaos", "set", "--node", n3.HTTPAddr, "-")
 		decodeJSON(t, r, &got)
-		if r.code != 0 || !sameRules(got, rules(0, cutRule("n2", client.DirectionBoth))) {
+		if r.code != 0 || !sameRules(got, rules(0, cutRule("n2", faultnet.Both))) {
 			t.Fatalf("set - -o json: %+v", r)
 		}
-		expectRules(t, nodes, map[string]client.Rules{"n2": want, "n3": rules(0, cutRule("n2", client.DirectionBoth))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n2": want, "n3": rules(0, cutRule("n2", faultnet.Both))})
 
-		// The server's reasons, one line, nothing changed.
+		// The server's reasons, one line, nothing changed: malformed and
+		// invalid rule sets, as a user may type them.
 		for body, reason := range map[string]string{
 			`{"rules":[`:   "HTTP 400: bad fault rules: unexpected EOF",
 			`not json`:     "HTTP 400: bad fault rules: invalid character 'o' in literal null (expecting 'u')",
@@ -243,13 +256,13 @@ func TestChaosCommands(t *testing.T) {
 		} {
 			on(t, nodes, "chaos", "set", "--node", "n2", body).expectErr(t, 2, "kvctl: chaos set: n2 ("+n2.HTTPAddr+"): "+reason+"\n")
 		}
-		expectRules(t, nodes, map[string]client.Rules{"n2": want, "n3": rules(0, cutRule("n2", client.DirectionBoth))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n2": want, "n3": rules(0, cutRule("n2", faultnet.Both))})
 		on(t, nodes, "chaos", "set", "{}").expectErr(t, 2, "chaos set needs --node")
 		on(t, nodes, "chaos", "set", "--node", "n2").expectErr(t, 2, "chaos set expects <json|-> [flags], got 0 argument(s)")
 
 		on(t, nodes, "chaos", "clear", "--node", "n2").expect(t, 0,
 			"n2 ("+n2.HTTPAddr+"): cleared delay 30ms±10ms to n1; drop 0.25, bandwidth 2048 B/s from every peer (seed 9)\n")
-		expectRules(t, nodes, map[string]client.Rules{"n3": rules(0, cutRule("n2", client.DirectionBoth))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n3": rules(0, cutRule("n2", faultnet.Both))})
 		// Without --node: the first --addr.
 		on(t, []*inproc.Node{n3, n1}, "chaos", "clear").expect(t, 0, n3.HTTPAddr+": cleared cut to and from n2\n")
 		expectRules(t, nodes, nil)
@@ -259,8 +272,8 @@ func TestChaosCommands(t *testing.T) {
 	t.Run("isolate", func(t *testing.T) {
 		on(t, nodes, "chaos", "isolate", "n1", "n3").expect(t, 0, fmt.Sprintf(
 			"n1 (%s): installed cut to and from every peer\nn3 (%s): installed cut to and from every peer\n", n1.HTTPAddr, n3.HTTPAddr))
-		isolated := rules(0, cutRule("*", client.DirectionBoth))
-		expectRules(t, nodes, map[string]client.Rules{"n1": isolated, "n3": isolated})
+		isolated := rules(0, cutRule("*", faultnet.Both))
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": isolated, "n3": isolated})
 		on(t, nodes, "chaos", "faults", "--all").expect(t, 0, fmt.Sprintf("n1 (%s): 1 rule, seed 0\n%s\nn2 (%s): no rules\n\nn3 (%s): 1 rule, seed 0\n%s",
 			n1.HTTPAddr, table([]string{"PEER", "DIRECTION", "CUT", "DELAY", "JITTER", "DROP", "BANDWIDTH"}, []string{"*", "both", "yes", "-", "-", "-", "-"}),
 			n2.HTTPAddr, n3.HTTPAddr, table([]string{"PEER", "DIRECTION", "CUT", "DELAY", "JITTER", "DROP", "BANDWIDTH"}, []string{"*", "both", "yes", "-", "-", "-", "-"})))
@@ -282,10 +295,10 @@ func TestChaosCommands(t *testing.T) {
 		r := on(t, nodes, "chaos", "partition", "n1", "n2,n3")
 		r.expect(t, 0, fmt.Sprintf("n1 (%s): installed cut to and from n2; cut to and from n3\nn2 (%s): installed cut to and from n1\nn3 (%s): installed cut to and from n1\n",
 			n1.HTTPAddr, n2.HTTPAddr, n3.HTTPAddr))
-		expectRules(t, nodes, map[string]client.Rules{
-			"n1": rules(0, cutRule("n2", client.DirectionBoth), cutRule("n3", client.DirectionBoth)),
-			"n2": rules(0, cutRule("n1", client.DirectionBoth)),
-			"n3": rules(0, cutRule("n1", client.DirectionBoth)),
+		expectRules(t, nodes, map[string]faultnet.Rules{
+			"n1": rules(0, cutRule("n2", faultnet.Both), cutRule("n3", faultnet.Both)),
+			"n2": rules(0, cutRule("n1", faultnet.Both)),
+			"n3": rules(0, cutRule("n1", faultnet.Both)),
 		})
 		heal(t)
 
@@ -294,12 +307,12 @@ func TestChaosCommands(t *testing.T) {
 		r = on(t, nodes, "-o", "json", "chaos", "partition", "n3", "n1")
 		decodeJSON(t, r, &res)
 		if r.code != 0 || len(res) != 2 || res[0].ID != "n3" || res[1].ID != "n1" || res[0].Endpoint != n3.HTTPAddr ||
-			!sameRules(*res[0].Rules, rules(0, cutRule("n1", client.DirectionBoth))) {
+			!sameRules(*res[0].Rules, rules(0, cutRule("n1", faultnet.Both))) {
 			t.Fatalf("partition -o json: %+v", r)
 		}
-		expectRules(t, nodes, map[string]client.Rules{
-			"n1": rules(0, cutRule("n3", client.DirectionBoth)),
-			"n3": rules(0, cutRule("n1", client.DirectionBoth)),
+		expectRules(t, nodes, map[string]faultnet.Rules{
+			"n1": rules(0, cutRule("n3", faultnet.Both)),
+			"n3": rules(0, cutRule("n1", faultnet.Both)),
 		})
 		r = on(t, nodes, "chaos", "partition", "n1", "n3")
 		if r.code != 0 || !strings.HasSuffix(r.stdout, "\nn2: left alone\n") {
@@ -313,16 +326,19 @@ func TestChaosCommands(t *testing.T) {
 	})
 
 	t.Run("oneway", func(t *testing.T) {
-		on(t, nodes, "chaos", "set", "--node", "n1", `{"rules":[{"peer":"n3","direction":"in","cut":true}]}`).succeeds(t)
+		on(t, nodes, "chaos", "set", "--node", "n1", jsonOf(rules(0, cutRule("n3", faultnet.In)))).succeeds(t)
 		on(t, nodes, "chaos", "oneway", "n1", "n2").expect(t, 0, "n1 ("+n1.HTTPAddr+"): installed cut to n2 (replacing cut from n3)\n")
-		expectRules(t, nodes, map[string]client.Rules{"n1": rules(0, cutRule("n2", client.DirectionOut))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": rules(0, cutRule("n2", faultnet.Out))})
 		on(t, nodes, "chaos", "oneway", "n2", "n2").expectErr(t, 2, "two different nodes")
+		// * is every node; a node may be named by its HTTP address.
+		on(t, nodes, "chaos", "oneway", "*", n3.HTTPAddr).expect(t, 0, "n3 ("+n3.HTTPAddr+"): installed cut from every peer\n")
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": rules(0, cutRule("n2", faultnet.Out)), "n3": rules(0, cutRule("*", faultnet.In))})
 		heal(t)
 	})
 
 	t.Run("netem", func(t *testing.T) {
-		effects := client.Rule{Delay: client.Duration(50 * time.Millisecond), Jitter: client.Duration(20 * time.Millisecond), Drop: 0.05, Bandwidth: 1048576}
-		with := func(peer string, d client.Direction) client.Rule {
+		effects := faultnet.Rule{Delay: faultnet.Duration(50 * time.Millisecond), Jitter: faultnet.Duration(20 * time.Millisecond), Drop: 0.05, Bandwidth: 1048576}
+		with := func(peer string, d faultnet.Direction) faultnet.Rule {
 			r := effects
 			r.Peer, r.Direction = peer, d
 			return r
@@ -334,21 +350,21 @@ func TestChaosCommands(t *testing.T) {
 		r := on(t, nodes, append(args, "--seed", "7")...)
 		r.expect(t, 0, fmt.Sprintf("n1 (%[1]s): installed %[4]s to every peer (seed 7)\nn2 (%[2]s): installed %[4]s to every peer (seed 7)\nn3 (%[3]s): installed %[4]s to every peer (seed 7)\n",
 			n1.HTTPAddr, n2.HTTPAddr, n3.HTTPAddr, desc))
-		out := rules(7, with("*", client.DirectionOut))
-		expectRules(t, nodes, map[string]client.Rules{"n1": out, "n2": out, "n3": out})
+		out := rules(7, with("*", faultnet.Out))
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": out, "n2": out, "n3": out})
 		on(t, nodes, append(args, "--all", "--seed", "7")...).succeeds(t)
-		expectRules(t, nodes, map[string]client.Rules{"n1": out, "n2": out, "n3": out})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": out, "n2": out, "n3": out})
 		heal(t)
 
 		// One node: both ways, the others untouched.
 		on(t, nodes, append(args, "--node", "n2")...).expect(t, 0, fmt.Sprintf("n2 (%s): installed %s to and from every peer\n", n2.HTTPAddr, desc))
-		expectRules(t, nodes, map[string]client.Rules{"n2": rules(0, with("*", client.DirectionBoth))})
+		expectRules(t, nodes, map[string]faultnet.Rules{"n2": rules(0, with("*", faultnet.Both))})
 		heal(t)
 
 		// Two of three: out to everyone, in from the one left alone.
 		on(t, nodes, append(args, "--node", "n1", "--node", "n3")...).succeeds(t)
-		two := rules(0, with("*", client.DirectionOut), with("n2", client.DirectionIn))
-		expectRules(t, nodes, map[string]client.Rules{"n1": two, "n3": two})
+		two := rules(0, with("*", faultnet.Out), with("n2", faultnet.In))
+		expectRules(t, nodes, map[string]faultnet.Rules{"n1": two, "n3": two})
 		heal(t)
 
 		on(t, nodes, "chaos", "netem", "--jitter", "5ms").expectErr(t, 2, "netem needs at least one of --delay, --drop and --bandwidth")
@@ -377,7 +393,7 @@ func TestChaosCommands(t *testing.T) {
 		r := on(t, nodes, "chaos", "partition", "n1", "n2,n3")
 		r.expectErr(t, 2, "kvctl: chaos partition: nothing changed, 1 of 3 nodes did not answer: n3 ("+n3.HTTPAddr+"): dial tcp")
 		expectRules(t, nodes[:2], nil)
-		on(t, nodes[:2], "chaos", "set", "--node", "n1", `{"rules":[{"peer":"n3","direction":"both","cut":true}]}`).succeeds(t)
+		on(t, nodes[:2], "chaos", "set", "--node", "n1", jsonOf(rules(0, cutRule("n3", faultnet.Both)))).succeeds(t)
 		// heal does what it can.
 		r = on(t, nodes[:2], "chaos", "heal")
 		if r.code != 2 || r.stdout != fmt.Sprintf("n1 (%s): cleared cut to and from n3\nn2 (%s): no rules to clear\n", n1.HTTPAddr, n2.HTTPAddr) ||

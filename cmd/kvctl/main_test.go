@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 )
 
@@ -166,16 +167,8 @@ func stored(t *testing.T, nd *inproc.Node, key string) (value string, flags, mod
 // isolate cuts nd off from every peer and waits until it knows no leader.
 func isolate(t *testing.T, nd *inproc.Node) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPut, "http://"+nd.HTTPAddr+"/v1/chaos/faults",
-		strings.NewReader(`{"rules":[{"peer":"*","direction":"both","cut":true}]}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("cut %s: %d %s", nd.ID, resp.StatusCode, body)
+	if _, err := client.New(nil).SetFaults(context.Background(), nd.HTTPAddr, rules(0, cutRule(faultnet.AnyPeer, faultnet.Both))); err != nil {
+		t.Fatalf("cut %s: %v", nd.ID, err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
