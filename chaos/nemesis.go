@@ -326,8 +326,16 @@ func (osPartitionNemesis) Stop(ctx context.Context, e *Env) error {
 	return nil
 }
 
-// crashNemesis makes an actor inside a node panic; supervision restarts it.
+// crashNemesis makes an actor inside a node fail, each of the ways the
+// supervision tree has a decision for; supervision restarts it.
 type crashNemesis struct{}
+
+// crashes are the failures the crash nemesis draws from: an actor and a
+// fault ("" is a panic).
+var crashes = [][2]string{
+	{"raft", ""}, {"raft", "raft-shutdown"}, {"raft", "listener"},
+	{"http", ""}, {"http", "listener"}, {"forward", ""}, {"peers", ""},
+}
 
 func (crashNemesis) Name() string { return "crash" }
 
@@ -336,10 +344,14 @@ func (crashNemesis) Start(ctx context.Context, e *Env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	actor := []string{"raft", "http", "peers"}[e.Rand.IntN(3)]
+	c := crashes[e.Rand.IntN(len(crashes))]
+	how := "panic"
+	if c[1] != "" {
+		how = c[1]
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return fmt.Sprintf("panic in %s on %s", actor, n.ID), e.chaosClient().Crash(ctx, n.HTTPAddr, actor)
+	return fmt.Sprintf("%s in %s on %s", how, c[0], n.ID), e.chaosClient().Crash(ctx, n.HTTPAddr, c[0], c[1])
 }
 
 func (crashNemesis) Stop(context.Context, *Env) error { return nil }

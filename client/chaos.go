@@ -24,7 +24,12 @@ var ErrChaosDisabled = errors.New("chaos is not enabled on this node (start kvno
 
 // CrashActors names the actors Crash accepts; "peer/<id>" is the failure
 // detector's monitor of one peer.
-var CrashActors = []string{"raft", "http", "peers", "peer/<id>", "node"}
+var CrashActors = []string{"raft", "forward", "http", "peers", "peer/<id>", "node"}
+
+// CrashFaults names the ways Crash can make an actor fail besides a panic
+// (""): "raft-shutdown" stops Raft underneath the raft actor, "listener"
+// closes the raft or http actor's listener.
+var CrashFaults = []string{"raft-shutdown", "listener"}
 
 const faultsPath = "/v1/chaos/faults"
 
@@ -61,14 +66,18 @@ func (c *Client) ClearFaults(ctx context.Context, endpoint string) error {
 	return err
 }
 
-// Crash makes one actor of the node panic, to watch supervision restart
-// it; actor is one of CrashActors ("peer/n2" for a peer monitor). The crash
-// happens after the answer is sent, asynchronously: a crashed "http" or
-// "node" actor may cut the connection the answer travels on, which makes
-// the returned error's outcome unknown although the crash happened.
-func (c *Client) Crash(ctx context.Context, endpoint, actor string) error {
-	_, err := c.at(ctx, endpoint, &request{method: http.MethodPost, path: "/v1/chaos/crash",
-		query: url.Values{"actor": {actor}}, accept: []int{200}})
+// Crash makes one actor of the node fail, to watch supervision handle it;
+// actor is one of CrashActors ("peer/n2" for a peer monitor) and fault ""
+// (a panic) or one of CrashFaults. The crash happens after the answer is
+// sent, asynchronously: a crashed "http" or "node" actor may cut the
+// connection the answer travels on, which makes the returned error's
+// outcome unknown although the crash happened.
+func (c *Client) Crash(ctx context.Context, endpoint, actor, fault string) error {
+	q := url.Values{"actor": {actor}}
+	if fault != "" {
+		q.Set("fault", fault)
+	}
+	_, err := c.at(ctx, endpoint, &request{method: http.MethodPost, path: "/v1/chaos/crash", query: q, accept: []int{200}})
 	return chaosError(err)
 }
 

@@ -180,18 +180,18 @@ func TestHealthAndChaos(t *testing.T) {
 	}
 
 	// Crashes: the actor restarts and the node keeps answering.
-	if err := c.Crash(ctx(t), far.HTTPAddr, "peer/"+near.ID); err != nil {
+	if err := c.Crash(ctx(t), far.HTTPAddr, "peer/"+near.ID, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Crash(ctx(t), far.HTTPAddr, "peers"); err != nil {
+	if err := c.Crash(ctx(t), far.HTTPAddr, "peers", ""); err != nil {
 		t.Fatal(err)
 	}
 	waitHealth(t, single(far), far, "peers monitored again after a crash", allAlive)
-	err = c.Crash(ctx(t), far.HTTPAddr, "bogus")
+	err = c.Crash(ctx(t), far.HTTPAddr, "bogus", "")
 	if e := asError(t, err); e.Status != 400 || e.Message != `unknown actor "bogus" (want one of `+strings.Join(client.CrashActors, ", ")+")" || e.Attempts != 1 {
 		t.Fatalf("Crash(bogus) = %+v", e)
 	}
-	err = c.Crash(ctx(t), far.HTTPAddr, "peer/"+far.ID)
+	err = c.Crash(ctx(t), far.HTTPAddr, "peer/"+far.ID, "")
 	if e := asError(t, err); e.Status != 400 || !strings.Contains(e.Message, "not a member other than this node") {
 		t.Fatalf("Crash(own monitor) = %+v", e)
 	}
@@ -212,7 +212,7 @@ func TestChaosDisabled(t *testing.T) {
 		"SetFaults":     func() error { _, err := c.SetFaults(ctx(t), nd.HTTPAddr, faultnet.Rules{}); return err },
 		"SetFaultsJSON": func() error { _, err := c.SetFaultsJSON(ctx(t), nd.HTTPAddr, []byte(`{}`)); return err },
 		"ClearFaults":   func() error { return c.ClearFaults(ctx(t), nd.HTTPAddr) },
-		"Crash":         func() error { return c.Crash(ctx(t), nd.HTTPAddr, "raft") },
+		"Crash":         func() error { return c.Crash(ctx(t), nd.HTTPAddr, "raft", "") },
 	}
 	for name, call := range calls {
 		err := call()

@@ -169,13 +169,20 @@ failure detector's monitor of one peer; "node" restarts the node's whole
 actor tree. Every crash counts against the node's restart budget; past it
 the process exits.
 
+--fault fails the actor another way than a panic: "raft-shutdown" stops
+Raft underneath the raft actor (as an internal fatal error would), and
+"listener" closes the raft or http actor's listener (as a failed socket
+would); the actor notices and its supervisor restarts it.
+
 The node answers before the actor crashes. A crashed "http" (or "node")
 actor closes the listener, which may cut that answer off; kvctl then says
 the outcome is unknown although the crash most likely happened.`,
 	example: `  kvctl chaos crash --node n2 raft
+  kvctl chaos crash --node n2 --fault listener raft
   kvctl chaos crash --node n1 peer/n3`,
 	setup: func(fs *pflag.FlagSet) action {
 		node := fs.String("node", "", "the node whose actor crashes: an id or an HTTP address; required")
+		fault := fs.String("fault", "", "how it fails: a panic (default), or "+strings.Join(client.CrashFaults, " or "))
 		return func(inv *invocation, args []string) error {
 			if *node == "" {
 				return usagef("chaos crash needs --node")
@@ -185,7 +192,7 @@ the outcome is unknown although the crash most likely happened.`,
 			if err != nil {
 				return err
 			}
-			if err := inv.client.Crash(inv.ctx, t.Endpoint, args[0]); err != nil {
+			if err := inv.client.Crash(inv.ctx, t.Endpoint, args[0], *fault); err != nil {
 				return r.nodeErr(t, err)
 			}
 			if inv.json {
