@@ -70,11 +70,15 @@ func Inject(ctx context.Context, cfg InjectConfig, target Target) (*InjectResult
 		HTTP:   &http.Client{Timeout: 10 * time.Second},
 		Logf:   logf,
 	}
-	res := &InjectResult{OldLeader: env.leader(ctx)}
+	res := &InjectResult{}
+	leader, silent := leaderNow(ctx, env, "")
 	atLeader := strings.HasSuffix(cfg.Nemesis, "-leader")
 	switch {
-	case res.OldLeader != "":
-		logf("leader is %s", describe(target, res.OldLeader))
+	case len(silent) == len(target.Nodes()):
+		return res, fmt.Errorf("no member answered (%s)", strings.Join(silent, ", "))
+	case leader != "":
+		res.OldLeader = leader
+		logf("leader is %s", describe(target, leader))
 	case atLeader:
 		return res, ErrNoLeader
 	}
@@ -125,27 +129,38 @@ func Inject(ctx context.Context, cfg InjectConfig, target Target) (*InjectResult
 	return res, nil
 }
 
-// watchNewLeader asks the nodes other than old until one names another
+// leaderNow asks every member but skip who leads: the first leader named,
+// and the members that did not answer.
+func leaderNow(ctx context.Context, env *Env, skip string) (leader string, silent []string) {
+	for _, n := range env.Target.Nodes() {
+		var st struct {
+			LeaderID string `json:"leader_id"`
+		}
+		switch {
+		case n.ID == skip:
+		case env.getJSON(ctx, n.HTTPAddr, "/v1/cluster/status", &st) != nil:
+			silent = append(silent, n.ID)
+		case leader == "":
+			leader = st.LeaderID
+		}
+	}
+	return leader, silent
+}
+
+// watchNewLeader asks the members other than old until one names another
 // leader: old may be frozen, and a question to it would wait out the
 // whole timeout.
 func watchNewLeader(ctx context.Context, env *Env, old string, mark time.Time, limit time.Duration) (string, time.Duration) {
 	ctx, cancel := context.WithDeadline(ctx, mark.Add(limit))
 	defer cancel()
-	for ctx.Err() == nil {
-		for _, n := range env.Target.Nodes() {
-			var st struct {
-				LeaderID string `json:"leader_id"`
-			}
-			if n.ID == old || env.getJSON(ctx, n.HTTPAddr, "/v1/cluster/status", &st) != nil {
-				continue
-			}
-			if st.LeaderID != "" && st.LeaderID != old {
-				return st.LeaderID, time.Since(mark)
-			}
+	for {
+		if l, _ := leaderNow(ctx, env, old); l != "" && l != old {
+			return l, time.Since(mark)
 		}
-		sleep(ctx, 100*time.Millisecond)
+		if !sleep(ctx, 100*time.Millisecond) {
+			return "", 0
+		}
 	}
-	return "", 0
 }
 
 // awaitAll waits until every member answers (a restarted node is back)
@@ -155,18 +170,7 @@ func awaitAll(ctx context.Context, env *Env, limit time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for {
-		leader := ""
-		var silent []string
-		for _, n := range env.Target.Nodes() {
-			var st struct {
-				LeaderID string `json:"leader_id"`
-			}
-			if err := env.getJSON(ctx, n.HTTPAddr, "/v1/cluster/status", &st); err != nil {
-				silent = append(silent, n.ID)
-			} else if leader == "" {
-				leader = st.LeaderID
-			}
-		}
+		leader, silent := leaderNow(ctx, env, "")
 		if len(silent) == 0 && leader != "" {
 			return leader
 		}

@@ -127,6 +127,9 @@ func (e *ExternalTarget) act(what, tmpl, id string, bySignal func(Node) error) e
 		if err != nil {
 			return fmt.Errorf("%s %s: %v: %s", what, id, err, strings.TrimSpace(string(out)))
 		}
+		if len(out) > 0 {
+			e.cfg.Logf("    %s", strings.TrimSpace(string(out)))
+		}
 		return nil
 	case !localcluster.IsLocal(n.HTTPAddr):
 		return fmt.Errorf("cannot %s %s: it runs on %s, not on this machine; give --%s-cmd (e.g. 'ssh {host} ...')", what, id, n.HTTPAddr, what)
