@@ -25,11 +25,11 @@ type external struct {
 func externalFlags(fs *pflag.FlagSet, defaultEndpoints string) *external {
 	e := &external{}
 	fs.StringVar(&e.endpoints, "endpoints", defaultEndpoints, "a running cluster to act on, by HTTP address: host:port,... (the members are learned from /v1/cluster/members) or id=host:port,...")
-	tmpl := " member {id} ({host}, {http}, {raft} are filled in too; default for a member on this machine: a signal to the kvnode listening on {http})"
-	fs.StringVar(&e.killCmd, "kill-cmd", "", "shell command that kills"+tmpl)
-	fs.StringVar(&e.startCmd, "start-cmd", "", "shell command that starts again"+tmpl)
-	fs.StringVar(&e.pauseCmd, "pause-cmd", "", "shell command that pauses"+tmpl)
-	fs.StringVar(&e.resumeCmd, "resume-cmd", "", "shell command that resumes"+tmpl)
+	tmpl := "shell command to %s; {host}, {http} and {raft} are filled in too (default for a member on this machine: %s)"
+	fs.StringVar(&e.killCmd, "kill-cmd", "", fmt.Sprintf(tmpl, "kill member {id}", "SIGKILL to the kvnode listening on its address"))
+	fs.StringVar(&e.startCmd, "start-cmd", "", fmt.Sprintf(tmpl, "start member {id} again after a kill", "its old command line, read from /proc before the kill"))
+	fs.StringVar(&e.pauseCmd, "pause-cmd", "", fmt.Sprintf(tmpl, "pause member {id}", "SIGSTOP"))
+	fs.StringVar(&e.resumeCmd, "resume-cmd", "", fmt.Sprintf(tmpl, "resume member {id}", "SIGCONT"))
 	return e
 }
 

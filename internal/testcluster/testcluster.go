@@ -109,11 +109,13 @@ func (c *Cluster) Node(id string) *Node { return c.wrap(c.Cluster.Node(id)) }
 
 // Followers returns the running nodes other than leader.
 func (c *Cluster) Followers(leader *Node) []*Node {
+	var l *localcluster.Node
+	if leader != nil {
+		l = leader.Node
+	}
 	var out []*Node
-	for _, n := range c.Nodes {
-		if n != leader && n.Running() {
-			out = append(out, n)
-		}
+	for _, n := range c.Cluster.Followers(l) {
+		out = append(out, c.wrap(n))
 	}
 	return out
 }
