@@ -55,7 +55,9 @@ func StartLocal(cfg LocalConfig, logf func(string, ...any)) (*LocalTarget, error
 		defer cancel()
 		var leader *localcluster.Node
 		if leader, err = lt.c.WaitLeader(ctx); err == nil {
-			logf("%d nodes up (%s), leader %s", len(lt.c.Nodes), bin, leader.ID)
+			if logf != nil {
+				logf("%d nodes up (%s), leader %s", len(lt.c.Nodes), bin, leader.ID)
+			}
 			return lt, nil
 		}
 		_ = lt.c.Kill()
