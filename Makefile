@@ -3,8 +3,11 @@ GO       ?= go
 BIN      := bin
 NODES    ?= 3
 PKGS     := ./...
+# RACE=1 also builds the kvnode that tests start with the race detector
+# (bin/kvnode-race), e.g. make integration RACE=1.
+RACE     ?=
 
-.PHONY: all build run test vet fmt-check unit integration bench bench-etcd clean
+.PHONY: all build test-bin run test vet fmt-check unit integration bench bench-etcd clean
 
 all: build
 
@@ -16,9 +19,18 @@ build:
 run: build
 	NODES=$(NODES) ./deploy/local/run-cluster.sh
 
+# Tests start real kvnode processes; they take the binary from
+# TROUPE_KVNODE and never build it themselves.
+TEST_ENV := TROUPE_KVNODE=$(abspath $(BIN)/kvnode$(if $(filter 1,$(RACE)),-race))
+
+test-bin: build
+ifeq ($(RACE),1)
+	$(GO) build -race -o $(BIN)/kvnode-race ./cmd/kvnode
+endif
+
 # The whole suite, as CI runs it.
-test: fmt-check vet
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+test: fmt-check vet test-bin
+	$(TEST_ENV) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)
@@ -27,28 +39,29 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-unit:
-	$(GO) test -race -count=1 ./storage/... ./cluster/... ./actors/... ./api/... ./cmd/...
+unit: test-bin
+	$(TEST_ENV) $(GO) test -race -count=1 ./storage/... ./cluster/... ./actors/... ./api/... ./cmd/...
 
-integration:
-	$(GO) test -count=1 -timeout 20m ./integration/...
+integration: test-bin
+	$(TEST_ENV) $(GO) test -count=1 -timeout 20m ./integration/...
 
 # Go micro-benchmarks of the hot pieces, then the cluster benchmark: a
 # table of throughput and latency on 3 local nodes, unavailability after
 # kill -9 of the leader, catch-up of a node that missed 100k writes, and
 # memory and disk at 100k and 1M keys. BENCH_ARGS adds troupe-bench flags.
 BENCH_ARGS ?= --failover 5 --catch-up 100000 --footprint 100000,1000000
+# troupe-bench runs the bin/kvnode beside it.
 bench: build
 	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
 	$(GO) test -run '^$$' -bench . -benchmem ./storage/... ./api/...
-	$(BIN)/troupe-bench --kvnode $(BIN)/kvnode $(BENCH_ARGS)
+	$(BIN)/troupe-bench $(BENCH_ARGS)
 
 # The same load table against etcd (built from the Go module proxy into
 # bin/etcd) right after Troupe's, on the same machine.
 bench-etcd: build
 	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
 	test -x $(BIN)/etcd || ./bench/build-etcd.sh
-	$(BIN)/troupe-bench --kvnode $(BIN)/kvnode --etcd $(BIN)/etcd $(BENCH_ARGS)
+	$(BIN)/troupe-bench --etcd $(BIN)/etcd $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BIN) ./data
@@ -57,6 +70,7 @@ clean:
 # a violation. make chaos NODES=5 DURATION=30m NEMESIS=kill,partition-half
 # SEED=42 NETNS=1 OUT=dir CHAOS_ARGS='--clients 20'
 .PHONY: chaos
-chaos:
+chaos: build
+	$(GO) build -o $(BIN)/troupe-chaos ./cmd/troupe-chaos
 	GO="$(GO)" NODES="$(NODES)" DURATION="$(DURATION)" NEMESIS="$(NEMESIS)" SEED="$(SEED)" \
 	NETNS="$(NETNS)" OUT="$(OUT)" CHAOS_ARGS="$(CHAOS_ARGS)" ./chaos/run.sh

@@ -11,62 +11,62 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/internal/procstat"
-	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/localcluster"
 )
 
 // Cluster is a local Troupe cluster of real kvnode processes, with the
 // process control the failover and catch-up measurements need.
 type Cluster struct {
-	C  *testcluster.Cluster
-	tb *testcluster.ToolTB
+	C *localcluster.Cluster
 }
 
-// StartCluster launches n nodes (fsync on, as in production) under dir.
-func StartCluster(dir, kvnode string, n int, args []string, logf func(string, ...any)) (_ *Cluster, err error) {
-	if kvnode != "" {
-		os.Setenv("TROUPE_KVNODE_BIN", kvnode)
+// StartCluster launches n nodes of the kvnode binary (fsync on, as in
+// production) under dir and waits for their leader.
+func StartCluster(ctx context.Context, dir, kvnode string, n int, args []string) (*Cluster, error) {
+	c, err := localcluster.Start(n, localcluster.Options{Binary: kvnode, Dir: dir, Args: append([]string{"--log-level", "warn"}, args...)})
+	if err != nil {
+		return nil, err
 	}
-	tb := testcluster.NewToolTB(dir, logf)
-	defer tb.Recover(&err)
-	c := testcluster.Start(tb, n, testcluster.Options{Dir: dir, Args: append([]string{"--log-level", "warn"}, args...)})
-	c.WaitLeader(60 * time.Second)
-	return &Cluster{C: c, tb: tb}, nil
+	if _, err := waitLeader(ctx, c); err != nil {
+		_ = c.Kill()
+		return nil, err
+	}
+	return &Cluster{C: c}, nil
+}
+
+// waitLeader gives an election a minute.
+func waitLeader(ctx context.Context, c *localcluster.Cluster) (*localcluster.Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return c.WaitLeader(ctx)
 }
 
 // Endpoints lists the nodes' HTTP addresses.
 func (c *Cluster) Endpoints() []string { return c.C.Endpoints() }
 
 // Pids lists the running nodes' process ids.
-func (c *Cluster) Pids() []int {
-	var out []int
-	for _, n := range c.C.Nodes {
-		if p := n.Pid(); p != 0 {
-			out = append(out, p)
-		}
-	}
-	return out
-}
+func (c *Cluster) Pids() []int { return c.C.Pids() }
 
 // Close stops every node.
-func (c *Cluster) Close() {
-	for _, n := range c.C.Nodes {
-		n.Stop()
-	}
-}
+func (c *Cluster) Close() { _ = c.C.Stop() }
 
 // Failover kills the leader with SIGKILL trials times and measures how
 // long writes were unavailable: from the kill to the first acknowledged
 // write through a survivor. The killed node is restarted and caught up
 // between trials.
-func (c *Cluster) Failover(ctx context.Context, trials int) (_ []time.Duration, err error) {
-	defer c.tb.Recover(&err)
+func (c *Cluster) Failover(ctx context.Context, trials int) ([]time.Duration, error) {
 	hc := NewClient(4)
 	var out []time.Duration
 	for i := 0; i < trials; i++ {
-		leader := c.C.WaitLeader(60 * time.Second)
+		leader, err := waitLeader(ctx, c.C)
+		if err != nil {
+			return out, err
+		}
 		survivors := c.C.Followers(leader)
 		t0 := time.Now()
-		leader.Kill()
+		if err := leader.Kill(); err != nil {
+			return out, err
+		}
 		for j := 0; ; j++ {
 			if time.Since(t0) > time.Minute {
 				return out, fmt.Errorf("no write succeeded within a minute of killing the leader")
@@ -83,41 +83,54 @@ func (c *Cluster) Failover(ctx context.Context, trials int) (_ []time.Duration, 
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
-		leader.Start()
-		leader.WaitHTTP(30 * time.Second)
-		st, err := survivors[0].Status()
-		if err != nil {
+		if err := c.restartCaughtUp(ctx, leader, survivors[0], 2*time.Minute); err != nil {
 			return out, err
 		}
-		leader.WaitApplied(st.CommitIndex, 2*time.Minute)
 	}
 	return out, nil
+}
+
+// restartCaughtUp starts node again and waits until it has applied what
+// ref had committed when it came back.
+func (c *Cluster) restartCaughtUp(ctx context.Context, node, ref *localcluster.Node, within time.Duration) error {
+	if err := node.Start(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	if err := node.WaitHTTP(ctx); err != nil {
+		return err
+	}
+	st, err := ref.Status()
+	if err != nil {
+		return err
+	}
+	return node.WaitApplied(ctx, st.CommitIndex)
 }
 
 // CatchUp kills a follower, writes n keys while it is down, restarts it
 // and measures how long until it has applied everything the leader had
 // committed. Each try writes its own keys under prefix.
-func (c *Cluster) CatchUp(ctx context.Context, n int, prefix string) (_ time.Duration, err error) {
-	defer c.tb.Recover(&err)
-	leader := c.C.WaitLeader(60 * time.Second)
+func (c *Cluster) CatchUp(ctx context.Context, n int, prefix string) (time.Duration, error) {
+	leader, err := waitLeader(ctx, c.C)
+	if err != nil {
+		return 0, err
+	}
 	follower := c.C.Followers(leader)[0]
-	follower.Kill()
+	if err := follower.Kill(); err != nil {
+		return 0, err
+	}
 	var live []string
 	for _, node := range c.C.Followers(follower) {
-		if node.Running() {
-			live = append(live, node.HTTPAddr)
-		}
+		live = append(live, node.HTTPAddr)
 	}
 	if err := Preload(ctx, Troupe{}, live, prefix, n, 100, 64); err != nil {
 		return 0, err
 	}
-	st, err := leader.Status()
-	if err != nil {
+	t0 := time.Now()
+	if err := c.restartCaughtUp(ctx, follower, leader, 5*time.Minute); err != nil {
 		return 0, err
 	}
-	t0 := time.Now()
-	follower.Start()
-	follower.WaitApplied(st.CommitIndex, 5*time.Minute)
 	return time.Since(t0), nil
 }
 

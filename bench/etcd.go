@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/localcluster"
 )
 
 // Etcd speaks etcd v3's HTTP JSON gateway, for side-by-side runs. Reads
@@ -96,10 +96,11 @@ type EtcdCluster struct {
 
 // StartEtcd launches n etcd members (default fsync, as in production)
 // with data under dir, and waits until the cluster answers.
-func StartEtcd(dir, bin string, n int, logf func(string, ...any)) (_ *EtcdCluster, err error) {
-	tb := testcluster.NewToolTB(dir, logf)
-	defer tb.Recover(&err)
-	ports := testcluster.FreePorts(tb, 2*n)
+func StartEtcd(dir, bin string, n int) (*EtcdCluster, error) {
+	ports, err := localcluster.FreePorts(2 * n)
+	if err != nil {
+		return nil, err
+	}
 	var peers []string
 	for i := 0; i < n; i++ {
 		peers = append(peers, fmt.Sprintf("e%d=http://127.0.0.1:%d", i+1, ports[2*i+1]))

@@ -1,6 +1,7 @@
 # Shared helpers of the chaos scripts (run.sh, kill-leader.sh,
 # pause-leader.sh, partition.sh, netem.sh). Sourced, never run: it defines
-# functions and variables, and acts on nothing by itself.
+# functions and variables, and acts on nothing by itself. Processes are
+# found and signalled by troupe-chaos (localcluster), not here.
 #
 # Variables the scripts share:
 #   ADDR        node HTTP addresses, host:port,host:port (or --addr); else
@@ -115,62 +116,6 @@ resolve_addr() {
     ADDR_SOURCE=given
   fi
   ADDR=${ADDR// /}
-}
-
-# hostport_of strips a scheme and path: http://h:1/x -> h:1
-hostport_of() {
-  local a=${1#*://}
-  echo "${a%%/*}"
-}
-
-# host_of / port_of split host:port (and [v6]:port).
-host_of() {
-  local hp
-  hp=$(hostport_of "$1")
-  case $hp in
-    \[*\]:*) hp=${hp%:*}; hp=${hp#[}; echo "${hp%]}" ;;
-    *:*) echo "${hp%:*}" ;;
-    *) echo "$hp" ;;
-  esac
-}
-port_of() {
-  local hp
-  hp=$(hostport_of "$1")
-  case $hp in
-    *:*) echo "${hp##*:}" ;;
-    *) echo 80 ;;
-  esac
-}
-
-# local_ips lists the addresses of this machine's interfaces (in this
-# network namespace).
-local_ips() {
-  if command -v ip >/dev/null 2>&1; then
-    ip -o addr show 2>/dev/null | awk '{print $4}' | cut -d/ -f1
-  elif command -v hostname >/dev/null 2>&1; then
-    hostname -I 2>/dev/null | tr ' ' '\n'
-  fi
-}
-
-# is_local_host HOST: HOST is this machine (loopback, a wildcard, or an
-# address of one of its interfaces, directly or through name resolution).
-is_local_host() {
-  local h=$1 ips mine ip
-  case $h in
-    localhost | 127.* | ::1 | 0.0.0.0 | :: | '') return 0 ;;
-  esac
-  mine=$(local_ips)
-  if [[ $h =~ ^[0-9.]+$ || $h == *:* ]]; then
-    ips=$h
-  else
-    ips=$(getent ahosts "$h" 2>/dev/null | awk '{print $1}' | sort -u)
-  fi
-  [ -n "$ips" ] || return 1
-  for ip in $ips; do
-    case $ip in 127.* | ::1) return 0 ;; esac
-    grep -qxF "$ip" <<<"$mine" || return 1
-  done
-  return 0
 }
 
 # ---- binaries --------------------------------------------------------------------
@@ -389,109 +334,6 @@ chaos_heal() {
   printf '%s\n' "$out" | sed 's/^/    /' >&2
   warn "could not heal every node; retry by hand: $(shell_words "$KVCTL" --addr "$ADDR" chaos heal)"
   return 1
-}
-
-# ---- local processes -------------------------------------------------------------
-
-# proc_args PID: the process's arguments, one per line.
-proc_args() { tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null; }
-
-# arg_value PID FLAG: the value of --flag VALUE or --flag=VALUE on PID's
-# command line.
-arg_value() {
-  proc_args "$1" | awk -v f="$2" '
-    take { print; exit }
-    $0 == f { take = 1; next }
-    index($0, f "=") == 1 { print substr($0, length(f) + 2); exit }'
-}
-
-# is_kvnode PID: the process runs a kvnode binary.
-is_kvnode() {
-  local exe
-  exe=$(readlink "/proc/$1/exe" 2>/dev/null || true)
-  case ${exe##*/} in kvnode*) return 0 ;; esac
-  proc_args "$1" | head -n 1 | grep -q 'kvnode[^/]*$'
-}
-
-# alive PID: the process exists and is not a zombie.
-alive() {
-  [ -r "/proc/$1/stat" ] || return 1
-  local state
-  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
-}
-
-# listener_pids HOST PORT: PIDs of the processes listening on PORT at HOST
-# (its name or any address it resolves to), or on a wildcard address, in
-# this network namespace.
-listener_pids() {
-  local host=$1 port=$2 names
-  command -v ss >/dev/null 2>&1 || return 0
-  names=" $host $(getent ahosts "$host" 2>/dev/null | awk '{print $1}' | sort -u | tr '\n' ' ')"
-  ss -Hltnp "sport = :$port" 2>/dev/null | awk -v names="$names" '
-    {
-      a = $4; sub(/:[0-9]+$/, "", a); gsub(/[][]/, "", a); sub(/%.*/, "", a)
-      if (index(names, " " a " ") || a == "0.0.0.0" || a == "*" || a == "::") print
-    }' | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u
-}
-
-# find_node_pid ID HTTP: sets NODE_PID to the local kvnode that serves HTTP
-# (host:port) as node ID. Status 0 found, 1 not a local kvnode (NODE_WHY
-# says why), 2 ambiguous.
-find_node_pid() {
-  local id=$1 http=$2 host port pids p nid candidates=()
-  host=$(host_of "$http")
-  port=$(port_of "$http")
-  NODE_PID='' NODE_WHY=''
-  pids=$(listener_pids "$host" "$port")
-  if [ -z "$pids" ]; then
-    # No ss, or ss may not name another user's processes: look for a
-    # kvnode whose command line names this node and this port.
-    for p in /proc/[0-9]*; do
-      p=${p#/proc/}
-      is_kvnode "$p" 2>/dev/null || continue
-      [ "$(arg_value "$p" --node-id)" = "$id" ] || continue
-      case $(arg_value "$p" --http-addr) in *":$port") pids+=" $p" ;; esac
-    done
-  fi
-  for p in $pids; do
-    if ! is_kvnode "$p"; then
-      NODE_WHY="port $port here belongs to PID $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-80)), not to a kvnode: the node probably runs in a container or a VM behind a forwarded port"
-      continue
-    fi
-    nid=$(arg_value "$p" --node-id)
-    if [ -n "$nid" ] && [ "$nid" != "$id" ]; then
-      NODE_WHY="the kvnode listening on $http (PID $p) says --node-id $nid, not $id"
-      continue
-    fi
-    candidates+=("$p")
-  done
-  case ${#candidates[@]} in
-    1) NODE_PID=${candidates[0]}; return 0 ;;
-    0)
-      [ -n "$NODE_WHY" ] || NODE_WHY="no process on this machine listens on $http (in this network namespace)"
-      return 1
-      ;;
-    *) NODE_WHY="several kvnode processes serve $http: ${candidates[*]}"; return 2 ;;
-  esac
-}
-
-# fill_template TEMPLATE ID HTTP RAFT: replaces {id}, {host} (the host of
-# HTTP), {http} and {raft}.
-fill_template() {
-  local t=$1 id=$2 http=$3 raft=$4 host
-  host=$(host_of "$http")
-  t=${t//\{id\}/$id}
-  t=${t//\{host\}/$host}
-  t=${t//\{http\}/$http}
-  t=${t//\{raft\}/$raft}
-  printf '%s' "$t"
-}
-
-# run_template WHAT COMMAND: runs a filled-in command with sh -c.
-run_template() {
-  log "$1: $2"
-  sh -c "$2" || die "$1 failed (status $?): $2"
 }
 
 # ---- waiting ---------------------------------------------------------------------

@@ -1,45 +1,42 @@
 package chaos
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/localcluster"
 )
 
 // LocalConfig describes a cluster of kvnode processes started by the run.
 type LocalConfig struct {
 	Nodes    int
 	Dir      string   // data and logs
-	KVNode   string   // path of the kvnode binary
+	KVNode   string   // the kvnode binary (see localcluster.FindKVNode)
 	Args     []string // extra flags for every node
 	UseNetNS bool     // run each node in its own network namespace
 }
 
 // LocalTarget runs kvnode processes on this machine.
 type LocalTarget struct {
-	cfg     LocalConfig
-	c       *testcluster.Cluster
-	t       *testcluster.ToolTB
-	netns   *netnsSetup
-	mu      sync.Mutex
-	stopped map[string]bool
+	c     *localcluster.Cluster
+	netns *netnsSetup
 }
 
-// StartLocal launches the cluster and waits for its leader.
-func StartLocal(cfg LocalConfig, logf func(string, ...any)) (_ *LocalTarget, err error) {
-	if cfg.KVNode != "" {
-		os.Setenv("TROUPE_KVNODE_BIN", cfg.KVNode)
+// StartLocal launches the cluster with chaos enabled and waits (a minute
+// at most) for its leader.
+func StartLocal(cfg LocalConfig, logf func(string, ...any)) (*LocalTarget, error) {
+	bin, err := localcluster.FindKVNode(cfg.KVNode)
+	if err != nil {
+		return nil, err
 	}
-	tb := testcluster.NewToolTB(cfg.Dir, logf)
-	defer tb.Recover(&err)
-	lt := &LocalTarget{cfg: cfg, t: tb, stopped: map[string]bool{}}
-	opts := testcluster.Options{Chaos: true, Args: cfg.Args, Dir: cfg.Dir}
+	lt := &LocalTarget{}
+	opts := localcluster.Options{Binary: bin, Chaos: true, Args: cfg.Args, Dir: cfg.Dir}
 	if cfg.UseNetNS {
 		ns, err := setupNetNS(cfg.Nodes)
 		if err != nil {
@@ -49,37 +46,36 @@ func StartLocal(cfg LocalConfig, logf func(string, ...any)) (_ *LocalTarget, err
 		opts.Addrs = func(i int) (string, string) {
 			return ns.ip(i) + ":8500", ns.ip(i) + ":8300"
 		}
-		opts.Wrap = func(n *testcluster.Node, argv []string) []string {
+		opts.Wrap = func(n *localcluster.Node, argv []string) []string {
 			return append([]string{"ip", "netns", "exec", ns.name(n.ID)}, argv...)
 		}
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			if lt.c != nil {
-				for _, n := range lt.c.Nodes {
-					n.Kill()
-				}
+	if lt.c, err = localcluster.Start(cfg.Nodes, opts); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var leader *localcluster.Node
+		if leader, err = lt.c.WaitLeader(ctx); err == nil {
+			if logf != nil {
+				logf("%d nodes up (%s), leader %s", len(lt.c.Nodes), bin, leader.ID)
 			}
-			if lt.netns != nil {
-				lt.netns.teardown()
-			}
+			return lt, nil
 		}
-	}()
-	lt.c = testcluster.Start(tb, cfg.Nodes, opts)
-	lt.c.WaitLeader(60 * time.Second)
-	ok = true
-	return lt, nil
+		_ = lt.c.Kill()
+	}
+	if lt.netns != nil {
+		lt.netns.teardown()
+	}
+	return nil, err
 }
 
-// Cluster exposes the process harness (leader lookups, logs).
-func (l *LocalTarget) Cluster() *testcluster.Cluster { return l.c }
+// Cluster exposes the processes (leader lookups, logs).
+func (l *LocalTarget) Cluster() *localcluster.Cluster { return l.c }
 
 // Nodes lists the members.
 func (l *LocalTarget) Nodes() []Node {
 	var out []Node
 	for i, n := range l.c.Nodes {
-		node := Node{ID: n.ID, HTTPAddr: n.HTTPAddr}
+		node := Node{ID: n.ID, HTTPAddr: n.HTTPAddr, RaftAddr: n.RaftAddr}
 		if l.netns != nil {
 			node.IP = l.netns.ip(i)
 		}
@@ -88,56 +84,40 @@ func (l *LocalTarget) Nodes() []Node {
 	return out
 }
 
-func (l *LocalTarget) node(id string) (*testcluster.Node, error) {
+func (l *LocalTarget) node(id string) (*localcluster.Node, error) {
 	if n := l.c.Node(id); n != nil {
 		return n, nil
 	}
 	return nil, fmt.Errorf("no node %q", id)
 }
 
-// Kill sends SIGKILL.
-func (l *LocalTarget) Kill(id string) (err error) {
-	defer l.t.Recover(&err)
+// act runs one process action on the node with the given id.
+func (l *LocalTarget) act(id string, f func(*localcluster.Node) error) error {
 	n, err := l.node(id)
 	if err != nil {
 		return err
 	}
-	n.Kill()
-	return nil
+	return f(n)
 }
 
-// Restart starts a killed node again.
-func (l *LocalTarget) Restart(id string) (err error) {
-	defer l.t.Recover(&err)
-	n, err := l.node(id)
-	if err != nil {
-		return err
-	}
-	if !n.Running() {
-		n.Start()
-	}
-	return nil
+// Kill sends SIGKILL.
+func (l *LocalTarget) Kill(id string) error { return l.act(id, (*localcluster.Node).Kill) }
+
+// Restart starts a killed node again (a running one is left alone).
+func (l *LocalTarget) Restart(id string) error {
+	return l.act(id, func(n *localcluster.Node) error {
+		if n.Running() {
+			return nil
+		}
+		return n.Start()
+	})
 }
 
 // Pause sends SIGSTOP.
-func (l *LocalTarget) Pause(id string) error {
-	n, err := l.node(id)
-	if err != nil {
-		return err
-	}
-	n.Pause()
-	return nil
-}
+func (l *LocalTarget) Pause(id string) error { return l.act(id, (*localcluster.Node).Pause) }
 
 // Resume sends SIGCONT.
-func (l *LocalTarget) Resume(id string) error {
-	n, err := l.node(id)
-	if err != nil {
-		return err
-	}
-	n.Resume()
-	return nil
-}
+func (l *LocalTarget) Resume(id string) error { return l.act(id, (*localcluster.Node).Resume) }
 
 // Running reports whether the process is up.
 func (l *LocalTarget) Running(id string) bool {
@@ -167,14 +147,11 @@ func (l *LocalTarget) HealOS() error {
 
 // Close stops every node and removes the namespaces.
 func (l *LocalTarget) Close() error {
-	for _, n := range l.c.Nodes {
-		n.Resume()
-		n.Stop()
-	}
+	err := l.c.Stop()
 	if l.netns != nil {
-		return l.netns.teardown()
+		return errors.Join(err, l.netns.teardown())
 	}
-	return nil
+	return err
 }
 
 // netnsSetup is a private network for the nodes, made of network

@@ -81,7 +81,8 @@ extra=("${rest[@]}")
 [ -n "$OUT" ] || OUT="$ROOT/chaos-results/$(date +%Y%m%d-%H%M%S)"
 case $OUT in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 
-args=(--kvnode "$ROOT/bin/kvnode" --nodes "$NODES" --duration "$DURATION" --nemesis "$NEMESIS" --out "$OUT")
+# troupe-chaos runs the bin/kvnode beside it.
+args=(--nodes "$NODES" --duration "$DURATION" --nemesis "$NEMESIS" --out "$OUT")
 [ -z "$SEED" ] || args+=(--seed "$SEED")
 case ${NETNS,,} in
   '' | 0 | false | no) ;;

@@ -23,6 +23,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/troupe-kv/troupe/bench"
+	"github.com/troupe-kv/troupe/localcluster"
 )
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -36,7 +37,7 @@ func run(args []string) int {
 	valueSize := fs.Int("value-size", 100, "value size in bytes")
 	endpoints := fs.String("endpoints", "", "benchmark a running cluster (host:port,...) instead of starting one")
 	nodes := fs.Int("nodes", 3, "nodes of the local cluster")
-	kvnode := fs.String("kvnode", "", "kvnode binary (default: bin/kvnode, else built)")
+	kvnode := fs.String("kvnode", "", "kvnode binary of the local cluster (default: $TROUPE_KVNODE, else the kvnode beside troupe-bench)")
 	nodeArgs := fs.StringSlice("node-arg", nil, "extra kvnode flag for every local node (repeatable)")
 	failover := fs.Int("failover", 0, "also kill -9 the leader this many times and report write unavailability")
 	catchUp := fs.Int("catch-up", 0, "also measure how fast a node that missed this many writes catches up")
@@ -61,23 +62,20 @@ func run(args []string) int {
 	if *endpoints != "" {
 		eps = strings.Split(*endpoints, ",")
 	} else {
-		bin := *kvnode
-		if bin == "" {
-			if _, err := os.Stat("bin/kvnode"); err == nil {
-				bin, _ = filepath.Abs("bin/kvnode")
-			}
+		bin, err := localcluster.FindKVNode(*kvnode)
+		if err != nil {
+			logf("troupe-bench: %v", err)
+			return 2
 		}
 		d := *dir
 		if d == "" {
-			var err error
 			if d, err = os.MkdirTemp("", "troupe-bench-"); err != nil {
 				logf("troupe-bench: %v", err)
 				return 2
 			}
 			defer os.RemoveAll(d)
 		}
-		var err error
-		cl, err = bench.StartCluster(d, bin, *nodes, *nodeArgs, logf)
+		cl, err = bench.StartCluster(ctx, d, bin, *nodes, *nodeArgs)
 		if err != nil {
 			logf("troupe-bench: starting the cluster: %v", err)
 			return 2
@@ -188,7 +186,7 @@ func run(args []string) int {
 			return 2
 		}
 		defer os.RemoveAll(d)
-		ec, err := bench.StartEtcd(d, *etcdBin, *nodes, logf)
+		ec, err := bench.StartEtcd(d, *etcdBin, *nodes)
 		if err != nil {
 			logf("troupe-bench: starting etcd: %v", err)
 			return 2

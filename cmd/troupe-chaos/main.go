@@ -4,6 +4,9 @@
 // linearizability and lost writes. It writes history.json, summary.json
 // and report.html to its output directory and exits 0 when the run passed,
 // 1 when it found a violation or lost writes, and 2 on errors.
+//
+// 'troupe-chaos inject NEMESIS' instead applies one fault to a running
+// cluster by hand and reports what it did to the leader (inject.go).
 package main
 
 import (
@@ -31,7 +34,14 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == "inject" {
+		return runInject(args[1:])
+	}
 	fs := pflag.NewFlagSet("troupe-chaos", pflag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: troupe-chaos [flags]\n       troupe-chaos inject NEMESIS [flags]   (one fault by hand; inject --help)\n\n")
+		fs.PrintDefaults()
+	}
 	nodes := fs.Int("nodes", 3, "nodes of the local cluster to start")
 	duration := fs.Duration("duration", 5*time.Minute, "how long the load and the faults run")
 	nemeses := fs.String("nemesis", "mixed", "comma-separated nemeses, 'mixed' for all that apply, 'none' for a baseline; known: "+strings.Join(chaos.NemesisNames(), ", "))
@@ -42,15 +52,11 @@ func run(args []string) int {
 	clients := fs.Int("clients", 10, "concurrent clients")
 	keys := fs.Int("keys", 8, "keys the clients contend on")
 	timeout := fs.Duration("op-timeout", 3*time.Second, "per-operation timeout (past it the outcome is unknown)")
-	kvnode := fs.String("kvnode", "", "kvnode binary for the local cluster (default: bin/kvnode, else built)")
+	kvnode := fs.String("kvnode", "", "kvnode binary of the local cluster (default: $TROUPE_KVNODE, else the kvnode beside troupe-chaos)")
 	netns := fs.Bool("netns", false, "run the local nodes in network namespaces (root) and add the os-partition nemesis")
 	unsafe := fs.Bool("unsafe-local-reads", false, "start the nodes with --unsafe-local-reads (answers reads without asking the leader) to watch the checker catch it")
 	nodeArgs := fs.StringSlice("node-arg", nil, "extra kvnode flag for every local node (repeatable), e.g. --node-arg=--request-timeout=2s")
-	endpoints := fs.String("endpoints", "", "use a running cluster instead: id=host:port,... (HTTP addresses; nodes need --chaos for partitions)")
-	killCmd := fs.String("kill-cmd", "", "with --endpoints: shell command that kills member {id}")
-	startCmd := fs.String("start-cmd", "", "with --endpoints: shell command that starts member {id} again")
-	pauseCmd := fs.String("pause-cmd", "", "with --endpoints: shell command that pauses member {id}")
-	resumeCmd := fs.String("resume-cmd", "", "with --endpoints: shell command that resumes member {id}")
+	ext := externalFlags(fs, "")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -82,25 +88,17 @@ func run(args []string) int {
 		}
 	}
 
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
 	var target chaos.Target
-	if *endpoints != "" {
-		var members []chaos.Node
-		for _, part := range strings.Split(*endpoints, ",") {
-			id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
-			if !ok {
-				fmt.Fprintf(os.Stderr, "troupe-chaos: --endpoints: %q is not id=host:port\n", part)
-				return 2
-			}
-			members = append(members, chaos.Node{ID: id, HTTPAddr: addr})
+	if ext.endpoints != "" {
+		et, err := ext.target(ctx, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "troupe-chaos:", err)
+			return 2
 		}
-		target = chaos.NewExternal(chaos.ExternalConfig{Nodes: members, KillCmd: *killCmd, StartCmd: *startCmd, PauseCmd: *pauseCmd, ResumeCmd: *resumeCmd})
+		target = et
 	} else {
-		bin := *kvnode
-		if bin == "" {
-			if _, err := os.Stat("bin/kvnode"); err == nil {
-				bin, _ = filepath.Abs("bin/kvnode")
-			}
-		}
 		extra := append([]string{"--log-level", "info"}, *nodeArgs...)
 		if !strings.Contains(strings.Join(*nodeArgs, " "), "request-timeout") {
 			// Nodes should refuse (503, not applied) before the client
@@ -112,7 +110,7 @@ func run(args []string) int {
 		}
 		dataDir, _ := filepath.Abs(filepath.Join(*out, "cluster"))
 		logf("starting %d local nodes (data and logs in %s)", *nodes, dataDir)
-		lt, err := chaos.StartLocal(chaos.LocalConfig{Nodes: *nodes, Dir: dataDir, KVNode: bin, Args: extra, UseNetNS: *netns}, logf)
+		lt, err := chaos.StartLocal(chaos.LocalConfig{Nodes: *nodes, Dir: dataDir, KVNode: *kvnode, Args: extra, UseNetNS: *netns}, logf)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "troupe-chaos: starting the cluster:", err)
 			return 2
@@ -122,11 +120,9 @@ func run(args []string) int {
 	defer target.Close()
 
 	names := selectNemeses(*nemeses, len(target.Nodes()), target.NetNS())
-	if *endpoints != "" {
-		names = withoutUnsupported(names, *killCmd != "" && *startCmd != "", *pauseCmd != "" && *resumeCmd != "")
+	if et, ok := target.(*chaos.ExternalTarget); ok {
+		names = withoutUnsupported(names, et.CanKill(), et.CanPause())
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
 	sum, err := chaos.Run(ctx, chaos.Config{
 		Duration:      *duration,
 		Nemeses:       names,
@@ -154,8 +150,9 @@ func run(args []string) int {
 }
 
 // withoutUnsupported drops the nemeses an external cluster cannot take:
-// kills need both a kill and a start command, pauses a pause and a resume
-// command, and OS-level partitions a local cluster in namespaces.
+// kills need a kill and a start command (or members on this machine),
+// pauses a pause and a resume command (the same), and OS-level partitions
+// a local cluster in namespaces.
 func withoutUnsupported(names []string, canKill, canPause bool) []string {
 	var keep []string
 	for _, n := range names {
