@@ -39,6 +39,7 @@ type Node struct {
 	logStore  logStore
 	store     *storage.Store
 	transport *raft.NetworkTransport
+	acks      *ackTransport // transport as raft uses it
 	layer     *streamLayer
 	observer  *raft.Observer
 	obsDone   chan struct{}
@@ -123,7 +124,8 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		n.transport.Close()
 		return nil, err
 	}
-	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }}, cache, logStore, snaps, n.transport)
+	n.acks = newAckTransport(n.transport)
+	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }}, cache, logStore, snaps, n.acks)
 	if err != nil {
 		n.transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -419,31 +421,6 @@ func translate(err error) error {
 		return fmt.Errorf("%w (%v)", ErrUnknownOutcome, err)
 	}
 	return err
-}
-
-// ReadIndex returns an index that every write acknowledged before the call
-// is at or below, after confirming with a quorum that this node is still the
-// leader. A reader that waits until the state machine has applied this index
-// reads linearizably; a deposed leader gets ErrNotLeader instead of serving
-// stale data.
-func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
-	if !n.IsLeader() {
-		return 0, ErrNotLeader
-	}
-	term := n.raft.CurrentTerm()
-	if err := n.ensureReady(term, timeout); err != nil {
-		return 0, err
-	}
-	idx := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return 0, ErrNotLeader
-	}
-	if n.raft.CurrentTerm() != term {
-		// Leadership was lost and regained: idx may predate writes made by
-		// another leader in between.
-		return 0, ErrNotLeader
-	}
-	return idx, nil
 }
 
 // EnsureReady makes a new leader commit an entry of its own term right away,

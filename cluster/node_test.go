@@ -973,3 +973,35 @@ func TestRestartSnapshotsLongLogTail(t *testing.T) {
 		return f.node.Status().LastSnapshotIndex >= last
 	})
 }
+
+// TestReadIndexCountsOnlyNewAnswers: a read index is confirmed only by
+// answers to requests sent after it was asked for. The leader hears its
+// followers 100 ms late; then the followers cut it off, so every answer
+// still on its way to it was sent before the cut. A read index asked right
+// after the cut must not be confirmed by those answers: it fails once the
+// leader's lease runs out.
+func TestReadIndexCountsOnlyNewAnswers(t *testing.T) {
+	c := startCluster(t, 3, testTiming())
+	leader := waitLeader(t, c.members)
+	apply(t, leader, setCmd("k", "1"))
+	late := faultnet.Rules{Rules: []faultnet.Rule{{Peer: faultnet.AnyPeer, Direction: faultnet.In, Delay: faultnet.Duration(100 * time.Millisecond)}}}
+	if err := leader.net.SetRules(late); err != nil {
+		t.Fatal(err)
+	}
+	// Reads still work with slow answers.
+	if _, err := leader.node.ReadIndex(patience); err != nil {
+		t.Fatalf("read index with answers 100 ms late: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // heartbeats and their late answers are flowing again
+	for _, m := range c.members {
+		if m != leader {
+			cut := faultnet.Rules{Rules: []faultnet.Rule{{Peer: leader.id, Direction: faultnet.Both, Cut: true}}}
+			if err := m.net.SetRules(cut); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if idx, err := leader.node.ReadIndex(time.Second); err == nil {
+		t.Fatalf("read index %d confirmed by answers to heartbeats sent before the followers cut the leader off", idx)
+	}
+}
