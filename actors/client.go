@@ -33,7 +33,7 @@ func (c *Client) ask(ctx context.Context, name string, msg any) (any, error) {
 	if d <= 0 {
 		return nil, context.DeadlineExceeded
 	}
-	return c.tree.system.Root.RequestFuture(c.tree.pid(name), msg, d).Result()
+	return c.tree.request(name, msg, d).Result()
 }
 
 // replyAs checks an actor's reply is a T. An actor that cannot serve a
@@ -334,25 +334,29 @@ func (c *Client) Crash(name, fault, reason string) error {
 	if fault == "" {
 		fault = FaultPanic
 	}
-	var pid *actor.PID
+	target := name
 	switch {
 	case name == "raft" || name == "forward" || name == "http" || name == "peers":
-		pid = c.tree.pid(name)
 	case strings.HasPrefix(name, "peer/"):
 		id := strings.TrimPrefix(name, "peer/")
 		if !c.isPeer(id) {
 			return fmt.Errorf("no monitor for %q: not a member other than this node", id)
 		}
-		pid = c.tree.pid("peers/" + id)
+		target = "peers/" + id
 	case name == "node":
-		pid = c.tree.system.NewLocalPID("app/node")
+		target = ""
 	default:
 		return fmt.Errorf("unknown actor %q (want one of %s)", name, strings.Join(CrashableActors, ", "))
 	}
 	if fault != FaultPanic && !slices.Contains(CrashFaults[name], fault) {
 		return fmt.Errorf("actor %s cannot fail with %q (it takes %s)", name, fault, strings.Join(append([]string{FaultPanic}, CrashFaults[name]...), ", "))
 	}
-	c.tree.system.Root.Send(pid, &crash{fault: fault, reason: reason})
+	msg := &crash{fault: fault, reason: reason}
+	if target == "" {
+		c.tree.system.Root.Send(c.tree.system.NewLocalPID("app/node"), msg)
+		return nil
+	}
+	c.tree.send(target, msg)
 	return nil
 }
 

@@ -38,7 +38,9 @@ func (a *peersActor) Receive(ctx actor.Context) {
 	case *refreshPeers:
 		// The raft actor owns the member list; its answer comes back as a
 		// message.
+		a.tree.spawning.RLock()
 		ctx.Request(a.tree.pid("raft"), &getMembers{})
+		a.tree.spawning.RUnlock()
 	case *membersReply:
 		if m.err == nil {
 			a.reconcile(ctx, m.members)
@@ -88,7 +90,9 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 		props := actor.PropsFromProducer(func() actor.Actor {
 			return &monitorActor{tree: a.tree, id: id, addr: addr}
 		})
+		a.tree.spawning.Lock() // Crash sends to monitors by name
 		pid, err := ctx.SpawnNamed(props, id)
+		a.tree.spawning.Unlock()
 		if err != nil {
 			panic(fmt.Sprintf("spawn monitor of %s: %v", id, err))
 		}

@@ -151,10 +151,9 @@ func (a *raftActor) Receive(ctx actor.Context) {
 func (a *raftActor) open(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	token := new(int)
-	peers := a.tree.pid("peers")
 	cfg := a.tree.cfg.Raft
 	cfg.OnLeaderChange = func() { root.Send(self, leaderChanged{}) }
-	cfg.OnPeerHeartbeat = func(ev cluster.PeerHeartbeat) { root.Send(peers, ev) }
+	cfg.OnPeerHeartbeat = func(ev cluster.PeerHeartbeat) { a.tree.send("peers", ev) }
 	cfg.OnFault = func(err error) { root.Send(self, &raftFault{token: token, err: err}) }
 	node, err := cluster.Open(cfg, a.tree.cfg.Store)
 	if err != nil {
@@ -212,7 +211,7 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 			ctx.Respond(&proposeResult{err: err, leaderChanged: a.node.LeaderChanged()})
 			return
 		}
-		ctx.Send(a.tree.pid("forward"), &forwardWrite{addr: addr, data: m.data, deadline: m.deadline, replyTo: ctx.Sender()})
+		a.tree.send("forward", &forwardWrite{addr: addr, data: m.data, deadline: m.deadline, replyTo: ctx.Sender()})
 		return
 	}
 	if a.inflight >= a.tree.cfg.MaxInFlight {
@@ -248,7 +247,7 @@ func (a *raftActor) readIndex(ctx actor.Context, m *readIndex) {
 			ctx.Respond(&readIndexResult{err: err, leaderChanged: a.node.LeaderChanged()})
 			return
 		}
-		ctx.Send(a.tree.pid("forward"), &forwardRead{addr: addr, deadline: m.deadline, replyTo: ctx.Sender()})
+		a.tree.send("forward", &forwardRead{addr: addr, deadline: m.deadline, replyTo: ctx.Sender()})
 		return
 	}
 	a.readWaiters = append(a.readWaiters, ctx.Sender())
@@ -279,7 +278,7 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 			ctx.Respond(&done{err: err, leaderChanged: a.node.LeaderChanged()})
 			return
 		}
-		ctx.Send(a.tree.pid("forward"), &forwardMembership{addr: addr, req: m, replyTo: ctx.Sender()})
+		a.tree.send("forward", &forwardMembership{addr: addr, req: m, replyTo: ctx.Sender()})
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout

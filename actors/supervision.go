@@ -55,9 +55,11 @@ type nodeActor struct {
 func (a *nodeActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
-		a.spawn(ctx, "raft", func() actor.Actor { return &raftActor{tree: a.tree} })
+		a.tree.spawning.Lock()
+		defer a.tree.spawning.Unlock()
 		a.spawn(ctx, "forward", func() actor.Actor { return newForwardActor(a.tree.link, a.tree.cfg.RequestTimeout) })
 		a.spawn(ctx, "peers", func() actor.Actor { return &peersActor{tree: a.tree} })
+		a.spawn(ctx, "raft", func() actor.Actor { return &raftActor{tree: a.tree} })
 		a.http = a.spawn(ctx, "http", func() actor.Actor { return &httpActor{tree: a.tree, handler: a.handler} })
 	case *actor.Restarting:
 		a.leaving = true

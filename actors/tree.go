@@ -70,6 +70,12 @@ type Tree struct {
 
 	lastFailMu sync.Mutex
 	lastFail   map[string]string // actor id -> reason of its latest crash
+
+	// spawning is held for writing while an actor (re)creates children
+	// that others send to by name, and for reading by those senders:
+	// protoactor registers a new actor's name before its mailbox is ready
+	// to take messages, and a message sent in between races with that.
+	spawning sync.RWMutex
 }
 
 // New builds the actor system and the Client that the HTTP API uses to talk
@@ -171,6 +177,21 @@ func (t *Tree) Stop(ctx context.Context) error {
 // restarts, so they can be computed instead of looked up.
 func (t *Tree) pid(name string) *actor.PID {
 	return t.system.NewLocalPID("app/node/" + name)
+}
+
+// send delivers msg to the named actor from outside its parent (see
+// spawning).
+func (t *Tree) send(name string, msg any) {
+	t.spawning.RLock()
+	defer t.spawning.RUnlock()
+	t.system.Root.Send(t.pid(name), msg)
+}
+
+// request is send with a future for the reply.
+func (t *Tree) request(name string, msg any, timeout time.Duration) *actor.Future {
+	t.spawning.RLock()
+	defer t.spawning.RUnlock()
+	return t.system.Root.RequestFuture(t.pid(name), msg, timeout)
 }
 
 // watchSupervision logs every supervision decision, so each restart leaves a
