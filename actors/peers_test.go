@@ -51,9 +51,7 @@ func TestDetectorMarksSilentPeerDeadAndRecovers(t *testing.T) {
 	for _, nd := range nodes[:2] {
 		waitPeerState(t, nd, victim.ID, cluster.PeerAlive, 10*time.Second)
 	}
-	if err := victim.Client().SetFaults(isolated); err != nil {
-		t.Fatal(err)
-	}
+	isolate(t, nodes, victim)
 	for _, nd := range nodes[:2] {
 		st := waitPeerState(t, nd, victim.ID, cluster.PeerDead, 10*time.Second)
 		if st.Phi < cluster.DefaultDetector().DeadPhi {

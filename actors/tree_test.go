@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/cluster"
-	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -25,8 +25,18 @@ func startCluster(t *testing.T, n int, maxRestarts int) []*node {
 
 func leaderOf(t *testing.T, nodes []*node) *node { return inproc.Leader(t, nodes) }
 
-// isolated cuts a node off from every peer, both ways.
-var isolated = faultnet.Rules{Rules: []faultnet.Rule{{Peer: faultnet.AnyPeer, Direction: faultnet.Both, Cut: true}}}
+// isolate cuts nd off from every peer, both ways.
+func isolate(t *testing.T, nodes []*node, nd *node) {
+	t.Helper()
+	var members []string
+	for _, m := range nodes {
+		members = append(members, m.ID)
+	}
+	plan := faultplan.Must(faultplan.Isolate(members, nd.ID))
+	if err := nd.Client().SetFaults(*plan[0].Rules); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func httpDo(method, url string, body string) (int, string, error) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
@@ -181,9 +191,7 @@ func TestNoLeaderFailsInBoundedTime(t *testing.T) {
 	leader := leaderOf(t, nodes)
 	// Cut the leader off from everyone: it cannot commit, and must say so
 	// instead of hanging.
-	if err := leader.Client().SetFaults(isolated); err != nil {
-		t.Fatal(err)
-	}
+	isolate(t, nodes, leader)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := leader.Client().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: "x", Value: []byte("y")})

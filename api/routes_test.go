@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
@@ -393,9 +394,13 @@ func TestForwardedRequestFromCutPeer(t *testing.T) {
 
 func TestChaosEndpointsOffByDefault(t *testing.T) {
 	s, b := newAPI(t)
+	isolate, err := json.Marshal(faultplan.Must(faultplan.Isolate([]string{"n1", "n2"}, "n1"))[0].Rules)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range []struct{ method, path, body string }{
 		{"GET", "/v1/chaos/faults", ""},
-		{"PUT", "/v1/chaos/faults", `{"rules":[{"peer":"*","direction":"both","cut":true}]}`},
+		{"PUT", "/v1/chaos/faults", string(isolate)},
 		{"DELETE", "/v1/chaos/faults", ""},
 		{"POST", "/v1/chaos/crash?actor=raft", ""},
 	} {
@@ -417,13 +422,16 @@ func TestChaosFaults(t *testing.T) {
 	w := call(t, s, "GET", "/v1/chaos/faults", nil)
 	wantStatus(t, w, 200, `"rules"`)
 
-	good := `{"seed":7,"rules":[{"peer":"n2","direction":"out","delay":"50ms","jitter":"10ms"},{"peer":"*","direction":"both","cut":true}]}`
-	w = call(t, s, "PUT", "/v1/chaos/faults", []byte(good))
-	wantStatus(t, w, 200, `"seed":7`, `"delay":"50ms"`)
 	want := faultnet.Rules{Seed: 7, Rules: []faultnet.Rule{
 		{Peer: "n2", Direction: faultnet.Out, Delay: faultnet.Duration(50 * time.Millisecond), Jitter: faultnet.Duration(10 * time.Millisecond)},
 		{Peer: "*", Direction: faultnet.Both, Cut: true},
 	}}
+	good, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = call(t, s, "PUT", "/v1/chaos/faults", good)
+	wantStatus(t, w, 200, `"seed":7`, `"delay":"50ms"`)
 	if got := b.Faults(); !reflect.DeepEqual(got, want) {
 		t.Errorf("installed %+v, want %+v", got, want)
 	}

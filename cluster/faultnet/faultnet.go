@@ -389,25 +389,16 @@ func (n *Network) Dial(ctx context.Context, addr string, preamble bool) (net.Con
 	if _, err := n.waitWhileCut(ctx.Done(), peer, Out, time.Time{}); err != nil {
 		return nil, ctx.Err()
 	}
-	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	raw, err := n.dialPlain(ctx, addr, preamble)
 	if err != nil {
 		return nil, err
-	}
-	if tc, ok := raw.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	if preamble {
-		if err := writePreamble(raw, n.self); err != nil {
-			raw.Close()
-			return nil, err
-		}
 	}
 	c := newConn(raw, n, peer, false)
 	n.register(c)
 	return c, nil
 }
 
-// dialPlain connects without a fault layer.
+// dialPlain connects and introduces this node, without a fault layer.
 func (n *Network) dialPlain(ctx context.Context, addr string, preamble bool) (net.Conn, error) {
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {

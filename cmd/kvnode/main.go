@@ -107,6 +107,10 @@ const (
 // trimMappedMemory hands back the state file's mapped pages whenever the
 // process's file-backed resident memory passes mappedMemoryBudget, so
 // resident memory tracks the working set rather than the size of the data.
+// It is measured, not assumed: with 1M keys a node's RSS is 244–256 MiB
+// without it (198–212 MiB of it kv.db's mapping) and 77–89 MiB with it
+// (docs/performance.md), and a mapped page that is in use counts in the
+// working set that Kubernetes and most monitoring judge a process by.
 // Checking is one read of /proc/self/status; trimming costs minor faults
 // when hot pages are read again, so it happens only past the budget.
 func trimMappedMemory(store *storage.Store, done <-chan struct{}) {
