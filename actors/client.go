@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/storage"
@@ -24,21 +22,27 @@ type Client struct {
 	tree *Tree
 }
 
-// ask sends msg to the named actor and waits for its reply until ctx ends.
-func (c *Client) ask(ctx context.Context, name string, msg any) (any, error) {
-	d := c.tree.cfg.RequestTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		d = time.Until(dl)
+// ask sends msg (a request with its asked) to the named actor and waits
+// for the answer until ctx ends, or RequestTimeout when ctx has no
+// deadline.
+func (c *Client) ask(ctx context.Context, name string, msg answerer, q asked) (any, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.tree.cfg.RequestTimeout)
+		defer cancel()
 	}
-	if d <= 0 {
-		return nil, context.DeadlineExceeded
+	c.tree.send(name, msg)
+	select {
+	case r := <-q.reply:
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return c.tree.request(name, msg, d).Result()
 }
 
-// replyAs checks an actor's reply is a T. An actor that cannot serve a
-// request at all (the raft actor while it stops) answers with a *done
-// carrying the reason, whatever was asked.
+// replyAs checks an actor's answer is a T. An actor that cannot serve a
+// request at all (the raft actor while it stops, a message that found no
+// actor) answers with a *done carrying the reason, whatever was asked.
 func replyAs[T any](reply any, err error) (T, error) {
 	var zero T
 	if err != nil {
@@ -55,11 +59,9 @@ func replyAs[T any](reply any, err error) (T, error) {
 
 // quick asks the raft actor for an answer it gives at once; while it
 // restarts, the answer is errRaftDown.
-func quick[T any](c *Client, msg any) (T, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.tree.cfg.RequestTimeout)
-	defer cancel()
-	r, err := replyAs[T](c.ask(ctx, "raft", msg))
-	if errors.Is(err, actor.ErrTimeout) || errors.Is(err, actor.ErrDeadLetter) {
+func quick[T any](c *Client, msg answerer, q asked) (T, error) {
+	r, err := replyAs[T](c.ask(context.Background(), "raft", msg, q))
+	if errors.Is(err, context.DeadlineExceeded) {
 		err = errRaftDown
 	}
 	return r, err
@@ -104,13 +106,42 @@ func (c *Client) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []clust
 	return replies
 }
 
+// route picks the actor that serves a request needing the leader, by the
+// view the raft actor publishes: raft when this node leads, forward (with
+// the leader's HTTP address) when another node does. A peer's request is
+// only ever served here, so forwarding stays one hop. Without a leader the
+// error says so, with the channel that closes at the next change.
+func (c *Client) route(fromPeer bool) (target, addr string, changed <-chan struct{}, err error) {
+	v := c.tree.view.Load()
+	switch {
+	case v == nil:
+		return "", "", nil, errRaftDown
+	case v.IsLeader():
+		return "raft", "", nil, nil
+	case fromPeer:
+		return "", "", v.LeaderChanged(), cluster.ErrNotLeader
+	}
+	id, addr := v.LeaderAPI()
+	if addr == "" || id == c.NodeID() {
+		return "", "", v.LeaderChanged(), cluster.ErrNoLeader
+	}
+	return "forward", addr, nil, nil
+}
+
 func (c *Client) propose(ctx context.Context, data []byte, fromPeer bool) (storage.Result, error) {
 	var res storage.Result
 	err := c.untilLeader(ctx, false, fromPeer, func() (<-chan struct{}, error) {
-		r, err := replyAs[*proposeResult](c.ask(ctx, "raft", &propose{data: data, deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}))
+		target, addr, changed, err := c.route(fromPeer)
+		if err != nil {
+			return changed, err
+		}
+		q := newAsked()
+		var msg answerer = &propose{asked: q, data: data, deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}
+		if target == "forward" {
+			msg = &forwardWrite{asked: q, addr: addr, data: data, deadline: deadline(ctx, c.tree.cfg.RequestTimeout)}
+		}
+		r, err := replyAs[*proposeResult](c.ask(ctx, target, msg, q))
 		switch {
-		case errors.Is(err, actor.ErrDeadLetter):
-			return nil, errRaftDown
 		case err != nil && !isRetryable(err):
 			// The command may have reached Raft already.
 			return nil, fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
@@ -147,7 +178,16 @@ func (c *Client) ReadIndexForwarded(ctx context.Context) (uint64, error) {
 func (c *Client) readIndex(ctx context.Context, fromPeer bool) (uint64, error) {
 	var idx uint64
 	err := c.untilLeader(ctx, true, fromPeer, func() (<-chan struct{}, error) {
-		r, err := replyAs[*readIndexResult](c.ask(ctx, "raft", &readIndex{deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}))
+		target, addr, changed, err := c.route(fromPeer)
+		if err != nil {
+			return changed, err
+		}
+		q := newAsked()
+		var msg answerer = &readIndex{asked: q, deadline: deadline(ctx, c.tree.cfg.RequestTimeout), fromPeer: fromPeer}
+		if target == "forward" {
+			msg = &forwardRead{asked: q, addr: addr, deadline: deadline(ctx, c.tree.cfg.RequestTimeout)}
+		}
+		r, err := replyAs[*readIndexResult](c.ask(ctx, target, msg, q))
 		if err != nil {
 			return nil, fmt.Errorf("%w (%v)", cluster.ErrNoLeader, err)
 		}
@@ -212,18 +252,21 @@ func timedOut(last error, ctx context.Context) error {
 	return fmt.Errorf("%w (%s before the request deadline: %v)", cluster.ErrNoLeader, msg, ctx.Err())
 }
 
-// Leader reports this node's current view of the leader.
+// Leader reports this node's current view of the leader, from the view
+// the raft actor publishes (see leaderView); nothing while Raft is closed.
 func (c *Client) Leader() cluster.LeaderInfo {
-	li, err := quick[*cluster.LeaderInfo](c, &getLeader{})
-	if err != nil {
+	v := c.tree.view.Load()
+	if v == nil {
 		return cluster.LeaderInfo{}
 	}
-	return *li
+	id, addr := v.Leader()
+	return cluster.LeaderInfo{Known: id != "", ID: id, RaftAddr: addr, LastContact: v.LastContact()}
 }
 
 // Status reports this node's Raft status.
 func (c *Client) Status() (cluster.Status, error) {
-	r, err := quick[*statusReply](c, &getStatus{})
+	q := newAsked()
+	r, err := quick[*statusReply](c, &getStatus{q}, q)
 	if err != nil {
 		return cluster.Status{ID: c.tree.cfg.Raft.NodeID, State: "Restarting"}, err
 	}
@@ -232,7 +275,8 @@ func (c *Client) Status() (cluster.Status, error) {
 
 // Members lists the cluster's members as this node knows them.
 func (c *Client) Members() ([]cluster.Member, error) {
-	r, err := quick[*membersReply](c, &getMembers{})
+	q := newAsked()
+	r, err := quick[*membersReply](c, &getMembers{q}, q)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +300,8 @@ func (c *Client) Peers() ([]string, error) {
 
 // Ready reports whether this node can serve linearizable requests now.
 func (c *Client) Ready() error {
-	_, err := quick[*done](c, &getReady{})
+	q := newAsked()
+	_, err := quick[*done](c, &getReady{q}, q)
 	return err
 }
 
@@ -274,7 +319,16 @@ func (c *Client) Remove(ctx context.Context, id string, fromPeer bool) error {
 func (c *Client) membership(ctx context.Context, m *membership) error {
 	m.deadline = deadline(ctx, c.tree.cfg.RequestTimeout)
 	return c.untilLeader(ctx, false, m.fromPeer, func() (<-chan struct{}, error) {
-		r, err := replyAs[*done](c.ask(ctx, "raft", m))
+		target, addr, changed, err := c.route(m.fromPeer)
+		if err != nil {
+			return changed, err
+		}
+		m.asked = newAsked()
+		var msg answerer = m
+		if target == "forward" {
+			msg = &forwardMembership{addr: addr, req: m}
+		}
+		r, err := replyAs[*done](c.ask(ctx, target, msg, m.asked))
 		if err != nil {
 			return nil, fmt.Errorf("%w (%v)", cluster.ErrUnknownOutcome, err)
 		}
@@ -284,7 +338,8 @@ func (c *Client) membership(ctx context.Context, m *membership) error {
 
 // Snapshot takes a snapshot on this node and compacts its log.
 func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
-	r, err := replyAs[*snapshotTaken](c.ask(ctx, "raft", &takeSnapshot{}))
+	q := newAsked()
+	r, err := replyAs[*snapshotTaken](c.ask(ctx, "raft", &takeSnapshot{q}, q))
 	if err != nil {
 		return 0, err
 	}
@@ -293,7 +348,8 @@ func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
 
 // Health reports this node's failure detector view of its peers.
 func (c *Client) Health(ctx context.Context) (*cluster.Health, error) {
-	h, err := replyAs[*cluster.Health](c.ask(ctx, "peers", &getHealth{}))
+	q := newAsked()
+	h, err := replyAs[*cluster.Health](c.ask(ctx, "peers", &getHealth{q}, q))
 	if err != nil {
 		return nil, fmt.Errorf("%w (the peers actor did not answer: %v)", cluster.ErrNoLeader, err)
 	}

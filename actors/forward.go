@@ -53,29 +53,31 @@ type forwardActor struct {
 const maxWriteBatches = 2
 
 // forwardWrite asks for one encoded command to be applied by the leader at
-// addr; replyTo gets a *proposeResult.
+// addr; the original requester gets a *proposeResult.
 type forwardWrite struct {
+	asked
 	addr     string
 	data     []byte
 	deadline time.Time
-	replyTo  *actor.PID
 }
 
-// forwardRead asks the leader at addr for a read index; replyTo gets a
-// *readIndexResult.
+// forwardRead asks the leader at addr for a read index; the original
+// requester gets a *readIndexResult.
 type forwardRead struct {
+	asked
 	addr     string
 	deadline time.Time
-	replyTo  *actor.PID
 }
 
 // forwardMembership asks the leader at addr to add or remove a member;
-// replyTo gets a *done.
+// the original requester gets a *done.
 type forwardMembership struct {
-	addr    string
-	req     *membership
-	replyTo *actor.PID
+	addr string
+	req  *membership
 }
+
+// answer answers the original request.
+func (m *forwardMembership) answer(v any) { m.req.answer(v) }
 
 // Messages the forward actor sends itself when an exchange ends.
 type (
@@ -112,7 +114,7 @@ func (a *forwardActor) Receive(ctx actor.Context) {
 		}
 	case *readFetched:
 		for _, w := range m.waiters {
-			ctx.Send(w.replyTo, &readIndexResult{index: m.index, err: m.err})
+			w.answer(&readIndexResult{index: m.index, err: m.err})
 		}
 		a.readInFlight = false
 		if len(a.reads) > 0 {
@@ -128,10 +130,10 @@ func (a *forwardActor) Receive(ctx actor.Context) {
 // dropQueued answers what was never sent: nothing of it was applied.
 func (a *forwardActor) dropQueued(ctx actor.Context) {
 	for _, w := range a.writes {
-		ctx.Send(w.replyTo, &proposeResult{err: fmt.Errorf("%w (the forwarder restarted before sending)", cluster.ErrNoLeader)})
+		w.answer(&proposeResult{err: fmt.Errorf("%w (the forwarder restarted before sending)", cluster.ErrNoLeader)})
 	}
 	for _, r := range a.reads {
-		ctx.Send(r.replyTo, &readIndexResult{err: fmt.Errorf("%w (the forwarder restarted before asking)", cluster.ErrNoLeader)})
+		r.answer(&readIndexResult{err: fmt.Errorf("%w (the forwarder restarted before asking)", cluster.ErrNoLeader)})
 	}
 	a.writes, a.reads = nil, nil
 }
@@ -148,7 +150,7 @@ func (a *forwardActor) sendWrites(ctx actor.Context) {
 	for _, w := range a.writes {
 		switch {
 		case !now.Before(w.deadline):
-			ctx.Send(w.replyTo, &proposeResult{err: fmt.Errorf("%w (still queued for the leader at the deadline)", cluster.ErrNoLeader)})
+			w.answer(&proposeResult{err: fmt.Errorf("%w (still queued for the leader at the deadline)", cluster.ErrNoLeader)})
 		case w.addr == a.writes[0].addr && (len(batch) == 0 || len(batch) < cluster.MaxBatch && size+len(w.data) <= cluster.MaxBatchBytes):
 			batch = append(batch, w)
 			size += len(w.data)
@@ -169,7 +171,7 @@ func (a *forwardActor) sendWrites(ctx actor.Context) {
 		addr := batch[0].addr
 		if len(batch) == 1 {
 			res, err := link.Apply(c, addr, batch[0].data)
-			root.Send(batch[0].replyTo, &proposeResult{res: res, err: err})
+			batch[0].answer(&proposeResult{res: res, err: err})
 			return
 		}
 		cmds := make([][]byte, len(batch))
@@ -182,7 +184,7 @@ func (a *forwardActor) sendWrites(ctx actor.Context) {
 			if err == nil {
 				r.res, r.err = replies[i].Result()
 			}
-			root.Send(w.replyTo, r)
+			w.answer(r)
 		}
 	}()
 }
@@ -204,7 +206,7 @@ func (a *forwardActor) fetchReadIndex(ctx actor.Context) {
 
 // membership forwards a join or a removal; the leader handles it itself.
 func (a *forwardActor) membership(ctx actor.Context, m *forwardMembership) {
-	link, timeout, root := a.link, a.timeout, ctx.ActorSystem().Root
+	link, timeout := a.link, a.timeout
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -217,6 +219,6 @@ func (a *forwardActor) membership(ctx actor.Context, m *forwardMembership) {
 		if err == nil && status != http.StatusOK {
 			err = cluster.LeaderError(status, b)
 		}
-		root.Send(m.replyTo, &done{err: err})
+		m.req.answer(&done{err: err})
 	}()
 }

@@ -11,10 +11,35 @@ import (
 // the only way in, so the protocol between actors can change without
 // touching the HTTP layer.
 
+// asked is embedded in every request the tree answers. The answer goes
+// into reply, a channel with room for exactly one: the actor never waits
+// for a requester that may have given up, and no future has to be
+// registered per request (protoactor's futures cost a registry entry and
+// a timer each, which showed in read latency).
+type asked struct {
+	reply chan any
+}
+
+func newAsked() asked { return asked{reply: make(chan any, 1)} }
+
+// answer delivers the answer to the request. There is one; should a bug
+// answer twice, the second is dropped rather than block an actor.
+func (a asked) answer(v any) {
+	select {
+	case a.reply <- v:
+	default:
+	}
+}
+
+// answerer is any request; an actor that cannot serve requests at all
+// answers whatever it was asked with an error.
+type answerer interface{ answer(any) }
+
 // propose asks the raft actor to replicate an encoded storage.Command. The
 // leader proposes it; a follower hands it to the forward actor, which
 // carries it to the leader. The reply is a *proposeResult.
 type propose struct {
+	asked
 	data     []byte
 	deadline time.Time
 	// fromPeer marks a command another node forwarded: only a leader takes
@@ -34,6 +59,7 @@ type proposeResult struct {
 // is at or below (see cluster.Node.ReadIndex). The reply is a
 // *readIndexResult.
 type readIndex struct {
+	asked
 	deadline time.Time
 	fromPeer bool
 }
@@ -47,6 +73,7 @@ type readIndexResult struct {
 // membership asks for a member to be added (join set) or removed (remove
 // set) through the leader. The reply is a *done.
 type membership struct {
+	asked
 	join     *cluster.JoinRequest
 	remove   string
 	deadline time.Time
@@ -59,13 +86,12 @@ type done struct {
 	leaderChanged <-chan struct{}
 }
 
-// getStatus, getMembers, getLeader and getReady are answered at once by the
-// raft actor from its Raft instance.
+// getStatus, getMembers and getReady are answered at once by the raft
+// actor from its Raft instance.
 type (
-	getStatus  struct{}
-	getMembers struct{}
-	getLeader  struct{}
-	getReady   struct{}
+	getStatus  struct{ asked }
+	getMembers struct{ asked }
+	getReady   struct{ asked }
 )
 
 type statusReply struct {
@@ -80,7 +106,7 @@ type membersReply struct {
 
 // takeSnapshot asks the raft actor to snapshot now. The reply is a
 // *snapshotTaken.
-type takeSnapshot struct{}
+type takeSnapshot struct{ asked }
 
 type snapshotTaken struct {
 	index uint64
@@ -89,10 +115,10 @@ type snapshotTaken struct {
 
 // transferLeadership asks a leading raft actor to hand over before the
 // node stops. The reply is a *done.
-type transferLeadership struct{}
+type transferLeadership struct{ asked }
 
 // getHealth asks the peers actor for a *cluster.Health.
-type getHealth struct{}
+type getHealth struct{ asked }
 
 // crash makes the receiving actor fail on purpose, so supervision can be
 // exercised from outside (chaos mode only). fault names how (see

@@ -36,15 +36,16 @@ func (a *peersActor) Receive(ctx actor.Context) {
 		a.leaving = true
 		a.cancel()
 	case *refreshPeers:
-		// The raft actor owns the member list; its answer comes back as a
-		// message.
-		a.tree.spawning.RLock()
-		ctx.Request(a.tree.pid("raft"), &getMembers{})
-		a.tree.spawning.RUnlock()
+		// The raft actor owns the member list; the answer comes back as a
+		// message, so this mailbox never waits for it.
+		self, root, client := ctx.Self(), ctx.ActorSystem().Root, a.tree.client
+		go func() {
+			if ms, err := client.Members(); err == nil {
+				root.Send(self, &membersReply{members: ms})
+			}
+		}()
 	case *membersReply:
-		if m.err == nil {
-			a.reconcile(ctx, m.members)
-		}
+		a.reconcile(ctx, m.members)
 	case *cluster.PeerStatus:
 		if _, ok := a.monitors[m.ID]; ok {
 			a.status[m.ID] = *m
@@ -55,7 +56,7 @@ func (a *peersActor) Receive(ctx actor.Context) {
 			ctx.Send(pid, m)
 		}
 	case *getHealth:
-		ctx.Respond(a.health())
+		m.answer(a.health())
 	case *actor.Terminated:
 		if a.leaving {
 			return

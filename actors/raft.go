@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -13,14 +14,13 @@ import (
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// raftActor owns this node's Raft instance and every decision that
-// depends on who leads: it proposes on the leader, within the in-flight
-// limit; it hands a follower's requests to the forward actor with the
-// leader's address; it runs the read-index rounds; it commits the new
-// leader's first entry, keeps this node's HTTP address registered and
-// teaches the fault layer who is where (a maintenance tick and every
-// leader change); and it starts the join child when the node was told to
-// join a cluster.
+// raftActor owns this node's Raft instance: it proposes on the leader,
+// within the in-flight limit, and refuses (not leader) otherwise; it runs
+// the read-index rounds; it publishes the view of who leads that Client
+// routes by (see leaderView); it commits the new leader's first entry,
+// keeps this node's HTTP address registered and teaches the fault layer
+// who is where (a maintenance tick and every leader change); and it starts
+// the join child when the node was told to join a cluster.
 //
 // Started opens Raft from disk; Restarting and Stopping close it, so a
 // crash of this actor is a full crash-recovery of Raft inside the process:
@@ -38,10 +38,13 @@ type raftActor struct {
 	// of one closed before a restart.
 	token *int
 
-	// inflight counts proposals handed to Raft and not yet answered.
-	inflight int
+	// inflight counts proposals handed to Raft and not yet answered: the
+	// admission limit. Only the mailbox adds to it; the goroutine of each
+	// proposal takes its own back off when it answers (a message back per
+	// write would double the mailbox traffic of the write path).
+	inflight atomic.Int64
 
-	readWaiters []*actor.PID
+	readWaiters []asked
 	round       *readRound
 
 	registering bool
@@ -50,10 +53,9 @@ type raftActor struct {
 
 // Messages the raft actor sends itself.
 type (
-	leaderChanged   struct{}
-	maintainTick    struct{}
-	proposalSettled struct{ token *int }
-	registerDone    struct{ err error }
+	leaderChanged struct{}
+	maintainTick  struct{}
+	registerDone  struct{ err error }
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -65,7 +67,7 @@ type (
 		round   *readRound
 		index   uint64
 		err     error
-		waiters []*actor.PID
+		waiters []asked
 	}
 )
 
@@ -93,21 +95,19 @@ func (a *raftActor) Receive(ctx actor.Context) {
 	if a.node == nil {
 		// Closed and not reopened (the actor is stopping): nothing here can
 		// be served.
-		ctx.Respond(&done{err: errRaftDown})
+		if q, ok := ctx.Message().(answerer); ok {
+			q.answer(&done{err: errRaftDown})
+		}
 		return
 	}
 	switch m := ctx.Message().(type) {
 	case *propose:
 		a.propose(ctx, m)
-	case *proposalSettled:
-		if m.token == a.token {
-			a.inflight--
-		}
 	case *readIndex:
 		a.readIndex(ctx, m)
 	case *readRoundDone:
 		for _, w := range m.waiters {
-			ctx.Send(w, &readIndexResult{index: m.index, err: m.err})
+			w.answer(&readIndexResult{index: m.index, err: m.err})
 		}
 		if m.round == a.round {
 			a.round = nil
@@ -118,22 +118,19 @@ func (a *raftActor) Receive(ctx actor.Context) {
 	case *membership:
 		a.membership(ctx, m)
 	case *getStatus:
-		ctx.Respond(&statusReply{status: a.node.Status()})
+		m.answer(&statusReply{status: a.node.Status()})
 	case *getMembers:
 		ms, err := a.node.Members()
-		ctx.Respond(&membersReply{members: ms, err: err})
-	case *getLeader:
-		id, addr := a.node.Leader()
-		ctx.Respond(&cluster.LeaderInfo{Known: id != "", ID: id, RaftAddr: addr, LastContact: a.node.LastContact()})
+		m.answer(&membersReply{members: ms, err: err})
 	case *getReady:
-		ctx.Respond(&done{err: a.ready()})
+		m.answer(&done{err: a.ready()})
 	case *takeSnapshot:
-		a.async(ctx, func(n *cluster.Node) any {
+		a.async(m.asked, func(n *cluster.Node) any {
 			idx, err := n.Snapshot()
 			return &snapshotTaken{index: idx, err: err}
 		})
 	case *transferLeadership:
-		a.async(ctx, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
+		a.async(m.asked, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
 	case leaderChanged, maintainTick:
 		a.maintain(ctx)
 	case *registerDone:
@@ -162,6 +159,7 @@ func (a *raftActor) open(ctx actor.Context) {
 		panic(fmt.Sprintf("open raft: %v", err))
 	}
 	a.node, a.token = node, token
+	a.tree.publish(node)
 	a.cancelTick = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(maintainEvery, maintainEvery, self, maintainTick{})
 	if len(a.tree.cfg.Join) > 0 && !node.HasState() {
 		props := actor.PropsFromProducer(func() actor.Actor { return &joinActor{tree: a.tree} })
@@ -177,12 +175,13 @@ func (a *raftActor) close(ctx actor.Context) {
 		a.cancelTick()
 	}
 	for _, w := range a.readWaiters {
-		ctx.Send(w, &readIndexResult{err: errRaftDown})
+		w.answer(&readIndexResult{err: errRaftDown})
 	}
 	a.readWaiters = nil
 	if a.node == nil {
 		return
 	}
+	a.tree.publish(nil)
 	// Proposals in flight fail with an unknown outcome as Raft shuts down.
 	if err := a.node.Close(); err != nil {
 		a.tree.cfg.Logger.Warn("raft shutdown", "err", err)
@@ -190,37 +189,19 @@ func (a *raftActor) close(ctx actor.Context) {
 	a.node = nil
 }
 
-// leaderAddr is where a request this node cannot serve as leader goes: a
-// peer's request is refused (the peer retries, so forwarding stays one
-// hop), a client's goes to the leader's HTTP address when one is known.
-func (a *raftActor) leaderAddr(fromPeer bool) (string, error) {
-	if fromPeer {
-		return "", cluster.ErrNotLeader
-	}
-	id, addr := a.node.LeaderAPI()
-	if addr == "" || id == a.tree.cfg.Raft.NodeID {
-		return "", cluster.ErrNoLeader
-	}
-	return addr, nil
-}
-
 func (a *raftActor) propose(ctx actor.Context, m *propose) {
 	if !a.node.IsLeader() {
-		addr, err := a.leaderAddr(m.fromPeer)
-		if err != nil {
-			ctx.Respond(&proposeResult{err: err, leaderChanged: a.node.LeaderChanged()})
-			return
-		}
-		a.tree.send("forward", &forwardWrite{addr: addr, data: m.data, deadline: m.deadline, replyTo: ctx.Sender()})
+		// Client routed it here by a view that has changed since: it
+		// routes it again.
+		m.answer(&proposeResult{err: cluster.ErrNotLeader, leaderChanged: a.node.LeaderChanged()})
 		return
 	}
-	if a.inflight >= a.tree.cfg.MaxInFlight {
-		ctx.Respond(&proposeResult{err: cluster.ErrBusy})
+	if a.inflight.Load() >= int64(a.tree.cfg.MaxInFlight) {
+		m.answer(&proposeResult{err: cluster.ErrBusy})
 		return
 	}
-	a.inflight++
-	sender, self, root := ctx.Sender(), ctx.Self(), ctx.ActorSystem().Root
-	node, token := a.node, a.token
+	a.inflight.Add(1)
+	node := a.node
 	enqueue := max(time.Until(m.deadline), time.Millisecond)
 	go func() {
 		reply := &proposeResult{err: cluster.ErrUnknownOutcome}
@@ -228,8 +209,8 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 			if r := recover(); r != nil {
 				reply = &proposeResult{err: fmt.Errorf("%w: %v", cluster.ErrUnknownOutcome, r)}
 			}
-			root.Send(sender, reply)
-			root.Send(self, &proposalSettled{token: token})
+			m.answer(reply)
+			a.inflight.Add(-1)
 		}()
 		res, err := node.Apply(m.data, enqueue)
 		reply = &proposeResult{res: res, err: err}
@@ -242,15 +223,12 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 // read linearizable.
 func (a *raftActor) readIndex(ctx actor.Context, m *readIndex) {
 	if !a.node.IsLeader() {
-		addr, err := a.leaderAddr(m.fromPeer)
-		if err != nil {
-			ctx.Respond(&readIndexResult{err: err, leaderChanged: a.node.LeaderChanged()})
-			return
-		}
-		a.tree.send("forward", &forwardRead{addr: addr, deadline: m.deadline, replyTo: ctx.Sender()})
+		// Client routed it here by a view that has changed since: it
+		// routes it again.
+		m.answer(&readIndexResult{err: cluster.ErrNotLeader, leaderChanged: a.node.LeaderChanged()})
 		return
 	}
-	a.readWaiters = append(a.readWaiters, ctx.Sender())
+	a.readWaiters = append(a.readWaiters, m.asked)
 	if a.round == nil {
 		a.startReadRound(ctx)
 	}
@@ -270,19 +248,16 @@ func (a *raftActor) startReadRound(ctx actor.Context) {
 }
 
 // membership adds or removes a member on the leader, registering or
-// dropping its HTTP address with it; a follower has it forwarded.
+// dropping its HTTP address with it.
 func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	if !a.node.IsLeader() {
-		addr, err := a.leaderAddr(m.fromPeer)
-		if err != nil {
-			ctx.Respond(&done{err: err, leaderChanged: a.node.LeaderChanged()})
-			return
-		}
-		a.tree.send("forward", &forwardMembership{addr: addr, req: m, replyTo: ctx.Sender()})
+		// Client routed it here by a view that has changed since: it
+		// routes it again.
+		m.answer(&done{err: cluster.ErrNotLeader, leaderChanged: a.node.LeaderChanged()})
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout
-	a.async(ctx, func(n *cluster.Node) any {
+	a.async(m.asked, func(n *cluster.Node) any {
 		var cmd *storage.Command
 		var err error
 		if m.join != nil {
@@ -301,9 +276,9 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 
 // async runs a blocking Raft call off the mailbox and answers the
 // requester with its result.
-func (a *raftActor) async(ctx actor.Context, fn func(*cluster.Node) any) {
-	sender, node, root := ctx.Sender(), a.node, ctx.ActorSystem().Root
-	go func() { root.Send(sender, fn(node)) }()
+func (a *raftActor) async(q asked, fn func(*cluster.Node) any) {
+	node := a.node
+	go func() { q.answer(fn(node)) }()
 }
 
 // maintain runs on every leader change and maintenance tick. It notices a

@@ -9,8 +9,10 @@ import (
 )
 
 // ackTransport is the node's Raft transport with one addition: it records,
-// for each peer, when the newest request that peer answered with success
-// was sent. ReadIndex needs it because raft's VerifyLeader counts any
+// for each peer, when the newest heartbeat (or other unpipelined append,
+// or snapshot) that peer answered with success was sent. Pipelined appends
+// are left out: relaying their answers would delay every commit, and
+// VerifyLeader sends every follower a heartbeat anyway. ReadIndex needs it because raft's VerifyLeader counts any
 // success that arrives after the verification was registered, including
 // the answer to a heartbeat sent before it: a heartbeat delayed on the
 // wire past an election could then confirm a leader that had already been
@@ -19,20 +21,30 @@ import (
 type ackTransport struct {
 	*raft.NetworkTransport
 
-	mu    sync.Mutex
-	acked map[raft.ServerID]time.Time // send time of the newest acknowledged request
+	mu      sync.Mutex
+	acked   map[raft.ServerID]time.Time // send time of the newest acknowledged request
+	changed chan struct{}               // closed and replaced at every new acknowledgement
 }
 
 func newAckTransport(t *raft.NetworkTransport) *ackTransport {
-	return &ackTransport{NetworkTransport: t, acked: map[raft.ServerID]time.Time{}}
+	return &ackTransport{NetworkTransport: t, acked: map[raft.ServerID]time.Time{}, changed: make(chan struct{})}
 }
 
 func (t *ackTransport) ack(id raft.ServerID, sent time.Time) {
 	t.mu.Lock()
 	if sent.After(t.acked[id]) {
 		t.acked[id] = sent
+		close(t.changed)
+		t.changed = make(chan struct{})
 	}
 	t.mu.Unlock()
+}
+
+// next returns a channel closed at the next acknowledgement.
+func (t *ackTransport) next() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.changed
 }
 
 // ackedSince reports whether peer id acknowledged a request sent at or
@@ -63,56 +75,6 @@ func (t *ackTransport) InstallSnapshot(id raft.ServerID, target raft.ServerAddre
 	return err
 }
 
-// AppendEntriesPipeline carries pipelined appends; their answers are
-// recorded as raft consumes them.
-func (t *ackTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	p, err := t.NetworkTransport.AppendEntriesPipeline(id, target)
-	if err != nil {
-		return nil, err
-	}
-	ap := &ackPipeline{AppendPipeline: p, out: make(chan raft.AppendFuture), done: make(chan struct{})}
-	go ap.relay(t, id)
-	return ap, nil
-}
-
-// ackPipeline passes a pipeline's answers on to raft, recording each
-// success first, so a verification that raft completes on it finds the
-// acknowledgement already recorded.
-type ackPipeline struct {
-	raft.AppendPipeline
-	out       chan raft.AppendFuture
-	done      chan struct{}
-	closeOnce sync.Once
-}
-
-func (p *ackPipeline) relay(t *ackTransport, id raft.ServerID) {
-	in := p.AppendPipeline.Consumer()
-	for {
-		select {
-		case f := <-in:
-			if f.Error() == nil && f.Response().Success {
-				t.ack(id, f.Start())
-			}
-			select {
-			case p.out <- f:
-			case <-p.done:
-				return
-			}
-		case <-p.done:
-			return
-		}
-	}
-}
-
-// Consumer returns the answers, after they are recorded.
-func (p *ackPipeline) Consumer() <-chan raft.AppendFuture { return p.out }
-
-// Close closes the pipeline and stops the relay.
-func (p *ackPipeline) Close() error {
-	p.closeOnce.Do(func() { close(p.done) })
-	return p.AppendPipeline.Close()
-}
-
 // ReadIndex returns an index that every write acknowledged before the call
 // is at or below, after confirming with a quorum that this node is still the
 // leader. A reader that waits until the state machine has applied this index
@@ -122,8 +84,10 @@ func (p *ackPipeline) Close() error {
 // The confirmation counts only answers to requests sent after the call
 // began (see ackTransport): a quorum that still followed this leader after
 // that moment means no other leader can have committed anything before it.
-// When VerifyLeader was satisfied by older answers, it runs again; the
-// heartbeats it triggers are new.
+// VerifyLeader makes every follower's heartbeat go out at once (after the
+// one in flight, if any), so when older answers satisfied it, the new
+// ones follow within a round trip; they are waited for, up to a heartbeat
+// timeout, before VerifyLeader runs again.
 func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 	if !n.IsLeader() {
 		return 0, ErrNotLeader
@@ -144,11 +108,33 @@ func (n *Node) ReadIndex(timeout time.Duration) (uint64, error) {
 			// by another leader in between.
 			return 0, ErrNotLeader
 		}
-		if n.quorumAckedSince(start) {
+		until := time.Now().Add(n.cfg.Timing.HeartbeatTimeout)
+		if until.After(deadline) {
+			until = deadline
+		}
+		if n.awaitQuorumAcks(start, until) {
 			return idx, nil
 		}
 		if time.Now().After(deadline) {
 			return 0, ErrNotLeader
+		}
+	}
+}
+
+// awaitQuorumAcks waits until a quorum acknowledged requests sent at or
+// after start (true), or until (false).
+func (n *Node) awaitQuorumAcks(start, until time.Time) bool {
+	timer := time.NewTimer(time.Until(until))
+	defer timer.Stop()
+	for {
+		next := n.acks.next()
+		if n.quorumAckedSince(start) {
+			return true
+		}
+		select {
+		case <-next:
+		case <-timer.C:
+			return false
 		}
 	}
 }
