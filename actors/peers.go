@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/troupe-kv/troupe/cluster"
 )
@@ -22,7 +21,7 @@ type peersActor struct {
 	tree     *Tree
 	monitors map[string]*actor.PID
 	status   map[string]cluster.PeerStatus
-	cancel   scheduler.CancelFunc
+	cancel   func()
 	leaving  bool
 }
 
@@ -31,7 +30,7 @@ func (a *peersActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.monitors = map[string]*actor.PID{}
 		a.status = map[string]cluster.PeerStatus{}
-		a.cancel = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(0, time.Second, ctx.Self(), &refreshPeers{})
+		a.cancel = sendEvery(ctx.ActorSystem().Root, 0, time.Second, ctx.Self(), &refreshPeers{})
 	case *actor.Restarting, *actor.Stopping:
 		a.leaving = true
 		a.cancel()
@@ -147,7 +146,7 @@ type monitorActor struct {
 	since   time.Time
 	streak  int // answers in a row
 	probing bool
-	cancel  scheduler.CancelFunc
+	cancel  func()
 
 	rtts                     []time.Duration
 	probes, fails, raftFails uint64
@@ -159,7 +158,7 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		a.cfg = a.tree.cfg.Detector
 		a.reset(time.Now())
 		a.state, a.since = cluster.PeerUnknown, time.Now()
-		a.cancel = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(a.cfg.ProbeInterval, a.cfg.ProbeInterval, ctx.Self(), &probeTick{})
+		a.cancel = sendEvery(ctx.ActorSystem().Root, a.cfg.ProbeInterval, a.cfg.ProbeInterval, ctx.Self(), &probeTick{})
 	case *actor.Restarting, *actor.Stopping:
 		a.cancel()
 	case *peerAddr:

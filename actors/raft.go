@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/scheduler"
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/storage"
@@ -48,7 +47,7 @@ type raftActor struct {
 	round       *readRound
 
 	registering bool
-	cancelTick  scheduler.CancelFunc
+	cancelTick  func()
 }
 
 // Messages the raft actor sends itself.
@@ -160,7 +159,7 @@ func (a *raftActor) open(ctx actor.Context) {
 	}
 	a.node, a.token = node, token
 	a.tree.publish(node)
-	a.cancelTick = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendRepeatedly(maintainEvery, maintainEvery, self, maintainTick{})
+	a.cancelTick = sendEvery(ctx.ActorSystem().Root, maintainEvery, maintainEvery, self, maintainTick{})
 	if len(a.tree.cfg.Join) > 0 && !node.HasState() {
 		props := actor.PropsFromProducer(func() actor.Actor { return &joinActor{tree: a.tree} })
 		if _, err := ctx.SpawnNamed(props, "join"); err != nil {
