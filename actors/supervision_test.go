@@ -129,12 +129,7 @@ func TestRaftShutdownUnderneathIsRestarted(t *testing.T) {
 func TestRaftListenerFailureIsRestarted(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	var follower *node
-	for _, nd := range nodes {
-		if nd != leader {
-			follower = nd
-		}
-	}
+	follower := followerOf(nodes, leader)
 	if err := follower.Client().Crash("raft", actors.FaultListener, "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -174,12 +169,7 @@ func TestHTTPListenerFailureIsRestarted(t *testing.T) {
 func TestForwardActorCrashIsContained(t *testing.T) {
 	nodes := startCluster(t, 3, 5)
 	leader := leaderOf(t, nodes)
-	var follower *node
-	for _, nd := range nodes {
-		if nd != leader {
-			follower = nd
-		}
-	}
+	follower := followerOf(nodes, leader)
 	applyEventually(t, follower.Client(), "before", "1")
 	if err := follower.Client().Crash("forward", "", "test"); err != nil {
 		t.Fatal(err)
@@ -189,6 +179,16 @@ func TestForwardActorCrashIsContained(t *testing.T) {
 	if err := follower.Client().ReadBarrier(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// followerOf returns a node other than leader.
+func followerOf(nodes []*node, leader *node) *node {
+	for _, nd := range nodes {
+		if nd != leader {
+			return nd
+		}
+	}
+	return nil
 }
 
 func ctx(t *testing.T) context.Context {
