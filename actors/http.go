@@ -63,14 +63,18 @@ func (a *httpActor) start(ctx actor.Context) {
 	if err != nil {
 		panic(fmt.Sprintf("http listener on %s: %v", a.tree.cfg.HTTPAddr, err))
 	}
+	lim := a.tree.cfg.HTTPLimits
 	srv := &http.Server{
 		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		ReadTimeout:       lim.ReadTimeout,
 		// No WriteTimeout: blocking queries legitimately hold a response
 		// for up to ten minutes.
-		IdleTimeout: 5 * time.Minute,
+		IdleTimeout:    lim.IdleTimeout,
+		MaxHeaderBytes: lim.MaxHeaderBytes,
 	}
 	a.srv, a.ln = srv, ln
+	ln = &connLimiter{Listener: ln, max: int64(lim.MaxConns)}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		err := srv.Serve(ln)

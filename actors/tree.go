@@ -5,6 +5,7 @@
 package actors
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -47,6 +48,9 @@ type Config struct {
 
 	// Detector tunes the per-peer failure detector.
 	Detector cluster.DetectorConfig
+	// HTTPLimits bound what a client connection may cost; zero values
+	// take DefaultHTTPLimits'.
+	HTTPLimits HTTPLimits
 
 	Logger *slog.Logger
 }
@@ -101,6 +105,13 @@ func New(cfg Config) *Tree {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
+	def := DefaultHTTPLimits()
+	l := &cfg.HTTPLimits
+	l.ReadHeaderTimeout = cmp.Or(l.ReadHeaderTimeout, def.ReadHeaderTimeout)
+	l.ReadTimeout = cmp.Or(l.ReadTimeout, def.ReadTimeout)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, def.IdleTimeout)
+	l.MaxHeaderBytes = cmp.Or(l.MaxHeaderBytes, def.MaxHeaderBytes)
+	l.MaxConns = cmp.Or(l.MaxConns, def.MaxConns)
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = 5
 	}

@@ -43,6 +43,9 @@ type Config struct {
 	RestartWindow  time.Duration
 	Timing         cluster.Timing
 	Detector       cluster.DetectorConfig
+	// HTTPLimits bound what a client connection may cost (zero values:
+	// actors.DefaultHTTPLimits).
+	HTTPLimits actors.HTTPLimits
 	// Chaos turns on the fault layer on every node-to-node connection and
 	// mounts /v1/chaos/*. Never in production.
 	Chaos bool
@@ -118,6 +121,7 @@ func Start(cfg Config) (*Node, error) {
 		MaxRestarts:    cfg.MaxRestarts,
 		RestartWindow:  cfg.RestartWindow,
 		Detector:       cfg.Detector,
+		HTTPLimits:     cfg.HTTPLimits,
 		Logger:         cfg.Logger,
 	})
 	client := tree.Client()

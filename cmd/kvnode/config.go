@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 
+	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/server"
 )
@@ -55,6 +56,11 @@ var settings = []setting{
 	{"max_value_size", kInt, "524288", "largest value a PUT accepts, in bytes"},
 	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
+	{"http_read_header_timeout", kDuration, "10s", "how long a client may take to send a request's headers"},
+	{"http_read_timeout", kDuration, "30s", "how long a client may take to send a whole request, body included"},
+	{"http_idle_timeout", kDuration, "2m", "how long an idle keep-alive connection stays open"},
+	{"http_max_header_bytes", kInt, "65536", "largest request header block accepted, in bytes (431 above)"},
+	{"http_max_conns", kInt, "4096", "client connections served at once; past it a new one gets 503"},
 	{"max_restarts", kInt, "5", "crashes of one actor tolerated within restart_window before the node exits"},
 	{"restart_window", kDuration, "1m", "window for max_restarts"},
 	{"timing_profile", kString, "lan", "lan or wan: the defaults for every raft_ and detector_ setting (explicit settings win)"},
@@ -214,6 +220,13 @@ func build(v *viper.Viper) (*Config, error) {
 		Chaos:          p.boolean("chaos"),
 		UnsafeReads:    p.boolean("unsafe_local_reads"),
 		Pprof:          p.boolean("pprof"),
+		HTTPLimits: actors.HTTPLimits{
+			ReadHeaderTimeout: p.positiveDuration("http_read_header_timeout"),
+			ReadTimeout:       p.positiveDuration("http_read_timeout"),
+			IdleTimeout:       p.positiveDuration("http_idle_timeout"),
+			MaxHeaderBytes:    p.positiveInt("http_max_header_bytes"),
+			MaxConns:          p.positiveInt("http_max_conns"),
+		},
 		Timing: cluster.Timing{
 			HeartbeatTimeout:   p.positiveDuration("raft_heartbeat_timeout"),
 			ElectionTimeout:    p.positiveDuration("raft_election_timeout"),

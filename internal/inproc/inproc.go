@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/internal/testcluster"
 	"github.com/troupe-kv/troupe/server"
@@ -29,6 +30,8 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Chaos mounts the fault-injection endpoints.
 	Chaos bool
+	// HTTPLimits bound client connections (zero: the defaults).
+	HTTPLimits actors.HTTPLimits
 }
 
 // Node is one in-process node.
@@ -110,6 +113,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			MaxRestarts:    opts.MaxRestarts,
 			RestartWindow:  time.Minute,
 			Chaos:          opts.Chaos,
+			HTTPLimits:     opts.HTTPLimits,
 			Logger:         logger,
 		})
 		if err != nil {
