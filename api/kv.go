@@ -120,6 +120,13 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key
 	if !ok {
 		return
 	}
+	if minIndex > 0 {
+		release, ok := s.holdBlocking(w)
+		if !ok {
+			return
+		}
+		defer release()
+	}
 	sep := q.Get("separator")
 	if _, ok := q["separator"]; !ok {
 		sep = q.Get("seperator") // Consul still accepts its old misspelling

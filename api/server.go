@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +100,14 @@ type Options struct {
 	UnsafeReads bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
+	// MaxBlockingQueries caps the blocking queries (?index) held at once;
+	// past it one is refused with 429. Zero means DefaultMaxBlockingQueries.
+	MaxBlockingQueries int
+	// RateLimit is the requests per second each client (its token, else
+	// its address) may send, with RateBurst of headroom; past it 429 with
+	// Retry-After. Zero turns rate limiting off.
+	RateLimit float64
+	RateBurst int
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -118,6 +127,9 @@ type Server struct {
 
 	drainOnce sync.Once
 	draining  chan struct{} // closed by Drain
+
+	limiter  *clientLimiter // nil: no rate limit
+	blocking atomic.Int64   // blocking queries held now
 }
 
 // New returns the node's HTTP handler.
@@ -134,7 +146,10 @@ func New(b Backends, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{})}
+	if opts.MaxBlockingQueries <= 0 {
+		opts.MaxBlockingQueries = DefaultMaxBlockingQueries
+	}
+	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{}), limiter: newClientLimiter(opts.RateLimit, opts.RateBurst)}
 	s.routes()
 	return s
 }
@@ -184,6 +199,9 @@ func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 // "//" or "." segments with a redirect, and Consul clients turn a redirected
 // PUT into a GET.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.rateLimited(w, r) {
+		return
+	}
 	if r.URL.Path == "/v1/kv" || strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 		s.kv(w, r)
 		return

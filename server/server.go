@@ -46,6 +46,10 @@ type Config struct {
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
+	// MaxBlockingQueries, RateLimit and RateBurst: see api.Options.
+	MaxBlockingQueries int
+	RateLimit          float64
+	RateBurst          int
 	// Chaos turns on the fault layer on every node-to-node connection and
 	// mounts /v1/chaos/*. Never in production.
 	Chaos bool
@@ -130,13 +134,16 @@ func Start(cfg Config) (*Node, error) {
 		backends.Chaos = client
 	}
 	handler := api.New(backends, api.Options{
-		Datacenter:     cfg.Datacenter,
-		MaxValueSize:   cfg.MaxValueSize,
-		RequestTimeout: cfg.RequestTimeout,
-		Metrics:        tree.Metrics(),
-		UnsafeReads:    cfg.UnsafeReads,
-		Pprof:          cfg.Pprof,
-		Logger:         cfg.Logger,
+		Datacenter:         cfg.Datacenter,
+		MaxValueSize:       cfg.MaxValueSize,
+		RequestTimeout:     cfg.RequestTimeout,
+		Metrics:            tree.Metrics(),
+		UnsafeReads:        cfg.UnsafeReads,
+		Pprof:              cfg.Pprof,
+		MaxBlockingQueries: cfg.MaxBlockingQueries,
+		RateLimit:          cfg.RateLimit,
+		RateBurst:          cfg.RateBurst,
+		Logger:             cfg.Logger,
 	})
 	if err := tree.Start(handler); err != nil {
 		store.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -61,6 +62,9 @@ var settings = []setting{
 	{"http_idle_timeout", kDuration, "2m", "how long an idle keep-alive connection stays open"},
 	{"http_max_header_bytes", kInt, "65536", "largest request header block accepted, in bytes (431 above)"},
 	{"http_max_conns", kInt, "4096", "client connections served at once; past it a new one gets 503"},
+	{"http_max_blocking_queries", kInt, "4096", "blocking queries (?index) held at once; past it one gets 429"},
+	{"http_rate_limit", kFloat, "0", "requests per second each client (token, else address) may send; past it 429 (0: off)"},
+	{"http_rate_burst", kInt, "100", "requests a client may send at once above http_rate_limit"},
 	{"max_restarts", kInt, "5", "crashes of one actor tolerated within restart_window before the node exits"},
 	{"restart_window", kDuration, "1m", "window for max_restarts"},
 	{"timing_profile", kString, "lan", "lan or wan: the defaults for every raft_ and detector_ setting (explicit settings win)"},
@@ -204,22 +208,25 @@ func build(v *viper.Viper) (*Config, error) {
 		return nil, fmt.Errorf("config: timing_profile: %q is not lan or wan", profile)
 	}
 	c := &Config{Config: server.Config{
-		NodeID:         p.str("node_id"),
-		DataDir:        p.str("data_dir"),
-		HTTPAddr:       p.str("http_addr"),
-		RaftAddr:       p.str("raft_addr"),
-		AdvertiseHTTP:  p.str("advertise_http"),
-		AdvertiseRaft:  p.str("advertise_raft"),
-		Datacenter:     p.str("datacenter"),
-		MaxValueSize:   int64(p.positiveInt("max_value_size")),
-		LogSegmentSize: p.intBetween("raft_log_segment_size", minLogSegmentSize, maxLogSegmentSize),
-		RequestTimeout: p.positiveDuration("request_timeout"),
-		MaxInFlight:    p.positiveInt("max_in_flight"),
-		MaxRestarts:    p.positiveInt("max_restarts"),
-		RestartWindow:  p.positiveDuration("restart_window"),
-		Chaos:          p.boolean("chaos"),
-		UnsafeReads:    p.boolean("unsafe_local_reads"),
-		Pprof:          p.boolean("pprof"),
+		NodeID:             p.str("node_id"),
+		DataDir:            p.str("data_dir"),
+		HTTPAddr:           p.str("http_addr"),
+		RaftAddr:           p.str("raft_addr"),
+		AdvertiseHTTP:      p.str("advertise_http"),
+		AdvertiseRaft:      p.str("advertise_raft"),
+		Datacenter:         p.str("datacenter"),
+		MaxValueSize:       int64(p.positiveInt("max_value_size")),
+		LogSegmentSize:     p.intBetween("raft_log_segment_size", minLogSegmentSize, maxLogSegmentSize),
+		RequestTimeout:     p.positiveDuration("request_timeout"),
+		MaxInFlight:        p.positiveInt("max_in_flight"),
+		MaxRestarts:        p.positiveInt("max_restarts"),
+		RestartWindow:      p.positiveDuration("restart_window"),
+		Chaos:              p.boolean("chaos"),
+		UnsafeReads:        p.boolean("unsafe_local_reads"),
+		Pprof:              p.boolean("pprof"),
+		MaxBlockingQueries: p.positiveInt("http_max_blocking_queries"),
+		RateLimit:          p.nonNegativeFloat("http_rate_limit"),
+		RateBurst:          p.positiveInt("http_rate_burst"),
 		HTTPLimits: actors.HTTPLimits{
 			ReadHeaderTimeout: p.positiveDuration("http_read_header_timeout"),
 			ReadTimeout:       p.positiveDuration("http_read_timeout"),
@@ -456,14 +463,27 @@ func (p *parser) positiveInt(key string) int {
 }
 
 func (p *parser) positiveFloat(key string) float64 {
+	f := p.float(key)
+	if f <= 0 {
+		p.fail(key, "%s must be positive", p.str(key))
+	}
+	return f
+}
+
+func (p *parser) nonNegativeFloat(key string) float64 {
+	f := p.float(key)
+	if f < 0 {
+		p.fail(key, "%s must not be negative", p.str(key))
+	}
+	return f
+}
+
+func (p *parser) float(key string) float64 {
 	s := p.str(key)
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f != f {
+	if err != nil || f != f || math.IsInf(f, 0) {
 		p.fail(key, "%q is not a number", s)
 		return 0
-	}
-	if f <= 0 {
-		p.fail(key, "%s must be positive", s)
 	}
 	return f
 }
