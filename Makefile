@@ -74,3 +74,15 @@ chaos: build
 	$(GO) build -o $(BIN)/troupe-chaos ./cmd/troupe-chaos
 	GO="$(GO)" NODES="$(NODES)" DURATION="$(DURATION)" NEMESIS="$(NEMESIS)" SEED="$(SEED)" \
 	NETNS="$(NETNS)" OUT="$(OUT)" CHAOS_ARGS="$(CHAOS_ARGS)" ./chaos/run.sh
+
+# Every fuzz target in turn, FUZZTIME each (go test -fuzz takes one target
+# per run). New inputs that fail land in testdata/fuzz/ of their package.
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz:
+	@set -e; for f in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go')); do \
+	  for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+	    echo "== $$t ($$(dirname $$f), $(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) ./$$(dirname $$f); \
+	  done; \
+	done

@@ -436,3 +436,31 @@ func TestSnapshot_PersistWhileApplying(t *testing.T) {
 		requireSameState(t, dumpRaw(t, dst), tc.want)
 	}
 }
+
+// FuzzRestore: whatever bytes arrive as a snapshot, Restore either takes
+// them as a whole state that reads back without error, or refuses them and
+// leaves the state as it was, still writable.
+func FuzzRestore(f *testing.F) {
+	seed := openStore(f)
+	mustApplyBatch(f, seed, history())
+	good := snapshotBytes(f, seed)
+	f.Add(good)
+	f.Add(good[:len(good)/2])
+	f.Add([]byte{})
+	f.Add([]byte("not a snapshot"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := openStore(t)
+		mustApplyBatch(t, s, history())
+		before := dumpRaw(t, s)
+		if err := s.Restore(bytes.NewReader(data)); err != nil {
+			requireSameState(t, dumpRaw(t, s), before)
+			if !apply(t, s, 13, set("still", "writable", 0)) {
+				t.Fatal("store not writable after a refused snapshot")
+			}
+			return
+		}
+		if _, _, err := s.List(""); err != nil {
+			t.Fatalf("a restored snapshot does not read back: %v", err)
+		}
+	})
+}
