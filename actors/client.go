@@ -11,6 +11,7 @@ import (
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -80,27 +81,14 @@ func (c *Client) Apply(ctx context.Context, cmd *storage.Command) (storage.Resul
 	return c.propose(ctx, cmd.Encode(), false)
 }
 
-// ApplyForwarded applies an encoded command another node forwarded. Only
-// a leader takes it, and never forwards it again: the sender retries.
-func (c *Client) ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error) {
-	return c.propose(ctx, data, true)
-}
-
-// ApplyForwardedBatch applies a batch of encoded commands another node
+// applyForwardedBatch applies a batch of encoded commands another node
 // forwarded, all at once (Raft groups them into few disk writes), and
 // answers each.
-func (c *Client) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply {
-	replies := make([]cluster.BatchItemReply, len(cmds))
+func (c *Client) applyForwardedBatch(ctx context.Context, cmds [][]byte) []peerlink.BatchItemReply {
+	replies := make([]peerlink.BatchItemReply, len(cmds))
 	var wg sync.WaitGroup
 	for i, data := range cmds {
-		wg.Go(func() {
-			res, err := c.propose(ctx, data, true)
-			if err != nil {
-				replies[i] = cluster.BatchItemReply{Code: cluster.ErrorCode(err), Error: err.Error()}
-				return
-			}
-			replies[i] = cluster.BatchItemReply{Index: res.Index, OK: res.OK}
-		})
+		wg.Go(func() { replies[i] = peerlink.ReplyFor(c.propose(ctx, data, true)) })
 	}
 	wg.Wait()
 	return replies
@@ -108,7 +96,8 @@ func (c *Client) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []clust
 
 // route picks the actor that serves a request needing the leader, by the
 // view the raft actor publishes: raft when this node leads, forward (with
-// the leader's HTTP address) when another node does. A peer's request is
+// the leader's Raft address, where its peer port is) when another node
+// does. A peer's request is
 // only ever served here, so forwarding stays one hop. Without a leader the
 // error says so, with the channel that closes at the next change.
 func (c *Client) route(fromPeer bool) (target, addr string, changed <-chan struct{}, err error) {
@@ -121,7 +110,7 @@ func (c *Client) route(fromPeer bool) (target, addr string, changed <-chan struc
 	case fromPeer:
 		return "", "", v.LeaderChanged(), cluster.ErrNotLeader
 	}
-	id, addr := v.LeaderAPI()
+	id, addr := v.Leader()
 	if addr == "" || id == c.NodeID() {
 		return "", "", v.LeaderChanged(), cluster.ErrNoLeader
 	}
@@ -167,12 +156,6 @@ func (c *Client) ReadBarrier(ctx context.Context) error {
 		return fmt.Errorf("%w (this node did not catch up to index %d in time)", cluster.ErrNoLeader, idx)
 	}
 	return nil
-}
-
-// ReadIndexForwarded answers another node's read-index request. Only a
-// leader can answer.
-func (c *Client) ReadIndexForwarded(ctx context.Context) (uint64, error) {
-	return c.readIndex(ctx, true)
 }
 
 func (c *Client) readIndex(ctx context.Context, fromPeer bool) (uint64, error) {
@@ -305,15 +288,15 @@ func (c *Client) Ready() error {
 	return err
 }
 
-// Join adds a member through the leader. fromPeer marks a request another
-// node forwarded: only the leader takes it.
-func (c *Client) Join(ctx context.Context, req cluster.JoinRequest, fromPeer bool) error {
-	return c.membership(ctx, &membership{join: &req, fromPeer: fromPeer})
+// Join adds a voter through the leader, once the leader has reached it at
+// its Raft address and it answered with its id.
+func (c *Client) Join(ctx context.Context, req peerlink.JoinRequest) error {
+	return c.membership(ctx, &membership{join: &req})
 }
 
 // Remove removes a member through the leader.
-func (c *Client) Remove(ctx context.Context, id string, fromPeer bool) error {
-	return c.membership(ctx, &membership{remove: id, fromPeer: fromPeer})
+func (c *Client) Remove(ctx context.Context, id string) error {
+	return c.membership(ctx, &membership{remove: id})
 }
 
 func (c *Client) membership(ctx context.Context, m *membership) error {
@@ -434,13 +417,3 @@ func (c *Client) Faults() faultnet.Rules { return c.tree.cfg.Raft.Network.Rules(
 
 // SetFaults replaces the fault rules on this node's links.
 func (c *Client) SetFaults(rs faultnet.Rules) error { return c.tree.cfg.Raft.Network.SetRules(rs) }
-
-// AllowInbound applies the fault rules to a request peer sent this node.
-func (c *Client) AllowInbound(ctx context.Context, peer string, size int) error {
-	return c.tree.cfg.Raft.Network.AllowInbound(ctx, peer, size)
-}
-
-// AllowOutbound applies the fault rules to this node's answer to peer.
-func (c *Client) AllowOutbound(ctx context.Context, peer string, size int) error {
-	return c.tree.cfg.Raft.Network.AllowOutbound(ctx, peer, size)
-}

@@ -2,25 +2,23 @@ package actors
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
-// leaderLink is how a follower reaches the leader. cluster.Forwarder is the
-// one in use; the forward actor needs nothing else of it, so a new
-// node-to-node channel plugs in here.
+// leaderLink is how a follower reaches the leader's peer port:
+// peerlink.Client in the node, a stand-in in tests.
 type leaderLink interface {
 	Apply(ctx context.Context, addr string, cmd []byte) (storage.Result, error)
-	ApplyBatch(ctx context.Context, addr string, cmds [][]byte) ([]cluster.BatchItemReply, error)
+	ApplyBatch(ctx context.Context, addr string, cmds [][]byte) ([]peerlink.BatchItemReply, error)
 	ReadIndex(ctx context.Context, addr string) (uint64, error)
-	Do(ctx context.Context, host, method, path string, body []byte, forwarded bool) (int, []byte, error)
+	Membership(ctx context.Context, addr string, req peerlink.MembershipRequest) error
 }
 
 // forwardActor carries a follower's requests to the leader and answers the
@@ -151,7 +149,7 @@ func (a *forwardActor) sendWrites(ctx actor.Context) {
 		switch {
 		case !now.Before(w.deadline):
 			w.answer(&proposeResult{err: fmt.Errorf("%w (still queued for the leader at the deadline)", cluster.ErrNoLeader)})
-		case w.addr == a.writes[0].addr && (len(batch) == 0 || len(batch) < cluster.MaxBatch && size+len(w.data) <= cluster.MaxBatchBytes):
+		case w.addr == a.writes[0].addr && (len(batch) == 0 || len(batch) < peerlink.MaxBatch && size+len(w.data) <= peerlink.MaxBatchBytes):
 			batch = append(batch, w)
 			size += len(w.data)
 		default:
@@ -210,15 +208,7 @@ func (a *forwardActor) membership(ctx actor.Context, m *forwardMembership) {
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		method, path, body := http.MethodDelete, cluster.MembersPath+m.req.remove, []byte(nil)
-		if m.req.join != nil {
-			method, path = http.MethodPost, cluster.JoinPath
-			body, _ = json.Marshal(m.req.join)
-		}
-		status, b, err := link.Do(c, m.addr, method, path, body, true)
-		if err == nil && status != http.StatusOK {
-			err = cluster.LeaderError(status, b)
-		}
+		err := link.Membership(c, m.addr, peerlink.MembershipRequest{Join: m.req.join, Remove: m.req.remove})
 		m.req.answer(&done{err: err})
 	}()
 }

@@ -4,13 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/scheduler"
 
-	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 )
 
 // joinActor asks the --join seeds, in turn, to add this node to their
@@ -49,15 +51,21 @@ func (a *joinActor) Receive(ctx actor.Context) {
 	}
 }
 
-// attempt tries every seed once, off the mailbox.
+// attempt tries every seed once, off the mailbox. It asks each seed's
+// client API, as an operator's tool would: joining is a membership change,
+// which the cluster grants through the client API (with a management
+// token when ACLs are on), never to a node that merely asks on the peer
+// port.
 func (a *joinActor) attempt(ctx actor.Context) {
-	cfg, link := a.tree.cfg, a.tree.link
+	cfg := a.tree.cfg
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	body, _ := json.Marshal(cluster.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise, HTTPAddr: cfg.AdvertiseHTTP})
+	body, _ := json.Marshal(peerlink.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise})
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.JoinTLS}}
 	go func() {
+		defer hc.CloseIdleConnections()
 		for _, seed := range cfg.Join {
 			c, cancel := context.WithTimeout(context.Background(), cfg.RequestTimeout)
-			status, b, err := link.Do(c, seed, http.MethodPost, cluster.JoinPath, body, false)
+			status, b, err := postJoin(c, hc, seedURL(seed, cfg.JoinTLS != nil), cfg.JoinToken, body)
 			cancel()
 			if err == nil && status == http.StatusOK {
 				cfg.Logger.Info("joined the cluster", "through", seed)
@@ -68,4 +76,35 @@ func (a *joinActor) attempt(ctx actor.Context) {
 		}
 		root.Send(self, &joinResult{})
 	}()
+}
+
+// seedURL makes a seed's join URL: a seed given as host:port uses https
+// when TLS is configured for joining.
+func seedURL(seed string, tls bool) string {
+	if !strings.Contains(seed, "://") {
+		scheme := "http://"
+		if tls {
+			scheme = "https://"
+		}
+		seed = scheme + seed
+	}
+	return strings.TrimRight(seed, "/") + "/v1/cluster/join"
+}
+
+func postJoin(ctx context.Context, hc *http.Client, url, token string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, b, err
 }

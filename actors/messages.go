@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -74,7 +75,7 @@ type readIndexResult struct {
 // set) through the leader. The reply is a *done.
 type membership struct {
 	asked
-	join     *cluster.JoinRequest
+	join     *peerlink.JoinRequest
 	remove   string
 	deadline time.Time
 	fromPeer bool

@@ -83,12 +83,12 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 		}
 		seen[m.ID] = true
 		if pid, ok := a.monitors[m.ID]; ok {
-			ctx.Send(pid, &peerAddr{addr: m.HTTPAddr})
+			ctx.Send(pid, &peerAddr{raft: m.RaftAddr, http: m.HTTPAddr})
 			continue
 		}
-		id, addr := m.ID, m.HTTPAddr
+		id, addr, httpAddr := m.ID, m.RaftAddr, m.HTTPAddr
 		props := actor.PropsFromProducer(func() actor.Actor {
-			return &monitorActor{tree: a.tree, id: id, addr: addr}
+			return &monitorActor{tree: a.tree, id: id, addr: addr, httpAddr: httpAddr}
 		})
 		a.tree.spawning.Lock() // Crash sends to monitors by name
 		pid, err := ctx.SpawnNamed(props, id)
@@ -129,16 +129,19 @@ type probeResult struct {
 	at  time.Time
 }
 
-type peerAddr struct{ addr string }
+// peerAddr tells a monitor where its peer is: the peer port it probes,
+// and the client address it reports.
+type peerAddr struct{ raft, http string }
 
 // monitorActor watches one peer: it pings it every ProbeInterval (one ping
 // in flight at a time, off the mailbox), feeds each answer to a phi-accrual
 // detector, and turns phi into Alive/Suspect/Dead with hysteresis. Its
 // state is soft: a restarted monitor starts over from Unknown.
 type monitorActor struct {
-	tree *Tree
-	id   string
-	addr string
+	tree     *Tree
+	id       string
+	addr     string // the peer port, which probes go to
+	httpAddr string
 
 	cfg     cluster.DetectorConfig
 	det     *cluster.PhiAccrual
@@ -162,7 +165,7 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 	case *actor.Restarting, *actor.Stopping:
 		a.cancel()
 	case *peerAddr:
-		a.addr = m.addr
+		a.addr, a.httpAddr = m.raft, m.http
 	case *probeTick:
 		a.evaluate(ctx, time.Now())
 		if !a.probing && a.addr != "" {
@@ -264,7 +267,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		dev = math.Sqrt(dev / n)
 	}
 	return &cluster.PeerStatus{
-		ID: a.id, HTTPAddr: a.addr, State: a.state, Phi: math.Round(phi*100) / 100,
+		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: math.Round(phi*100) / 100,
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -256,21 +258,46 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout
+	link, network := a.tree.link, a.tree.cfg.Raft.Network
 	a.async(m.asked, func(n *cluster.Node) any {
-		var cmd *storage.Command
-		var err error
 		if m.join != nil {
-			err = n.AddVoter(m.join.ID, m.join.RaftAddr, timeout)
-			cmd = &storage.Command{Op: storage.OpRegisterNode, Key: m.join.ID, Value: []byte(m.join.HTTPAddr)}
-		} else {
-			err = n.RemoveServer(m.remove, timeout)
-			cmd = &storage.Command{Op: storage.OpDeregisterNode, Key: m.remove}
+			if err := reachable(link, network, m.join, timeout); err != nil {
+				return &done{err: err}
+			}
+			// The new node registers its own client address once it is
+			// a member: only it may.
+			return &done{err: n.AddVoter(m.join.ID, m.join.RaftAddr, timeout)}
 		}
+		err := n.RemoveServer(m.remove, timeout)
 		if err == nil {
+			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: m.remove}
 			_, err = n.Apply(cmd.Encode(), timeout)
 		}
 		return &done{err: err}
 	})
+}
+
+// reachable checks, before a voter is added, that the node is there: its
+// peer port answers at the given address with the given id (proven by its
+// certificate when TLS is on). A voter that cannot be reached still counts
+// towards the quorum, so a few bogus ones, added by mistake or by anyone
+// who may change the membership, would leave the cluster without a leader
+// for good.
+func reachable(link *peerlink.Client, network *faultnet.Network, j *peerlink.JoinRequest, timeout time.Duration) error {
+	if prev := network.PeerOf(j.RaftAddr); prev != "" && prev != j.ID {
+		return fmt.Errorf("%s is the address of member %q, not of %q", j.RaftAddr, prev, j.ID)
+	}
+	network.SetPeerAddr(j.RaftAddr, j.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 3*time.Second))
+	defer cancel()
+	got, err := link.Ping(ctx, j.RaftAddr)
+	switch {
+	case err != nil:
+		return fmt.Errorf("cannot reach node %q at %s (%v): start it before adding it", j.ID, j.RaftAddr, err)
+	case got != j.ID:
+		return fmt.Errorf("the node at %s is %q, not %q", j.RaftAddr, got, j.ID)
+	}
+	return nil
 }
 
 // async runs a blocking Raft call off the mailbox and answers the
@@ -348,15 +375,11 @@ func (a *raftActor) crash(ctx actor.Context, m *crash) {
 }
 
 // ready reports whether this node can serve linearizable requests right
-// now: a leader is known and has registered its address, and this node is
-// not far behind it.
+// now: a leader is known and this node is not far behind it.
 func (a *raftActor) ready() error {
 	st := a.node.Status()
 	if st.LeaderID == "" {
 		return cluster.ErrNoLeader
-	}
-	if st.LeaderHTTPAddr == "" {
-		return fmt.Errorf("the leader %s has not registered its HTTP address yet", st.LeaderID)
 	}
 	if st.CommitIndex > st.AppliedIndex+readyLag {
 		return fmt.Errorf("catching up: applied %d of %d committed entries", st.AppliedIndex, st.CommitIndex)

@@ -64,7 +64,7 @@ func TestUndecodableEntryStopsTheNode(t *testing.T) {
 	defer cancel()
 	// The API refuses such bytes; a proposal straight into the tree is
 	// the way to commit one.
-	if _, err := leader.Client().ApplyForwarded(c, []byte{0xff, 0x01}); !errors.Is(err, cluster.ErrUnknownOutcome) {
+	if _, err := leader.Client().ProposeRaw(c, []byte{0xff, 0x01}); !errors.Is(err, cluster.ErrUnknownOutcome) {
 		t.Fatalf("proposing an undecodable command: %v, want an unknown outcome (committed, not applied)", err)
 	}
 	var bad uint64

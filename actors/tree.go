@@ -7,6 +7,7 @@ package actors
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"math"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -31,9 +33,16 @@ type Config struct {
 	// faultnet.Plain otherwise); nil means Plain.
 	Raft          cluster.Config
 	Store         *storage.Store
-	HTTPAddr      string   // address the HTTP API binds
-	AdvertiseHTTP string   // address other nodes and clients use
-	Join          []string // HTTP addresses of existing members to join through
+	HTTPAddr      string // address the HTTP API binds
+	AdvertiseHTTP string // address other nodes and clients use
+	// Join lists the client addresses (host:port or URL) of existing
+	// members to ask, through their client API, to add this node.
+	Join []string
+	// JoinTLS, when set, is used for https seeds (and makes bare
+	// host:port seeds https); JoinToken is the ACL token sent with the
+	// request.
+	JoinTLS   *tls.Config
+	JoinToken string
 
 	// RequestTimeout bounds how long a request waits for a leader, a
 	// quorum or an apply before it fails with "no leader".
@@ -62,10 +71,10 @@ type Tree struct {
 	client  *Client
 	app     *actor.PID
 	metrics *metrics
-	// link is the node's connection pool to other nodes' APIs (forwarding,
-	// probes, joins). It is a plain struct shared by the actors that talk
-	// to peers: it holds no state of its own beyond idle connections.
-	link *cluster.Forwarder
+	// link is the node's connection pool to other nodes' peer ports
+	// (forwarding, probes). It is a plain struct shared by the actors that
+	// talk to peers: it holds no state of its own beyond idle connections.
+	link *peerlink.Client
 
 	stopping atomic.Bool
 	exitOnce sync.Once
@@ -102,6 +111,7 @@ func New(cfg Config) *Tree {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
+	cfg.Raft.RequestTimeout = cfg.RequestTimeout
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
 	}
@@ -127,12 +137,13 @@ func New(cfg Config) *Tree {
 	}))
 	t := &Tree{
 		cfg: cfg, system: system,
-		link:     cluster.NewForwarder(cfg.Raft.Network),
+		link:     peerlink.NewClient(peerlink.Config{Network: cfg.Raft.Network, TLS: cfg.Raft.PeerTLS}),
 		exited:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		lastFail: map[string]string{},
 	}
 	t.client = &Client{tree: t}
+	t.cfg.Raft.PeerHandler = peerHandler{t.client}
 	t.metrics = newMetrics(t)
 	return t
 }

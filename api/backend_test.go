@@ -19,6 +19,7 @@ import (
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -33,7 +34,7 @@ type fakeBackend struct {
 	applyMu sync.Mutex // serialises index assignment and apply
 
 	mu         sync.Mutex
-	applyErr   error // returned by Apply/ApplyForwarded before anything is applied
+	applyErr   error // returned by Apply before anything is applied
 	barrierErr error // returned by ReadBarrier
 	leader     cluster.LeaderInfo
 	status     cluster.Status
@@ -47,22 +48,12 @@ type fakeBackend struct {
 	removeErr  error
 	snapIndex  uint64
 	snapErr    error
-	joins      []joinCall
-	removes    []removeCall
+	joins      []peerlink.JoinRequest
+	removes    []string
 	crashes    []string
 
 	applyCalls   atomic.Int64
 	barrierCalls atomic.Int64
-}
-
-type joinCall struct {
-	req       cluster.JoinRequest
-	forwarded bool
-}
-
-type removeCall struct {
-	id        string
-	forwarded bool
 }
 
 func newFakeBackend(t testing.TB, dir string) *fakeBackend {
@@ -109,27 +100,6 @@ func (f *fakeBackend) Apply(ctx context.Context, cmd *storage.Command) (storage.
 	return f.replicate(cmd.Encode())
 }
 
-func (f *fakeBackend) ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error) {
-	f.applyCalls.Add(1)
-	if err := f.get(&f.applyErr); err != nil {
-		return storage.Result{}, err
-	}
-	return f.replicate(data)
-}
-
-func (f *fakeBackend) ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply {
-	out := make([]cluster.BatchItemReply, len(cmds))
-	for i, c := range cmds {
-		res, err := f.ApplyForwarded(ctx, c)
-		if err != nil {
-			out[i] = cluster.BatchItemReply{Code: cluster.ErrorCode(err), Error: err.Error()}
-			continue
-		}
-		out[i] = cluster.BatchItemReply{Index: res.Index, OK: res.OK}
-	}
-	return out
-}
-
 func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
 	cmd, err := storage.DecodeCommand(data)
 	if err != nil {
@@ -151,13 +121,6 @@ func (f *fakeBackend) Read(ctx context.Context, q storage.Query, stale bool, b s
 		}
 	}
 	return f.store.BlockingQuery(ctx, q, b, barrier)
-}
-
-func (f *fakeBackend) ReadIndexForwarded(ctx context.Context) (uint64, error) {
-	if err := f.get(&f.barrierErr); err != nil {
-		return 0, err
-	}
-	return f.store.AppliedIndex(), nil
 }
 
 func (f *fakeBackend) Leader() cluster.LeaderInfo {
@@ -189,23 +152,23 @@ func (f *fakeBackend) Peers() ([]string, error) {
 
 func (f *fakeBackend) Ready() error { return f.get(&f.readyErr) }
 
-func (f *fakeBackend) Join(ctx context.Context, req cluster.JoinRequest, forwarded bool) error {
+func (f *fakeBackend) Join(ctx context.Context, req peerlink.JoinRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.joinErr != nil {
 		return f.joinErr
 	}
-	f.joins = append(f.joins, joinCall{req, forwarded})
+	f.joins = append(f.joins, req)
 	return nil
 }
 
-func (f *fakeBackend) Remove(ctx context.Context, id string, forwarded bool) error {
+func (f *fakeBackend) Remove(ctx context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.removeErr != nil {
 		return f.removeErr
 	}
-	f.removes = append(f.removes, removeCall{id, forwarded})
+	f.removes = append(f.removes, id)
 	return nil
 }
 
@@ -233,19 +196,10 @@ func (f *fakeBackend) Crash(actor, fault, reason string) error {
 
 func (f *fakeBackend) Faults() faultnet.Rules            { return f.net.Rules() }
 func (f *fakeBackend) SetFaults(rs faultnet.Rules) error { return f.net.SetRules(rs) }
-func (f *fakeBackend) NodeID() string                    { return "n1" }
-func (f *fakeBackend) AllowInbound(ctx context.Context, peer string, size int) error {
-	return f.net.AllowInbound(ctx, peer, size)
-}
-
-func (f *fakeBackend) AllowOutbound(ctx context.Context, peer string, size int) error {
-	return f.net.AllowOutbound(ctx, peer, size)
-}
 
 var (
 	_ KV      = (*fakeBackend)(nil)
 	_ Cluster = (*fakeBackend)(nil)
-	_ Peer    = (*fakeBackend)(nil)
 	_ Chaos   = (*fakeBackend)(nil)
 )
 
@@ -263,7 +217,7 @@ func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
 		fn(&c)
 	}
 	b := newFakeBackend(t, t.TempDir())
-	backends := Backends{KV: b, Cluster: b, Peer: b}
+	backends := Backends{KV: b, Cluster: b}
 	if c.chaos {
 		backends.Chaos = b
 	}

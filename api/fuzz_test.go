@@ -73,7 +73,7 @@ func FuzzKVPath(f *testing.F) {
 	}
 	const maxValue = 64
 	b := newFakeBackend(f, f.TempDir())
-	s := New(Backends{KV: b, Cluster: b, Peer: b}, Options{MaxValueSize: maxValue, RequestTimeout: time.Second})
+	s := New(Backends{KV: b, Cluster: b}, Options{MaxValueSize: maxValue, RequestTimeout: time.Second})
 
 	f.Fuzz(func(t *testing.T, m uint8, target string, body []byte) {
 		method := fuzzMethods[int(m)%len(fuzzMethods)]

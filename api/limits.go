@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-
-	"github.com/troupe-kv/troupe/cluster"
 )
 
 // DefaultMaxBlockingQueries is how many blocking queries a node holds at
@@ -90,18 +88,10 @@ func clientKey(r *http.Request) string {
 	return "addr:" + host
 }
 
-// fromNode reports requests other nodes send: they carry a whole
-// follower's traffic, so they are not limited as one client. (They are
-// recognised by path and header today; the node-to-node channel will
-// take them off the client port.)
-func fromNode(r *http.Request) bool {
-	return strings.HasPrefix(r.URL.Path, "/v1/internal/") || r.Header.Get(cluster.ForwardedHeader) != ""
-}
-
 // rateLimited answers 429 with Retry-After when r's client is over its
 // rate, and reports whether it did.
 func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request) bool {
-	if s.limiter == nil || fromNode(r) {
+	if s.limiter == nil {
 		return false
 	}
 	ok, wait := s.limiter.allow(clientKey(r), time.Now())

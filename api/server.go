@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -40,26 +41,12 @@ type Cluster interface {
 	Members() ([]cluster.Member, error)
 	Peers() ([]string, error)
 	Ready() error
-	// Join and Remove change the membership through the leader; fromPeer
-	// marks a request another node forwarded, which only the leader takes.
-	Join(ctx context.Context, req cluster.JoinRequest, fromPeer bool) error
-	Remove(ctx context.Context, id string, fromPeer bool) error
+	// Join and Remove change the membership through the leader.
+	Join(ctx context.Context, req peerlink.JoinRequest) error
+	Remove(ctx context.Context, id string) error
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
 	Health(ctx context.Context) (*cluster.Health, error)
-}
-
-// Peer is what the internal endpoints that other nodes call need.
-type Peer interface {
-	NodeID() string
-	// ApplyForwarded applies a command a follower forwarded; leader only.
-	ApplyForwarded(ctx context.Context, data []byte) (storage.Result, error)
-	// ApplyForwardedBatch applies a follower's batch and answers each
-	// command; leader only.
-	ApplyForwardedBatch(ctx context.Context, cmds [][]byte) []cluster.BatchItemReply
-	// ReadIndexForwarded answers a follower's read-index request; leader
-	// only.
-	ReadIndexForwarded(ctx context.Context) (uint64, error)
 }
 
 // Chaos is the fault injection behind /v1/chaos/*.
@@ -68,19 +55,13 @@ type Chaos interface {
 	Crash(actor, fault, reason string) error
 	Faults() faultnet.Rules
 	SetFaults(faultnet.Rules) error
-	// AllowInbound and AllowOutbound apply the fault rules for peer to a
-	// request it sent and to this node's answer, each size bytes long.
-	AllowInbound(ctx context.Context, peer string, size int) error
-	AllowOutbound(ctx context.Context, peer string, size int) error
 }
 
 // Backends are the parts of a node the API serves. Chaos may be nil: the
-// chaos endpoints are then not mounted at all, and requests from peers
-// pass without fault rules.
+// chaos endpoints are then not mounted at all.
 type Backends struct {
 	KV      KV
 	Cluster Cluster
-	Peer    Peer
 	Chaos   Chaos
 }
 
@@ -160,8 +141,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/status/peers", s.statusPeers)
 
 	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
-	m.HandleFunc("POST /v1/cluster/join", s.fromPeer(s.clusterJoin))
-	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.fromPeer(s.clusterRemove))
+	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
+	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.clusterRemove)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
@@ -177,11 +158,6 @@ func (s *Server) routes() {
 		m.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
 	}
 	m.HandleFunc("GET /readyz", s.readyz)
-
-	m.HandleFunc("POST "+cluster.ApplyPath, s.fromPeer(s.internalApply))
-	m.HandleFunc("POST "+cluster.ApplyBatchPath, s.fromPeer(s.internalApplyBatch))
-	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
-	m.HandleFunc("POST "+cluster.PingPath, s.fromPeer(s.internalPing))
 
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
@@ -224,7 +200,7 @@ const (
 
 // errorStatus is the one place errors become HTTP statuses.
 func errorStatus(err error) (status int, outcome string) {
-	var remote *cluster.RemoteError
+	var remote *peerlink.RemoteError
 	switch {
 	case errors.As(err, &remote) && remote.Status >= 400 && remote.Status < 500:
 		// The leader refused the request outright.
@@ -260,8 +236,15 @@ func httpError(w http.ResponseWriter, status int, msg string) {
 	fmt.Fprintln(w, msg)
 }
 
-// writeJSONError answers the native and internal endpoints with a JSON
-// error carrying a code other nodes can act on.
+// jsonError is the body of an error from a native endpoint; Code names
+// the sentinel errors (see peerlink.ErrorCode).
+type jsonError struct {
+	Code  string `json:"code,omitempty"`
+	Error string `json:"error"`
+}
+
+// writeJSONError answers the native endpoints with a JSON error carrying
+// a code tools can act on.
 func writeJSONError(w http.ResponseWriter, status int, err error) {
 	code, outcome := errorStatus(err)
 	if status == 0 {
@@ -271,7 +254,7 @@ func writeJSONError(w http.ResponseWriter, status int, err error) {
 		w.Header().Set(OutcomeHeader, outcome)
 		w.Header().Set("Retry-After", "1")
 	}
-	writeJSON(w, status, cluster.ForwardedError{Code: cluster.ErrorCode(err), Error: err.Error()})
+	writeJSON(w, status, jsonError{Code: peerlink.ErrorCode(err), Error: err.Error()})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -678,9 +678,9 @@ func TestCluster_NativeEndpoints(t *testing.T) {
 		t.Fatalf("Peers = %q, %v", peers, err)
 	}
 
-	// A voter that never comes up: 3 of 4 is still a quorum, so it can be
-	// added and removed again.
-	n4 := client.JoinRequest{ID: "n4", RaftAddr: deadAddr(t), HTTPAddr: deadAddr(t)}
+	// A voter that answers probes but never runs Raft: 3 of 4 is still a
+	// quorum, so it can be added and removed again.
+	n4 := client.JoinRequest{ID: "n4", RaftAddr: inproc.ProbeOnly(t, "n4")}
 	if err := c.Join(ctx(t), n4); err != nil {
 		t.Fatal(err)
 	}
@@ -688,7 +688,7 @@ func TestCluster_NativeEndpoints(t *testing.T) {
 		t.Fatalf("joining a member again: %v", err)
 	}
 	ms, err = c.Members(ctx(t))
-	if err != nil || len(ms) != 4 || ms[3] != (client.Member{ID: "n4", RaftAddr: n4.RaftAddr, HTTPAddr: n4.HTTPAddr, Voter: true}) {
+	if err != nil || len(ms) != 4 || ms[3] != (client.Member{ID: "n4", RaftAddr: n4.RaftAddr, Voter: true}) {
 		t.Fatalf("Members after join = %+v, %v", ms, err)
 	}
 	if peers, err := c.Peers(ctx(t)); err != nil || len(peers) != 4 {
@@ -704,9 +704,18 @@ func TestCluster_NativeEndpoints(t *testing.T) {
 	if e := asError(t, err); e.Status != 404 || e.Message != `no member with id "n9"` || e.Attempts != 1 || !client.IsNotApplied(err) {
 		t.Fatalf("Remove(unknown) = %+v", e)
 	}
-	err = c.Join(ctx(t), client.JoinRequest{ID: "n5", RaftAddr: "nohost", HTTPAddr: "127.0.0.1:1"})
+	err = c.Join(ctx(t), client.JoinRequest{ID: "n5", RaftAddr: "nohost"})
 	if e := asError(t, err); e.Status != 400 || !strings.Contains(e.Message, `raft_addr "nohost" must be host:port`) || e.Attempts != 1 || !client.IsNotApplied(err) {
 		t.Fatalf("Join(bad address) = %+v", e)
+	}
+	// A voter that does not answer would cost the quorum: refused, with
+	// nothing changed.
+	err = c.Join(ctx(t), client.JoinRequest{ID: "n5", RaftAddr: deadAddr(t)})
+	if e := asError(t, err); e.Status != 409 || !strings.Contains(e.Message, `cannot reach node "n5"`) || !client.IsNotApplied(err) {
+		t.Fatalf("Join(unreachable) = %+v", e)
+	}
+	if ms, err := c.Members(ctx(t)); err != nil || len(ms) != 3 {
+		t.Fatalf("Members after a refused join = %+v, %v", ms, err)
 	}
 	// Join's and Remove's writes leave something new to snapshot.
 	idx, err := c.Snapshot(ctx(t))
@@ -871,7 +880,7 @@ func TestFailover_NoQuorum(t *testing.T) {
 	// addresses is a no-op that still goes through the leader.
 	t.Run("native write fails over", func(t *testing.T) {
 		rec, opt := recording()
-		err := newClient(order, opt).Join(ctx(t), client.JoinRequest{ID: other.ID, RaftAddr: other.RaftAddr, HTTPAddr: other.HTTPAddr})
+		err := newClient(order, opt).Join(ctx(t), client.JoinRequest{ID: other.ID, RaftAddr: other.RaftAddr})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -879,7 +888,7 @@ func TestFailover_NoQuorum(t *testing.T) {
 			t.Fatalf("requests: cut node %d, total %d; want 1, 2", n, rec.total())
 		}
 		single := newClient([]string{cut.HTTPAddr}, client.WithMaxAttempts(1))
-		err = single.Join(ctx(t), client.JoinRequest{ID: other.ID, RaftAddr: other.RaftAddr, HTTPAddr: other.HTTPAddr})
+		err = single.Join(ctx(t), client.JoinRequest{ID: other.ID, RaftAddr: other.RaftAddr})
 		if e := asError(t, err); e.Status != 503 || e.Code != "no-leader" || !client.IsNotApplied(err) || !strings.HasPrefix(e.Message, errNoLeader) {
 			t.Fatalf("Join on the cut node = %+v", e)
 		}
@@ -1094,7 +1103,7 @@ func TestFailover_Classification(t *testing.T) {
 		rec, opt := recording()
 		c := newClient([]string{noLeader.URL, live.HTTPAddr}, opt)
 		// Re-joining the node itself is a harmless no-op on the real node.
-		if err := c.Join(ctx(t), client.JoinRequest{ID: live.ID, RaftAddr: live.RaftAddr, HTTPAddr: live.HTTPAddr}); err != nil {
+		if err := c.Join(ctx(t), client.JoinRequest{ID: live.ID, RaftAddr: live.RaftAddr}); err != nil {
 			t.Fatal(err)
 		}
 		if n := len(rec.requests(live.HTTPAddr)); n != 1 {

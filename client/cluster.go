@@ -39,12 +39,12 @@ type Status struct {
 	LeaderHTTPAddr string `json:"leader_http_addr"`
 }
 
-// JoinRequest asks the cluster to add a voter. HTTPAddr is registered so
-// that followers can forward writes to the new node once it leads.
+// JoinRequest asks the cluster to add a voter at its Raft address. The
+// leader first checks that the node answers there; the node registers its
+// own HTTP address once it is a member.
 type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
-	HTTPAddr string `json:"http_addr"`
 }
 
 // Members lists the Raft configuration as the answering node sees it.

@@ -21,6 +21,7 @@ const (
 // PeerHealth is what one node's failure detector knows about one peer.
 type PeerHealth struct {
 	ID       string    `json:"id"`
+	RaftAddr string    `json:"raft_addr"`
 	HTTPAddr string    `json:"http_addr"`
 	State    PeerState `json:"state"`
 	// Phi is the detector's suspicion level: how unlikely it is that the

@@ -11,6 +11,7 @@ import (
 	"github.com/troupe-kv/troupe/api"
 	"github.com/troupe-kv/troupe/client"
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 )
 
 // The client keeps its own copies of the server's JSON types so tools do
@@ -43,7 +44,7 @@ func TestParity_ServerTypes(t *testing.T) {
 	decodeStrict(t, cluster.Member{ID: "n1", RaftAddr: "r", HTTPAddr: "h", Voter: true, Leader: true}, &client.Member{})
 	decodeStrict(t, cluster.Status{ID: "n1", State: "Leader", Term: 1, CommitIndex: 2, AppliedIndex: 3, LastLogIndex: 4,
 		LastSnapshotIndex: 5, LastContactMS: 6, LeaderID: "n1", LeaderRaftAddr: "r", LeaderHTTPAddr: "h"}, &client.Status{})
-	decodeStrict(t, cluster.JoinRequest{ID: "n4", RaftAddr: "r", HTTPAddr: "h"}, &client.JoinRequest{})
+	decodeStrict(t, peerlink.JoinRequest{ID: "n4", RaftAddr: "r"}, &client.JoinRequest{})
 	if client.OutcomeHeader != api.OutcomeHeader || client.OutcomeNotApplied != api.OutcomeNotApplied || client.OutcomeUnknown != api.OutcomeUnknown {
 		t.Fatal("outcome header or values differ from package api")
 	}
@@ -51,7 +52,7 @@ func TestParity_ServerTypes(t *testing.T) {
 
 func TestParity_HealthAndChaosTypes(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 890123456, time.UTC)
-	peer := cluster.PeerStatus{ID: "n2", HTTPAddr: "h", State: cluster.PeerSuspect, Phi: 3.25, LastHeard: at,
+	peer := cluster.PeerStatus{ID: "n2", RaftAddr: "r", HTTPAddr: "h", State: cluster.PeerSuspect, Phi: 3.25, LastHeard: at,
 		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second)}
 	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer}}, &client.Health{})
 	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}}, &client.Health{})

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 )
 
 // Server is one voting member: its stable node id and its Raft address.
@@ -105,6 +107,19 @@ type Config struct {
 	// the state machine stopped applying (an *ApplyFault) or the Raft
 	// listener died (a *TransportFault). It must not block.
 	OnFault func(error)
+	// PeerHandler serves what other nodes ask of this one over the peer
+	// port (forwarded writes, read-index requests, membership changes,
+	// probes); nil serves none of it (tests of Raft alone).
+	PeerHandler peerlink.Handler
+	// PeerTLS, when set, requires mutual TLS with the cluster CA on the
+	// peer port; nil is plaintext.
+	PeerTLS peerlink.TLS
+	// PeerLogger hears of connections the peer port refused; nil discards.
+	PeerLogger *slog.Logger
+	// MaxCommandBytes is the largest command another node may forward.
+	MaxCommandBytes int64
+	// RequestTimeout bounds a forwarded request's wait for this node.
+	RequestTimeout time.Duration
 	// LogSegmentSize is the size at which the Raft log starts a new segment
 	// file; 0 means raft-wal's default (64 MiB). Compaction frees whole
 	// segments only, so tests that need entries gone use small ones.

@@ -26,6 +26,7 @@ type PeerStateChanged struct {
 // PeerStatus is one monitor's current view of its peer.
 type PeerStatus struct {
 	ID           string    `json:"id"`
+	RaftAddr     string    `json:"raft_addr"`
 	HTTPAddr     string    `json:"http_addr"`
 	State        PeerState `json:"state"`
 	Phi          float64   `json:"phi"`

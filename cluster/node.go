@@ -11,22 +11,24 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
 // Errors returned by Node. They say whether a write may have been applied,
 // which is what a client needs to know to retry safely.
+// They are the peer channel's, so they survive a trip between nodes.
 var (
 	// ErrNotLeader: this node is not the leader; nothing was applied.
-	ErrNotLeader = errors.New("this node is not the leader")
+	ErrNotLeader = peerlink.ErrNotLeader
 	// ErrNoLeader: no leader is known or reachable (no quorum, or an election
 	// is running); nothing was applied.
-	ErrNoLeader = errors.New("no leader: the cluster has no quorum or is electing one")
+	ErrNoLeader = peerlink.ErrNoLeader
 	// ErrUnknownOutcome: the write was handed to Raft but its fate is
 	// unknown (leadership was lost, or the node stopped); it may still commit.
-	ErrUnknownOutcome = errors.New("outcome unknown: the write may or may not have been applied")
+	ErrUnknownOutcome = peerlink.ErrUnknownOutcome
 	// ErrBusy: too many requests are in flight; nothing was applied.
-	ErrBusy = errors.New("node is overloaded, try again")
+	ErrBusy = peerlink.ErrBusy
 )
 
 // Node is one member's Raft: the log and stable store (the WAL), the snapshot
@@ -43,6 +45,11 @@ type Node struct {
 	layer     *streamLayer
 	observer  *raft.Observer
 	obsDone   chan struct{}
+	// running is raft once it runs: the peer port starts accepting before
+	// raft exists, and asks it who is a member.
+	running atomic.Pointer[raft.Raft]
+	// rpc serves the forwarding protocol on the peer port.
+	rpc *peerlink.Server
 
 	leaderMu sync.Mutex
 	leaderCh chan struct{} // closed and replaced at each leader change
@@ -90,7 +97,8 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	for _, s := range cfg.InitialCluster {
 		cfg.Network.SetPeerAddr(s.Addr, s.ID)
 	}
-	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, cfg.Network, n.fault)
+	link := peerlink.Config{Network: cfg.Network, TLS: cfg.PeerTLS, Admit: n.admit, Logger: cfg.PeerLogger}
+	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, link, n.fault)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +139,14 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
+	n.running.Store(r)
+	if cfg.PeerHandler != nil {
+		n.rpc = peerlink.Serve(layer.port.RPC(), cfg.PeerHandler, peerlink.ServerOptions{
+			MaxCommandBytes: cfg.MaxCommandBytes,
+			RequestTimeout:  cfg.RequestTimeout,
+			Logger:          cfg.PeerLogger,
+		})
+	}
 	n.watchLeader()
 	if cfg.Network.Faults() {
 		go n.purgeIdleConnsOnRuleChange(n.obsDone)
@@ -314,7 +330,7 @@ func (n *Node) InjectShutdown() error { return n.raft.Shutdown().Error() }
 // InjectListenerFailure closes the Raft listener underneath the transport,
 // as a failed socket would, so that tests and the chaos suite can watch
 // the owner hear of it through OnFault and recover.
-func (n *Node) InjectListenerFailure() error { return n.layer.Listener.Close() }
+func (n *Node) InjectListenerFailure() error { return n.layer.port.InjectFailure() }
 
 // LeaderChanged returns a channel closed at the next leader change.
 func (n *Node) LeaderChanged() <-chan struct{} {
@@ -332,7 +348,32 @@ func (n *Node) Close() error {
 	n.raft.DeregisterObserver(n.observer)
 	close(n.obsDone)
 	n.closeStores()
+	if n.rpc != nil {
+		n.rpc.Close()
+	}
 	return err
+}
+
+// admit lets a node use this node's peer port only while it is a member:
+// a stranger, even one holding a certificate from the cluster CA, cannot
+// send Raft RPCs or forward requests. A node that belongs to no cluster
+// yet (a new node waiting to be added) admits anyone, since the leader
+// that adds it has to reach it.
+func (n *Node) admit(id string) error {
+	r := n.running.Load()
+	if r == nil {
+		return fmt.Errorf("refusing %q: raft is not running yet", id)
+	}
+	servers := r.GetConfiguration().Configuration().Servers
+	if len(servers) == 0 {
+		return nil
+	}
+	for _, s := range servers {
+		if string(s.ID) == id {
+			return nil
+		}
+	}
+	return fmt.Errorf("refusing %q: not a member of this cluster", id)
 }
 
 func (n *Node) closeStores() {

@@ -11,19 +11,19 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 )
 
-// streamLayer is raft's StreamLayer over TCP through the node's faultnet.
-// Owning the listener (rather than using raft.NewTCPTransport) lets the node
-// close and rebind it when the raft actor restarts, and puts every Raft
-// message under the fault rules.
+// streamLayer is raft's StreamLayer over the Raft channel of the node's
+// peer port (see package peerlink). Owning the port (rather than using
+// raft.NewTCPTransport) lets the node close and rebind it when the raft
+// actor restarts, puts every Raft message under the fault rules, and
+// authenticates both ends with mutual TLS when that is on.
 type streamLayer struct {
 	net.Listener
+	port      *peerlink.Listener
 	advertise net.Addr
-	network   *faultnet.Network
-	// onFault hears of a listener that failed while this layer was open.
-	onFault func(error)
+	link      peerlink.Config
 
 	// ctx ends when this Raft instance shuts down, cancelling dials that a
 	// cut link holds open.
@@ -35,35 +35,41 @@ type streamLayer struct {
 	closed bool
 }
 
-func newStreamLayer(bind, advertise string, network *faultnet.Network, onFault func(error)) (*streamLayer, error) {
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
-	}
+func newStreamLayer(bind, advertise string, link peerlink.Config, onFault func(error)) (*streamLayer, error) {
 	adv, err := net.ResolveTCPAddr("tcp", advertise)
 	if err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("raft advertise address %q: %w", advertise, err)
 	}
 	if adv.IP == nil || adv.IP.IsUnspecified() {
-		ln.Close()
 		return nil, fmt.Errorf("raft advertise address %q is not reachable by peers", advertise)
+	}
+	port, err := peerlink.Listen(bind, link, func(err error) {
+		if onFault != nil {
+			onFault(&TransportFault{Addr: advertise, Err: err})
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
 	}
 	if adv.Port == 0 {
 		// Binding port 0 (tests) means the advertised port is the real one.
-		adv.Port = ln.Addr().(*net.TCPAddr).Port
+		adv.Port = port.Addr().(*net.TCPAddr).Port
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &streamLayer{
-		Listener:  network.Listen(ln),
+		Listener:  port.Raft(),
+		port:      port,
 		advertise: adv,
-		network:   network,
-		onFault:   onFault,
+		link:      link,
 		ctx:       ctx,
 		cancel:    cancel,
 		conns:     map[net.Conn]struct{}{},
 	}, nil
 }
+
+// Close closes the whole peer port: Raft closes its transport only when
+// this node's Raft goes away, and the port goes with it.
+func (l *streamLayer) Close() error { return l.port.Close() }
 
 // TransportFault reports that the Raft listener failed: the node can
 // still send but no peer can reach it, which raft cannot repair itself
@@ -81,18 +87,10 @@ func (f *TransportFault) Error() string {
 // Unwrap returns the cause.
 func (f *TransportFault) Unwrap() error { return f.Err }
 
-// Accept hands raft the next inbound connection.
+// Accept hands raft the next inbound Raft connection.
 func (l *streamLayer) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
-		l.mu.Lock()
-		closed := l.closed
-		l.mu.Unlock()
-		// A closed listener stays closed; raft's accept loop would retry
-		// it forever. Other errors (out of descriptors) may pass.
-		if !closed && errors.Is(err, net.ErrClosed) && l.onFault != nil {
-			l.onFault(&TransportFault{Addr: l.advertise.String(), Err: err})
-		}
 		return nil, err
 	}
 	return l.track(c)
@@ -114,7 +112,7 @@ func (l *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
 	for {
-		c, err := l.network.Dial(ctx, string(addr), true)
+		c, err := peerlink.Dial(ctx, l.link, string(addr), peerlink.ChannelRaft)
 		if err == nil {
 			return l.track(c)
 		}

@@ -155,7 +155,37 @@ func (n *Node) signalAndWait(sig syscall.Signal) error {
 
 // Pause stops the process with SIGSTOP: it keeps its sockets but says
 // nothing, like a VM freeze or a long GC pause.
-func (n *Node) Pause() error { return n.signal(syscall.SIGSTOP) }
+//
+// It returns once the kernel reports the process stopped: kill(2) returns
+// before every thread has stopped, and a request answered in between
+// would make the pause look like it never happened.
+func (n *Node) Pause() error {
+	if err := n.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	p := n.running()
+	if p == nil {
+		return nil
+	}
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if stopped(p.cmd.Process.Pid) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: still running 2s after SIGSTOP", n.ID)
+}
+
+// stopped reports whether /proc says pid is stopped by a signal (state T).
+func stopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and
+	// may itself hold spaces or parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] == 'T'
+}
 
 // Resume continues a paused process with SIGCONT. A node that is not
 // running has nothing to resume, which is not an error.

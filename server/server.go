@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -115,6 +116,9 @@ func Start(cfg Config) (*Node, error) {
 			Logger:         cfg.RaftLogger,
 			Network:        network,
 			LogSegmentSize: cfg.LogSegmentSize,
+			PeerLogger:     cfg.Logger.With("component", "peer-port"),
+			// A forwarded command carries at most one value and its key.
+			MaxCommandBytes: cmp.Or(cfg.MaxValueSize, api.DefaultMaxValueSize) + 2*api.MaxKeySize + 1024,
 		},
 		Store:          store,
 		HTTPAddr:       cfg.HTTPAddr,
@@ -129,7 +133,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:         cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, Peer: client}
+	backends := api.Backends{KV: client, Cluster: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}

@@ -313,17 +313,18 @@ type handshakeConn struct {
 	net.Conn
 	once sync.Once
 	r    io.Reader
+	id   string
 	err  error
 
 	mu           sync.Mutex
 	readDeadline time.Time
 }
 
-func (c *handshakeConn) Read(b []byte) (int, error) {
+func (c *handshakeConn) identify() error {
 	c.once.Do(func() {
 		br := bufio.NewReader(c.Conn)
 		_ = c.Conn.SetReadDeadline(time.Now().Add(preambleTimeout))
-		_, c.err = readPreamble(br)
+		c.id, c.err = readPreamble(br)
 		c.mu.Lock()
 		_ = c.Conn.SetReadDeadline(c.readDeadline)
 		c.mu.Unlock()
@@ -332,10 +333,34 @@ func (c *handshakeConn) Read(b []byte) (int, error) {
 		}
 		c.r = br
 	})
-	if c.err != nil {
-		return 0, c.err
+	return c.err
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	if err := c.identify(); err != nil {
+		return 0, err
 	}
 	return c.r.Read(b)
+}
+
+// Identify reads the preamble of a connection accepted by a Network's
+// listener, if that has not happened yet, and returns the node id the
+// caller claims. The claim is not proof: a layer above (mutual TLS)
+// authenticates it.
+func Identify(c net.Conn) (string, error) {
+	switch c := c.(type) {
+	case *conn:
+		if err := c.identify(); err != nil {
+			return "", err
+		}
+		return c.peer, nil
+	case *handshakeConn:
+		if err := c.identify(); err != nil {
+			return "", err
+		}
+		return c.id, nil
+	}
+	return "", errors.New("faultnet: not a connection accepted by a faultnet listener")
 }
 
 func (c *handshakeConn) SetDeadline(t time.Time) error {

@@ -127,7 +127,7 @@ func TestDelayedWriteHonoursDeadline(t *testing.T) {
 // delay ("Delay is applied by the sender only"), but the sender applies its
 // own node's rules, never this node's: an "in" delay (and the inbound half
 // of a "both" delay) on Raft links does nothing, although Validate accepts
-// it and AllowInbound honours it for forwarded HTTP.
+// it.
 func TestInDelayHoldsInboundMessages(t *testing.T) {
 	const delay = 300 * time.Millisecond
 	for _, dir := range []Direction{In, Both} {

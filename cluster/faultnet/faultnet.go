@@ -163,7 +163,6 @@ type Network struct {
 	conns    map[*conn]struct{}
 	byAddr   map[string]string        // peer address (raft or http) -> node id
 	seq      map[string]uint64        // connections per peer since the rules changed
-	httpRand map[string]*rand.Rand    // per peer and direction, for HTTP requests
 	limiters map[string]*rate.Limiter // per peer and direction
 }
 
@@ -180,7 +179,6 @@ func New(self string) *Network {
 		conns:    map[*conn]struct{}{},
 		byAddr:   map[string]string{},
 		seq:      map[string]uint64{},
-		httpRand: map[string]*rand.Rand{},
 		limiters: map[string]*rate.Limiter{},
 	}
 }
@@ -198,9 +196,8 @@ func Plain(self string) *Network {
 // Faults reports whether this Network can inject faults (see Plain).
 func (n *Network) Faults() bool { return n.faults }
 
-// linkRand is the random source for one connection (or, for forwarded
-// HTTP requests, one peer's inbound stream): a function of the seed, the
-// peer, the direction and the connection's number only.
+// linkRand is the random source for one connection: a function of the
+// seed, the peer, the direction and the connection's number only.
 func (n *Network) linkRand(peer string, d Direction, seq uint64) *rand.Rand {
 	h := fnv.New64a()
 	h.Write([]byte(peer))
@@ -257,7 +254,6 @@ func (n *Network) SetRules(rs Rules) error {
 	}
 	n.rules = rs
 	n.seq = map[string]uint64{}
-	n.httpRand = map[string]*rand.Rand{}
 	n.limiters = map[string]*rate.Limiter{}
 	var doomed []*conn
 	for c := range n.conns {
@@ -416,12 +412,6 @@ func (n *Network) dialPlain(ctx context.Context, addr string, preamble bool) (ne
 	return raw, nil
 }
 
-// DialContext has net.Dialer's signature, for an http.Transport: leader
-// forwarding obeys the same rules as Raft.
-func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	return n.Dial(ctx, addr, false)
-}
-
 // register tracks a live conn so a rule change can sever it, and gives it
 // its own random sources.
 func (n *Network) register(c *conn) {
@@ -441,74 +431,3 @@ func (n *Network) unregister(c *conn) {
 
 // Listen wraps a listener whose callers send a preamble (see Dial).
 func (n *Network) Listen(ln net.Listener) net.Listener { return &listener{Listener: ln, net: n} }
-
-// ErrDropped is returned by AllowInbound and AllowOutbound for a message
-// the rules lose.
-var ErrDropped = errors.New("faultnet: message dropped")
-
-// AllowInbound applies the "in" rules for peer to one request of size
-// bytes it sent over HTTP (a forwarded write, a ping): held while the link
-// is cut (an error when ctx ends first), lost with the drop probability
-// (ErrDropped), delayed, and held until the link's bandwidth cap lets size
-// bytes through. HTTP handlers call it before serving a request from a
-// peer.
-func (n *Network) AllowInbound(ctx context.Context, peer string, size int) error {
-	return n.allowHTTP(ctx, peer, In, size)
-}
-
-// AllowOutbound applies the "out" rules for peer to this node's answer of
-// size bytes to a request that peer sent over HTTP, which travels back on
-// the peer's connection rather than one this node dialled. HTTP handlers
-// call it after serving the request and before answering.
-func (n *Network) AllowOutbound(ctx context.Context, peer string, size int) error {
-	return n.allowHTTP(ctx, peer, Out, size)
-}
-
-func (n *Network) allowHTTP(ctx context.Context, peer string, d Direction, size int) error {
-	if !n.faults {
-		return nil
-	}
-	e, err := n.waitWhileCut(ctx.Done(), peer, d, time.Time{})
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return err
-	}
-	n.mu.Lock()
-	key := peer + "\x00" + string(d)
-	rng := n.httpRand[key]
-	if rng == nil {
-		rng = n.linkRand(peer, d, 1<<63)
-		n.httpRand[key] = rng
-	}
-	lost := e.drop > 0 && rng.Float64() < e.drop
-	wait := pause(e, rng)
-	n.mu.Unlock()
-	if lost {
-		return ErrDropped
-	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	// The same token bucket as the link's connections: the cap covers
-	// every byte exchanged with peer, whichever way it travels.
-	for l := e.limiter; l != nil && size > 0; {
-		chunk := min(size, l.Burst())
-		if err := l.WaitN(ctx, chunk); err != nil {
-			// The limiter refuses at once when the wait would outlast
-			// ctx's deadline; a slow link would hold the bytes until
-			// then, so wait it out.
-			<-ctx.Done()
-			return ctx.Err()
-		}
-		size -= chunk
-	}
-	return nil
-}

@@ -1,7 +1,6 @@
 package faultnet
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -155,27 +154,6 @@ func TestBandwidthWaitEndsOnClose(t *testing.T) {
 	}
 }
 
-// TestAllowInboundDrop: forwarded requests from a lossy peer are lost with
-// the rule's probability.
-func TestAllowInboundDrop(t *testing.T) {
-	n := New("b")
-	mustSetRules(t, n, Rules{Seed: 3, Rules: []Rule{{Peer: "a", Direction: In, Drop: 0.5}}})
-	lost := 0
-	for i := 0; i < 400; i++ {
-		if err := n.AllowInbound(context.Background(), "a", 0); errors.Is(err, ErrDropped) {
-			lost++
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if lost < 150 || lost > 250 {
-		t.Fatalf("%d of 400 requests lost with drop 0.5", lost)
-	}
-	if err := n.AllowInbound(context.Background(), "c", 0); err != nil {
-		t.Fatalf("a rule for a dropped requests from c: %v", err)
-	}
-}
-
 func TestValidateLossAndBandwidth(t *testing.T) {
 	bad := []Rule{
 		{Peer: "*", Direction: Out, Drop: -0.1},
@@ -194,35 +172,4 @@ func TestValidateLossAndBandwidth(t *testing.T) {
 		}
 	}
 	var _ net.Conn = (*conn)(nil)
-}
-
-// TestAllowHTTPBandwidth: a request or answer between nodes over HTTP pays
-// for its bytes from the link's bucket, like a connection's writes: 64 KiB
-// through a 32 KiB/s cap cannot pass in under 1.5 s, a ping passes at once,
-// and a cancelled wait ends with the context's error.
-func TestAllowHTTPBandwidth(t *testing.T) {
-	n := New("b")
-	mustSetRules(t, n, Rules{Rules: []Rule{{Peer: "a", Direction: Both, Bandwidth: 32 << 10}}})
-	start := time.Now()
-	if err := n.AllowInbound(context.Background(), "a", 0); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > waitFor {
-		t.Fatalf("an empty request waited %s", d)
-	}
-	start = time.Now()
-	if err := n.AllowOutbound(context.Background(), "a", 64<<10); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d < 1500*time.Millisecond {
-		t.Fatalf("a 64 KiB answer over a 32 KiB/s link passed in %s", d)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	if err := n.AllowInbound(ctx, "a", 1<<20); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("a capped 1 MiB request past its deadline: %v, want context.DeadlineExceeded", err)
-	}
-	if err := n.AllowInbound(context.Background(), "c", 1<<20); err != nil {
-		t.Fatalf("the cap on a held back a request from c: %v", err)
-	}
 }

@@ -85,7 +85,7 @@ func TestConnWithoutPreambleIsRejected(t *testing.T) {
 			return c
 		},
 		"faultnet dial without preamble": func(t *testing.T, l *node) net.Conn {
-			c, err := New("a").DialContext(t.Context(), "tcp", l.addr)
+			c, err := New("a").Dial(t.Context(), l.addr, false)
 			if err != nil {
 				t.Fatal(err)
 			}

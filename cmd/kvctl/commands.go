@@ -409,15 +409,17 @@ no leader (an election, or no quorum) kvctl says so and exits with status 1.`,
 		},
 	},
 	{
-		name: "join", group: clusterGroup, args: "<id> <raft-addr> <http-addr>", minArgs: 3, maxArgs: 3,
+		name: "join", group: clusterGroup, args: "<id> <raft-addr>", minArgs: 2, maxArgs: 2,
 		summary: "add a node to the cluster",
-		long: `Add a voting member. Start the new node first (without --initial-cluster);
-any existing member accepts the request and passes it to the leader.
-Joining a member that is already there with the same addresses is a no-op.`,
-		example: `  kvctl join n4 10.0.0.4:8300 10.0.0.4:8500`,
+		long: `Add a voting member. Start the new node first (without --initial-cluster):
+the leader adds it only once the node answers at its Raft address with its
+id (and, with TLS, a certificate for that id). Any existing member accepts
+the request and passes it to the leader. Joining a member that is already
+there with the same address is a no-op.`,
+		example: `  kvctl join n4 10.0.0.4:8300`,
 		setup: func(fs *pflag.FlagSet) action {
 			return func(inv *invocation, args []string) error {
-				if err := inv.client.Join(inv.ctx, client.JoinRequest{ID: args[0], RaftAddr: args[1], HTTPAddr: args[2]}); err != nil {
+				if err := inv.client.Join(inv.ctx, client.JoinRequest{ID: args[0], RaftAddr: args[1]}); err != nil {
 					return err
 				}
 				if inv.json {

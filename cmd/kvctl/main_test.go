@@ -515,18 +515,21 @@ func TestClusterCommands(t *testing.T) {
 		on(t, order, "-o", "json", "peers").expect(t, 0, fmt.Sprintf("[\n  %q,\n  %q,\n  %q\n]\n", nodes[0].RaftAddr, nodes[1].RaftAddr, nodes[2].RaftAddr))
 	})
 
-	// A voter that never comes up: 3 of 4 is still a quorum.
+	// A voter that answers probes but never runs Raft: 3 of 4 is still a
+	// quorum. One that does not answer at all is refused.
 	t.Run("join and remove", func(t *testing.T) {
-		raft, web := deadAddr(t), deadAddr(t)
-		on(t, order, "join", "n4", raft, web).expect(t, 0, "joined n4\n")
-		on(t, order, "-o", "json", "join", "n4", raft, web).expect(t, 0, "{\n  \"joined\": \"n4\"\n}\n")
-		if r := on(t, order, "members"); !regexp.MustCompile(`\nn4 +` + raft + ` +` + web + ` +voter\n`).MatchString(r.stdout) {
+		raft := inproc.ProbeOnly(t, "n4")
+		on(t, order, "join", "n4", deadAddr(t)).expectErr(t, 2, `cannot reach node "n4"`)
+		on(t, order, "join", "n5", raft).expectErr(t, 2, `the node at `+raft+` is "n4", not "n5"`)
+		on(t, order, "join", "n4", raft).expect(t, 0, "joined n4\n")
+		on(t, order, "-o", "json", "join", "n4", raft).expect(t, 0, "{\n  \"joined\": \"n4\"\n}\n")
+		if r := on(t, order, "members"); !regexp.MustCompile(`\nn4 +` + raft + ` +-? *voter\n`).MatchString(r.stdout) {
 			t.Fatalf("members after join:\n%s", r.stdout)
 		}
 		on(t, order, "-o", "json", "remove", "n4").expect(t, 0, "{\n  \"removed\": \"n4\"\n}\n")
 		on(t, order, "remove", "n4").expectErr(t, 2, `kvctl: remove: `+leader.HTTPAddr+`: HTTP 404: no member with id "n4"`)
-		on(t, order, "join", "n4").expectErr(t, 2, "join expects <id> <raft-addr> <http-addr>")
-		on(t, order, "join", "n4", "nohost", web).expectErr(t, 2, `HTTP 400: bad join request: raft_addr "nohost" must be host:port`)
+		on(t, order, "join", "n4").expectErr(t, 2, "join expects <id> <raft-addr>")
+		on(t, order, "join", "n4", "nohost").expectErr(t, 2, `HTTP 400: bad join request: raft_addr "nohost" must be host:port`)
 		if r := on(t, order, "peers"); strings.Count(r.stdout, "\n") != 3 {
 			t.Fatalf("peers after remove:\n%s", r.stdout)
 		}

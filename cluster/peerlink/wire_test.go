@@ -1,4 +1,4 @@
-package cluster
+package peerlink
 
 import (
 	"bytes"
@@ -15,11 +15,11 @@ func TestBatchRoundTrip(t *testing.T) {
 		{},
 		bytes.Repeat([]byte("x"), 70000),
 	}
-	got, err := DecodeBatch(EncodeBatch(cmds))
+	got, err := decodeBatch(encodeBatch(cmds))
 	if err != nil || !reflect.DeepEqual(got, cmds) {
 		t.Fatalf("round trip: %v %v", got, err)
 	}
-	if got, err := DecodeBatch(nil); err != nil || len(got) != 0 {
+	if got, err := decodeBatch(nil); err != nil || len(got) != 0 {
 		t.Fatalf("empty batch: %v %v", got, err)
 	}
 }
@@ -29,28 +29,28 @@ func TestDecodeBatchRejectsBadFraming(t *testing.T) {
 		"length overruns": {5, 'a', 'b'},
 		"bad varint":      {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 	} {
-		if _, err := DecodeBatch(b); err == nil {
+		if _, err := decodeBatch(b); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	many := make([][]byte, MaxBatch+1)
-	if _, err := DecodeBatch(EncodeBatch(many)); err == nil {
+	if _, err := decodeBatch(encodeBatch(many)); err == nil {
 		t.Error("a batch over MaxBatch was accepted")
 	}
 }
 
 func FuzzDecodeBatch(f *testing.F) {
-	f.Add(EncodeBatch([][]byte{[]byte("abc"), nil, []byte("d")}))
+	f.Add(encodeBatch([][]byte{[]byte("abc"), nil, []byte("d")}))
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		cmds, err := DecodeBatch(b)
+		cmds, err := decodeBatch(b)
 		if err != nil {
 			return
 		}
-		if again := EncodeBatch(cmds); !bytes.Equal(again, b) {
+		if again := encodeBatch(cmds); !bytes.Equal(again, b) {
 			// Varints have one canonical encoding per value only when
 			// minimal; a decoded batch must at least decode the same.
-			if d, err := DecodeBatch(again); err != nil || !reflect.DeepEqual(d, cmds) {
+			if d, err := decodeBatch(again); err != nil || !reflect.DeepEqual(d, cmds) {
 				t.Fatalf("re-encoding changed the batch")
 			}
 		}

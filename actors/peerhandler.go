@@ -1,0 +1,31 @@
+package actors
+
+import (
+	"context"
+
+	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// peerHandler serves the peer port's forwarding protocol through Client:
+// everything it is asked comes from another node, so only a leader
+// serves it and nothing is forwarded again (one hop, no loops).
+type peerHandler struct{ c *Client }
+
+func (h peerHandler) NodeID() string { return h.c.NodeID() }
+
+func (h peerHandler) Apply(ctx context.Context, cmd []byte) (storage.Result, error) {
+	return h.c.propose(ctx, cmd, true)
+}
+
+func (h peerHandler) ApplyBatch(ctx context.Context, cmds [][]byte) []peerlink.BatchItemReply {
+	return h.c.applyForwardedBatch(ctx, cmds)
+}
+
+func (h peerHandler) ReadIndex(ctx context.Context) (uint64, error) {
+	return h.c.readIndex(ctx, true)
+}
+
+func (h peerHandler) Membership(ctx context.Context, req peerlink.MembershipRequest) error {
+	return h.c.membership(ctx, &membership{join: req.Join, remove: req.Remove, fromPeer: true})
+}

@@ -1,0 +1,139 @@
+package peerlink
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// recordingHandler applies nothing; it records what reached it.
+type recordingHandler struct {
+	mu      sync.Mutex
+	applied [][]byte
+	members []MembershipRequest
+}
+
+func (h *recordingHandler) NodeID() string { return "n1" }
+
+func (h *recordingHandler) Apply(ctx context.Context, cmd []byte) (storage.Result, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.applied = append(h.applied, cmd)
+	return storage.Result{Index: uint64(len(h.applied)), OK: true}, nil
+}
+
+func (h *recordingHandler) ApplyBatch(ctx context.Context, cmds [][]byte) []BatchItemReply {
+	out := make([]BatchItemReply, len(cmds))
+	for i, c := range cmds {
+		out[i] = ReplyFor(h.Apply(ctx, c))
+	}
+	return out
+}
+
+func (h *recordingHandler) ReadIndex(ctx context.Context) (uint64, error) { return 0, ErrNotLeader }
+
+func (h *recordingHandler) Membership(ctx context.Context, req MembershipRequest) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.members = append(h.members, req)
+	return nil
+}
+
+func (h *recordingHandler) seen() (int, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.applied), len(h.members)
+}
+
+func serve(t *testing.T) (*recordingHandler, string) {
+	h := &recordingHandler{}
+	l := listen(t, Config{Network: faultnet.Plain("n1")})
+	s := Serve(l.RPC(), h, ServerOptions{MaxCommandBytes: 1024})
+	t.Cleanup(func() { s.Close() })
+	return h, l.Addr().String()
+}
+
+func register(id, addr string) []byte {
+	return (&storage.Command{Op: storage.OpRegisterNode, Key: id, Value: []byte(addr)}).Encode()
+}
+
+// TestServerChecksSender: a node registers its own client address and no
+// other's, and never deregisters anyone; refused commands reach nothing.
+func TestServerChecksSender(t *testing.T) {
+	h, addr := serve(t)
+	c, _ := newTestClient(t, "n2")
+	ctx := ctxFor(t, 5*time.Second)
+
+	if _, err := c.Apply(ctx, addr, register("n2", "10.0.0.2:8500")); err != nil {
+		t.Fatalf("own registration: %v", err)
+	}
+	var re *RemoteError
+	for name, cmd := range map[string][]byte{
+		"another node's registration": register("n1", "10.6.6.6:8500"),
+		"a deregistration":            (&storage.Command{Op: storage.OpDeregisterNode, Key: "n1"}).Encode(),
+	} {
+		_, err := c.Apply(ctx, addr, cmd)
+		if !errors.As(err, &re) || re.Status != http.StatusForbidden {
+			t.Errorf("%s: %v, want a 403 refusal", name, err)
+		}
+	}
+	if _, err := c.Apply(ctx, addr, []byte{0xff, 0x00}); !errors.As(err, &re) || re.Status != http.StatusBadRequest {
+		t.Errorf("garbage command: %v, want 400", err)
+	}
+	if _, err := c.Apply(ctx, addr, setCmd("k", strings.Repeat("v", 2048))); !errors.As(err, &re) || re.Status != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized command: %v, want 413", err)
+	}
+	if n, _ := h.seen(); n != 1 {
+		t.Fatalf("%d commands reached the handler, want only the own registration", n)
+	}
+
+	// In a batch, refused commands are answered alone and the rest go on.
+	replies, err := c.ApplyBatch(ctx, addr, [][]byte{setCmd("a", "1"), register("n3", "x:1"), setCmd("b", "2"), setCmd("c", strings.Repeat("v", 2048))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []int{0, http.StatusForbidden, 0, http.StatusRequestEntityTooLarge}
+	for i, r := range replies {
+		_, err := r.Result()
+		switch {
+		case want[i] == 0 && err != nil:
+			t.Errorf("batch item %d: %v", i, err)
+		case want[i] != 0 && (!errors.As(err, &re) || re.Status != want[i]):
+			t.Errorf("batch item %d: %v, want %d", i, err, want[i])
+		}
+	}
+	if n, _ := h.seen(); n != 3 {
+		t.Fatalf("%d commands reached the handler, want 3", n)
+	}
+}
+
+func TestServerMembershipAndPing(t *testing.T) {
+	h, addr := serve(t)
+	c, _ := newTestClient(t, "n2")
+	ctx := ctxFor(t, 5*time.Second)
+	if id, err := c.Ping(ctx, addr); err != nil || id != "n1" {
+		t.Fatalf("Ping: %q %v", id, err)
+	}
+	if _, err := c.ReadIndex(ctx, addr); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("ReadIndex from a follower: %v", err)
+	}
+	var re *RemoteError
+	for _, bad := range []MembershipRequest{{}, {Join: &JoinRequest{ID: "n4", RaftAddr: "x:1"}, Remove: "n3"}} {
+		if err := c.Membership(ctx, addr, bad); !errors.As(err, &re) || re.Status != http.StatusBadRequest {
+			t.Errorf("membership %+v: %v, want 400", bad, err)
+		}
+	}
+	if err := c.Membership(ctx, addr, MembershipRequest{Remove: "n3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, m := h.seen(); m != 1 {
+		t.Fatalf("%d membership changes reached the handler, want 1", m)
+	}
+}

@@ -1,0 +1,137 @@
+package peerlink
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/troupe-kv/troupe/storage"
+)
+
+// Paths of the forwarding protocol. They exist only on the peer channel;
+// the client port has no such routes.
+const (
+	pathApply      = "/apply"
+	pathApplyBatch = "/apply-batch"
+	pathReadIndex  = "/read-index"
+	pathPing       = "/ping"
+	pathMembership = "/membership"
+)
+
+// applyReply answers one forwarded write.
+type applyReply struct {
+	Index uint64 `json:"index"`
+	OK    bool   `json:"ok"`
+}
+
+// readIndexReply answers a read-index request.
+type readIndexReply struct {
+	Index uint64 `json:"index"`
+}
+
+// pingReply answers a probe with the callee's node id.
+type pingReply struct {
+	ID string `json:"id"`
+}
+
+// JoinRequest adds a voter: its node id and the Raft address its peers
+// reach it at. The new node registers its own client address once it is a
+// member; no other node may do that for it.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+// MembershipRequest is a membership change a member forwards to the
+// leader on behalf of a client: exactly one of Join and Remove is set.
+// Token is the client's ACL token, so the leader can check it again.
+type MembershipRequest struct {
+	Join   *JoinRequest `json:"join,omitempty"`
+	Remove string       `json:"remove,omitempty"`
+	Token  string       `json:"token,omitempty"`
+}
+
+// validate checks that exactly one change is asked for.
+func (m MembershipRequest) validate() error {
+	if (m.Join == nil) == (m.Remove == "") {
+		return errors.New("a membership request names exactly one of join and remove")
+	}
+	return nil
+}
+
+// MaxBatch is the most commands one forwarded batch may carry, and
+// MaxBatchBytes the most bytes a follower puts in one (a single command
+// may exceed it and then travels alone).
+const (
+	MaxBatch      = 1024
+	MaxBatchBytes = 4 << 20
+)
+
+// encodeBatch frames encoded commands: each is a uvarint length followed
+// by the command.
+func encodeBatch(cmds [][]byte) []byte {
+	n := 0
+	for _, c := range cmds {
+		n += binary.MaxVarintLen64 + len(c)
+	}
+	b := make([]byte, 0, n)
+	for _, c := range cmds {
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		b = append(b, c...)
+	}
+	return b
+}
+
+// decodeBatch splits an encodeBatch body. The commands alias b.
+func decodeBatch(b []byte) ([][]byte, error) {
+	var cmds [][]byte
+	for len(b) > 0 {
+		if len(cmds) == MaxBatch {
+			return nil, fmt.Errorf("batch holds more than %d commands", MaxBatch)
+		}
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, errors.New("malformed batch framing")
+		}
+		cmds = append(cmds, b[k:k+int(n)])
+		b = b[k+int(n):]
+	}
+	return cmds, nil
+}
+
+// BatchItemReply is the leader's answer for one command of a batch.
+type BatchItemReply struct {
+	Index uint64 `json:"index,omitempty"`
+	OK    bool   `json:"ok,omitempty"`
+	Code  string `json:"code,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Status is the HTTP-like status of a refusal without a code (a
+	// command the sender may not send is 403, a malformed one 400).
+	Status int `json:"status,omitempty"`
+}
+
+// Result turns the reply back into the command's result or error.
+func (r BatchItemReply) Result() (storage.Result, error) {
+	if r.Error != "" {
+		if r.Code == "" {
+			return storage.Result{}, &RemoteError{Status: cmp.Or(r.Status, http.StatusBadRequest), Message: r.Error}
+		}
+		return storage.Result{}, errorFromCode(r.Code, r.Error)
+	}
+	return storage.Result{Index: r.Index, OK: r.OK}, nil
+}
+
+// ReplyFor is the batch reply for one command's outcome.
+func ReplyFor(res storage.Result, err error) BatchItemReply {
+	if err != nil {
+		r := BatchItemReply{Code: ErrorCode(err), Error: err.Error()}
+		var re *RemoteError
+		if r.Code == "" && errors.As(err, &re) {
+			r.Status = re.Status
+		}
+		return r
+	}
+	return BatchItemReply{Index: res.Index, OK: res.OK}
+}
