@@ -281,8 +281,12 @@ func (c *Client) Peers() ([]string, error) {
 	return out, nil
 }
 
-// Ready reports whether this node can serve linearizable requests now.
+// Ready reports whether this node can serve linearizable requests now:
+// its client port accepts connections, and Raft is ready.
 func (c *Client) Ready() error {
+	if err := c.tree.clientPort.err(time.Now()); err != nil {
+		return err
+	}
 	q := newAsked()
 	_, err := quick[*done](c, &getReady{q}, q)
 	return err

@@ -74,7 +74,7 @@ func (a *httpActor) start(ctx actor.Context) {
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 	}
 	a.srv, a.ln = srv, ln
-	ln = &connLimiter{Listener: ln, max: int64(lim.MaxConns)}
+	ln = &connLimiter{Listener: ln, max: int64(lim.MaxConns), health: &a.tree.clientPort}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		err := srv.Serve(ln)

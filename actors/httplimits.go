@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -39,22 +40,64 @@ func DefaultHTTPLimits() HTTPLimits {
 // leaving it unanswered in the accept queue.
 type connLimiter struct {
 	net.Listener
-	max  int64
-	open atomic.Int64
+	max    int64
+	open   atomic.Int64
+	health *portHealth
 }
 
 func (l *connLimiter) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
+			// net/http retries temporary errors (out of descriptors)
+			// with a pause; meanwhile no client gets in.
+			l.health.trouble(fmt.Errorf("the client port cannot accept connections: %w", err))
 			return nil, err
 		}
 		if l.open.Add(1) <= l.max {
+			l.health.fine()
 			return &limitedConn{Conn: c, l: l}, nil
 		}
 		l.open.Add(-1)
-		go refuse(c, fmt.Sprintf("too many connections: this node serves at most %d at a time", l.max))
+		reason := fmt.Sprintf("too many connections: this node serves at most %d at a time", l.max)
+		l.health.trouble(errors.New("the client port is at its connection limit: " + reason))
+		go refuse(c, reason)
 	}
+}
+
+// portHealth remembers the client port's latest trouble, so /readyz and
+// the node's answers to its peers' probes can say that it cannot serve
+// clients, though it is alive and its peers hear it.
+type portHealth struct {
+	mu   sync.Mutex
+	last error
+	at   time.Time
+}
+
+// troubleMemory is how long one failure keeps the port unhealthy unless
+// a connection is accepted normally since.
+const troubleMemory = 5 * time.Second
+
+func (h *portHealth) trouble(err error) {
+	h.mu.Lock()
+	h.last, h.at = err, time.Now()
+	h.mu.Unlock()
+}
+
+func (h *portHealth) fine() {
+	h.mu.Lock()
+	h.last = nil
+	h.mu.Unlock()
+}
+
+// err is the port's trouble as of now, nil if none.
+func (h *portHealth) err(now time.Time) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.last == nil || now.Sub(h.at) > troubleMemory {
+		return nil
+	}
+	return h.last
 }
 
 // refuse answers a connection over the limit without reading its request.

@@ -142,3 +142,68 @@ func TestConnectionCap(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFullClientPortIsReported: a node whose client port turns clients
+// away is alive to its peers, but must not look healthy: its /readyz says
+// why, and so does every peer's view of it, until it accepts clients
+// again.
+func TestFullClientPortIsReported(t *testing.T) {
+	nodes := inproc.Start(t, 3, inproc.Options{HTTPLimits: actors.HTTPLimits{MaxConns: 2}})
+	inproc.Leader(t, nodes)
+	full, peer := nodes[0], nodes[1]
+	peerView := func() string {
+		h, err := peer.Client().Health(t.Context())
+		if err != nil {
+			return ""
+		}
+		for _, p := range h.Peers {
+			if p.ID == full.ID {
+				return p.ClientPortError
+			}
+		}
+		return ""
+	}
+	if err := full.Client().Ready(); err != nil {
+		t.Fatalf("ready before: %v", err)
+	}
+	if v := peerView(); v != "" {
+		t.Fatalf("peer view before: %q", v)
+	}
+	var held []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", full.HTTPAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		defer c.Close()
+	}
+	if got := answer(t, held[2], 5*time.Second); !strings.Contains(got, "503") {
+		t.Fatalf("connection over the cap: %q", got)
+	}
+	if err := full.Client().Ready(); err == nil || !strings.Contains(err.Error(), "connection limit") {
+		t.Fatalf("ready with a full client port: %v", err)
+	}
+	waitUntil(t, 5*time.Second, "a peer to report the full client port", func() bool {
+		return strings.Contains(peerView(), "connection limit")
+	})
+	held[0].Close()
+	held[1].Close()
+	waitUntil(t, 5*time.Second, "the port to be healthy again", func() bool {
+		code, _, err := httpDo(http.MethodGet, "http://"+full.HTTPAddr+"/readyz", "")
+		return err == nil && code == 200
+	})
+	waitUntil(t, 5*time.Second, "the peer to see it healthy", func() bool { return peerView() == "" })
+}
+
+// waitUntil polls cond until it holds or within passes.
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"time"
 
 	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
@@ -12,7 +13,13 @@ import (
 // serves it and nothing is forwarded again (one hop, no loops).
 type peerHandler struct{ c *Client }
 
-func (h peerHandler) NodeID() string { return h.c.NodeID() }
+func (h peerHandler) Ping() peerlink.PingReply {
+	r := peerlink.PingReply{ID: h.c.NodeID(), HTTPAddr: h.c.tree.cfg.AdvertiseHTTP}
+	if err := h.c.tree.clientPort.err(time.Now()); err != nil {
+		r.ClientPortError = err.Error()
+	}
+	return r
+}
 
 func (h peerHandler) Apply(ctx context.Context, cmd []byte) (storage.Result, error) {
 	return h.c.propose(ctx, cmd, true)

@@ -124,9 +124,11 @@ func (a *peersActor) health() *cluster.Health {
 type probeTick struct{}
 
 type probeResult struct {
-	ok  bool
-	rtt time.Duration
-	at  time.Time
+	ok         bool
+	rtt        time.Duration
+	at         time.Time
+	clientPort string // the peer's client-port trouble, as it reported it
+	httpAddr   string // the client address the peer advertises
 }
 
 // peerAddr tells a monitor where its peer is: the peer port it probes,
@@ -153,6 +155,7 @@ type monitorActor struct {
 
 	rtts                     []time.Duration
 	probes, fails, raftFails uint64
+	clientPort               string
 }
 
 func (a *monitorActor) Receive(ctx actor.Context) {
@@ -165,7 +168,10 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 	case *actor.Restarting, *actor.Stopping:
 		a.cancel()
 	case *peerAddr:
-		a.addr, a.httpAddr = m.raft, m.http
+		a.addr = m.raft
+		if m.http != "" {
+			a.httpAddr = m.http
+		}
 	case *probeTick:
 		a.evaluate(ctx, time.Now())
 		if !a.probing && a.addr != "" {
@@ -178,6 +184,12 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		if m.ok {
 			a.det.Heartbeat(m.at)
 			a.streak++
+			a.clientPort = m.clientPort
+			if m.httpAddr != "" {
+				// Its own word is fresher than the registry, which lags
+				// a new member by a maintenance tick.
+				a.httpAddr = m.httpAddr
+			}
 			a.rtts = append(a.rtts, m.rtt)
 			if len(a.rtts) > 100 {
 				a.rtts = a.rtts[1:]
@@ -216,8 +228,8 @@ func (a *monitorActor) probe(ctx actor.Context) {
 		cancel()
 		// An answer from a different node at that address is no sign of
 		// life of this peer.
-		ok := err == nil && got == id
-		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now()})
+		ok := err == nil && got.ID == id
+		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, httpAddr: got.HTTPAddr})
 	}()
 }
 
@@ -270,6 +282,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: math.Round(phi*100) / 100,
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
+		ClientPortError: a.clientPort,
 	}
 }
 

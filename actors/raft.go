@@ -10,7 +10,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/troupe-kv/troupe/cluster"
-	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -258,10 +257,10 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout
-	link, network := a.tree.link, a.tree.cfg.Raft.Network
+	link := a.tree.link
 	a.async(m.asked, func(n *cluster.Node) any {
 		if m.join != nil {
-			if err := reachable(link, network, m.join, timeout); err != nil {
+			if err := reachable(n, link, m.join, timeout); err != nil {
 				return &done{err: err}
 			}
 			// The new node registers its own client address once it is
@@ -277,25 +276,30 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	})
 }
 
-// reachable checks, before a voter is added, that the node is there: its
-// peer port answers at the given address with the given id (proven by its
-// certificate when TLS is on). A voter that cannot be reached still counts
-// towards the quorum, so a few bogus ones, added by mistake or by anyone
-// who may change the membership, would leave the cluster without a leader
-// for good.
-func reachable(link *peerlink.Client, network *faultnet.Network, j *peerlink.JoinRequest, timeout time.Duration) error {
-	if prev := network.PeerOf(j.RaftAddr); prev != "" && prev != j.ID {
-		return fmt.Errorf("%s is the address of member %q, not of %q", j.RaftAddr, prev, j.ID)
+// reachable checks, before a voter is added, that the address is no
+// other member's and that the node is there: its peer port answers at the
+// given address with the given id (proven by its certificate when TLS is
+// on). A voter that cannot be reached still counts towards the quorum, so
+// a few bogus ones, added by mistake or by anyone who may change the
+// membership, would leave the cluster without a leader for good.
+func reachable(n *cluster.Node, link *peerlink.Client, j *peerlink.JoinRequest, timeout time.Duration) error {
+	members, err := n.Members()
+	if err != nil {
+		return err
 	}
-	network.SetPeerAddr(j.RaftAddr, j.ID)
+	for _, m := range members {
+		if m.RaftAddr == j.RaftAddr && m.ID != j.ID {
+			return fmt.Errorf("%s is the address of member %q, not of %q", j.RaftAddr, m.ID, j.ID)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 3*time.Second))
 	defer cancel()
-	got, err := link.Ping(ctx, j.RaftAddr)
+	got, err := link.Identify(ctx, j.RaftAddr, j.ID)
 	switch {
 	case err != nil:
 		return fmt.Errorf("cannot reach node %q at %s (%v): start it before adding it", j.ID, j.RaftAddr, err)
-	case got != j.ID:
-		return fmt.Errorf("the node at %s is %q, not %q", j.RaftAddr, got, j.ID)
+	case got.ID != j.ID:
+		return fmt.Errorf("the node at %s is %q, not %q", j.RaftAddr, got.ID, j.ID)
 	}
 	return nil
 }

@@ -89,6 +89,9 @@ type Tree struct {
 	// nil while Raft is closed. See leaderView.
 	view atomic.Pointer[published]
 
+	// clientPort is the client port's latest trouble (see portHealth).
+	clientPort portHealth
+
 	// spawning is held for writing while an actor (re)creates children
 	// that others send to by name, and for reading by those senders:
 	// protoactor registers a new actor's name before its mailbox is ready

@@ -37,6 +37,9 @@ type PeerStatus struct {
 	Failures     uint64    `json:"failures"`
 	RaftFailures uint64    `json:"raft_heartbeat_failures"`
 	Since        time.Time `json:"state_since"`
+	// ClientPortError is why the peer said, at its last answer, that its
+	// client port cannot serve; "" when it can.
+	ClientPortError string `json:"client_port_error,omitempty"`
 }
 
 // Health is this node's view of its peers and of the leader, for

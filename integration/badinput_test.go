@@ -46,7 +46,7 @@ func TestBadInputThroughRealNodes(t *testing.T) {
 		{"bad wait", http.MethodGet, "/v1/kv/keep/me?index=1&wait=forever", nil, 400, "wait"},
 		{"bad join", http.MethodPost, "/v1/cluster/join", []byte(`{"id":"","raft_addr":"x"}`), 400, "join"},
 		{"join garbage", http.MethodPost, "/v1/cluster/join", []byte(`{{{`), 400, "join"},
-		{"internal without marker", http.MethodPost, "/v1/internal/apply", []byte{1, 1, 0}, 400, "internal"},
+		{"old internal path", http.MethodPost, "/v1/internal/apply", []byte{1, 1, 0}, 404, "not found"},
 		{"chaos disabled", http.MethodPost, "/v1/chaos/crash?actor=raft", nil, 404, ""},
 	}
 	for _, n := range []*testcluster.Node{follower, leader} {

@@ -18,7 +18,8 @@ import (
 // Client sends this node's requests to other nodes over the channel,
 // reusing connections. Addresses are peers' Raft addresses.
 type Client struct {
-	hc *http.Client
+	cfg Config
+	hc  *http.Client
 }
 
 // NewClient returns a Client that dials through cfg's network, under its
@@ -32,7 +33,7 @@ func NewClient(cfg Config) *Client {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &Client{hc: &http.Client{Transport: tr}}
+	return &Client{cfg: cfg, hc: &http.Client{Transport: tr}}
 }
 
 // Close drops idle connections.
@@ -73,20 +74,38 @@ func (c *Client) ReadIndex(ctx context.Context, addr string) (uint64, error) {
 	return reply.Index, nil
 }
 
-// Ping asks the node at addr for its id: the failure detector's probe. A
-// lost ping must count as lost, and Go's HTTP client never resends a POST
-// on a fresh connection by itself.
-func (c *Client) Ping(ctx context.Context, addr string) (string, error) {
-	var reply pingReply
-	if err := c.call(ctx, addr, pathPing, nil, &reply); err != nil {
+// Ping asks the node at addr who it is and how its client port is: the
+// failure detector's probe. A lost ping must count as lost, and Go's HTTP
+// client never resends a POST on a fresh connection by itself.
+func (c *Client) Ping(ctx context.Context, addr string) (PingReply, error) {
+	return c.ping(ctx, c.hc, addr)
+}
+
+// Identify probes addr on a connection of its own that expects node id
+// there: with TLS on, the callee's certificate must name id. The leader
+// uses it before it adds a voter, whose address it has not met before.
+func (c *Client) Identify(ctx context.Context, addr, id string) (PingReply, error) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return dial(ctx, c.cfg, addr, ChannelRPC, id)
+		},
+		DisableKeepAlives: true,
+	}
+	defer tr.CloseIdleConnections()
+	return c.ping(ctx, &http.Client{Transport: tr}, addr)
+}
+
+func (c *Client) ping(ctx context.Context, hc *http.Client, addr string) (PingReply, error) {
+	var reply PingReply
+	if err := c.callWith(ctx, hc, addr, pathPing, nil, &reply); err != nil {
 		var le *linkError
 		if errors.As(err, &le) {
 			// A probe that went unanswered says nothing about leaders.
-			return "", le.err
+			return PingReply{}, le.err
 		}
-		return "", err
+		return PingReply{}, err
 	}
-	return reply.ID, nil
+	return reply, nil
 }
 
 // Membership forwards a membership change to the leader at addr.
@@ -100,6 +119,10 @@ func (c *Client) Membership(ctx context.Context, addr string, req MembershipRequ
 }
 
 func (c *Client) call(ctx context.Context, addr, path string, body []byte, out any) error {
+	return c.callWith(ctx, c.hc, addr, path, body, out)
+}
+
+func (c *Client) callWith(ctx context.Context, hc *http.Client, addr, path string, body []byte, out any) error {
 	sent := false
 	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) { sent = i.Err == nil }}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
@@ -107,7 +130,7 @@ func (c *Client) call(ctx context.Context, addr, path string, body []byte, out a
 		return err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		// A request the leader never fully received cannot have been
 		// applied.

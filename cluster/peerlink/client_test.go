@@ -41,9 +41,9 @@ func TestClientSuccess(t *testing.T) {
 		t.Fatalf("leader saw %+v", r)
 	}
 
-	addr, reqs = fakeLeader(t, 200, `{"id":"n1"}`)
-	if id, err := c.Ping(ctxFor(t, 5*time.Second), addr); err != nil || id != "n1" {
-		t.Fatalf("Ping: %q, %v", id, err)
+	addr, _ = fakeLeader(t, 200, `{"id":"n1"}`)
+	if r, err := c.Ping(ctxFor(t, 5*time.Second), addr); err != nil || r.ID != "n1" || r.ClientPortError != "" {
+		t.Fatalf("Ping: %+v, %v", r, err)
 	}
 
 	addr, reqs = fakeLeader(t, 200, `{}`)

@@ -65,6 +65,11 @@ const maxHandshakes = 256
 // both ends when TLS is on. The peer is expected to be the node the
 // network knows at addr, if it knows one.
 func Dial(ctx context.Context, cfg Config, addr string, ch Channel) (net.Conn, error) {
+	return dial(ctx, cfg, addr, ch, cfg.Network.PeerOf(addr))
+}
+
+// dial is Dial expecting node expect ("" for any node) at addr.
+func dial(ctx context.Context, cfg Config, addr string, ch Channel, expect string) (net.Conn, error) {
 	c, err := cfg.Network.Dial(ctx, addr, true)
 	if err != nil {
 		return nil, err
@@ -77,7 +82,7 @@ func Dial(ctx context.Context, cfg Config, addr string, ch Channel) (net.Conn, e
 	// A fault rule may hold the handshake's messages; the caller giving
 	// up (a Raft shutdown) must not wait for them.
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	conn, err := dialHandshake(ctx, cfg, c, addr, ch)
+	conn, err := dialHandshake(ctx, cfg, c, addr, ch, expect)
 	if !stop() && err == nil {
 		err = ctx.Err()
 	}
@@ -90,9 +95,9 @@ func Dial(ctx context.Context, cfg Config, addr string, ch Channel) (net.Conn, e
 }
 
 // dialHandshake opens a dialled connection: TLS when on, then the channel.
-func dialHandshake(ctx context.Context, cfg Config, c net.Conn, addr string, ch Channel) (net.Conn, error) {
+func dialHandshake(ctx context.Context, cfg Config, c net.Conn, addr string, ch Channel, expect string) (net.Conn, error) {
 	if cfg.TLS != nil {
-		tc := tls.Client(c, cfg.TLS.PeerClientConfig(cfg.Network.PeerOf(addr)))
+		tc := tls.Client(c, cfg.TLS.PeerClientConfig(expect))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return nil, fmt.Errorf("peer TLS handshake with %s: %w", addr, err)
 		}

@@ -17,8 +17,8 @@ import (
 // Handler serves what other nodes ask of this one. The server has already
 // checked that the sender may send each command (see checkSender).
 type Handler interface {
-	// NodeID is this node's id, the answer to a probe.
-	NodeID() string
+	// Ping answers a probe: this node's id and its client port's trouble.
+	Ping() PingReply
 	// Apply applies a command a follower forwarded; only a leader takes
 	// it, and it never forwards it again (the sender retries).
 	Apply(ctx context.Context, cmd []byte) (storage.Result, error)
@@ -197,7 +197,7 @@ func (s *Server) readIndex(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) ping(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, pingReply{ID: s.h.NodeID()})
+	writeJSON(w, s.h.Ping())
 }
 
 func (s *Server) membership(w http.ResponseWriter, r *http.Request) {

@@ -20,7 +20,9 @@ type recordingHandler struct {
 	members []MembershipRequest
 }
 
-func (h *recordingHandler) NodeID() string { return "n1" }
+func (h *recordingHandler) Ping() PingReply {
+	return PingReply{ID: "n1", ClientPortError: "accept: too many open files"}
+}
 
 func (h *recordingHandler) Apply(ctx context.Context, cmd []byte) (storage.Result, error) {
 	h.mu.Lock()
@@ -118,8 +120,8 @@ func TestServerMembershipAndPing(t *testing.T) {
 	h, addr := serve(t)
 	c, _ := newTestClient(t, "n2")
 	ctx := ctxFor(t, 5*time.Second)
-	if id, err := c.Ping(ctx, addr); err != nil || id != "n1" {
-		t.Fatalf("Ping: %q %v", id, err)
+	if r, err := c.Ping(ctx, addr); err != nil || r != (PingReply{ID: "n1", ClientPortError: "accept: too many open files"}) {
+		t.Fatalf("Ping: %+v %v", r, err)
 	}
 	if _, err := c.ReadIndex(ctx, addr); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("ReadIndex from a follower: %v", err)
@@ -135,5 +137,27 @@ func TestServerMembershipAndPing(t *testing.T) {
 	}
 	if _, m := h.seen(); m != 1 {
 		t.Fatalf("%d membership changes reached the handler, want 1", m)
+	}
+}
+
+// TestAnswerLostAfterApply: the leader applied the write but its answer
+// never reached the follower (the leader's link to it is cut one way):
+// the follower must report the outcome as unknown, never as "not applied".
+func TestAnswerLostAfterApply(t *testing.T) {
+	h := &recordingHandler{}
+	leaderNet := faultnet.New("n1")
+	l := listen(t, Config{Network: leaderNet})
+	s := Serve(l.RPC(), h, ServerOptions{MaxCommandBytes: 1024})
+	t.Cleanup(func() { s.Close() })
+	if err := leaderNet.SetRules(faultnet.Rules{Rules: []faultnet.Rule{{Peer: "n2", Direction: faultnet.Out, Cut: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newTestClient(t, "n2")
+	_, err := c.Apply(ctxFor(t, 500*time.Millisecond), l.Addr().String(), setCmd("k", "v"))
+	if !errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrNoLeader) {
+		t.Fatalf("answer lost after the apply: %v, want ErrUnknownOutcome only", err)
+	}
+	if n, _ := h.seen(); n != 1 {
+		t.Fatalf("the leader applied %d commands, want 1", n)
 	}
 }

@@ -31,9 +31,15 @@ type readIndexReply struct {
 	Index uint64 `json:"index"`
 }
 
-// pingReply answers a probe with the callee's node id.
-type pingReply struct {
+// PingReply answers a probe: the callee's node id, and why its client
+// port cannot serve, if it cannot (descriptors exhausted, at its
+// connection limit): a node whose peers hear it fine may still be
+// useless to clients, and its peers should say so.
+type PingReply struct {
 	ID string `json:"id"`
+	// HTTPAddr is the client address the callee advertises.
+	HTTPAddr        string `json:"http_addr,omitempty"`
+	ClientPortError string `json:"client_port_error,omitempty"`
 }
 
 // JoinRequest adds a voter: its node id and the Raft address its peers

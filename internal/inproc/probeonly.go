@@ -28,7 +28,7 @@ func ProbeOnly(t testing.TB, id string) string {
 // would.
 type probeOnly string
 
-func (p probeOnly) NodeID() string { return string(p) }
+func (p probeOnly) Ping() peerlink.PingReply { return peerlink.PingReply{ID: string(p)} }
 
 func (p probeOnly) Apply(context.Context, []byte) (storage.Result, error) {
 	return storage.Result{}, peerlink.ErrNotLeader
