@@ -98,17 +98,13 @@ func load(f Files, now time.Time) (*material, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, err := readFile("certificate", f.Cert)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := readFile("key", f.Key)
-	if err != nil {
-		return nil, err
-	}
 	cas, err := parseCerts(caPEM)
 	if err != nil {
 		return nil, fmt.Errorf("certs: CA file %s: %w", f.CA, err)
+	}
+	pair, chain, err := readKeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	var names []string
@@ -116,61 +112,56 @@ func load(f Files, now time.Time) (*material, error) {
 		roots.AddCert(ca)
 		names = append(names, fmt.Sprintf("%q", ca.Subject.CommonName))
 	}
-	chain, err := parseCerts(certPEM)
-	if err != nil {
-		return nil, fmt.Errorf("certs: certificate file %s: %w", f.Cert, err)
-	}
-	key, err := parseKey(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("certs: key file %s: %w", f.Key, err)
-	}
-	leaf := chain[0]
-	if !samePublicKey(key.Public(), leaf.PublicKey) {
-		return nil, fmt.Errorf("certs: key file %s does not match the certificate in %s (%s): the key belongs to another certificate", f.Key, f.Cert, describe(leaf))
-	}
-	m := &material{leaf: leaf, roots: roots, cas: cas, caDesc: strings.Join(names, ", ")}
+	m := &material{cert: pair, leaf: pair.Leaf, roots: roots, cas: cas, caDesc: strings.Join(names, ", ")}
 	if _, err := verifyChain(m, chain, x509.ExtKeyUsageAny, "this node's", now); err != nil {
 		return nil, fmt.Errorf("certs: certificate file %s (CA file %s): %w", f.Cert, f.CA, err)
 	}
-	m.cert = tls.Certificate{PrivateKey: key, Leaf: leaf}
-	for _, c := range chain {
-		m.cert.Certificate = append(m.cert.Certificate, c.Raw)
-	}
-	m.nodeID, _ = NodeID(leaf)
+	m.nodeID, _ = NodeID(pair.Leaf)
 	return m, nil
 }
 
 // loadKeyPair reads a certificate and its key for ClientConfig, with Load's
 // checks except the chain, which the server judges.
 func loadKeyPair(certFile, keyFile string, now time.Time) (tls.Certificate, error) {
-	certPEM, err := readFile("certificate", certFile)
+	pair, _, err := readKeyPair(certFile, keyFile)
 	if err != nil {
 		return tls.Certificate{}, err
+	}
+	if err := checkValidity(pair.Leaf, "client", now); err != nil {
+		return tls.Certificate{}, fmt.Errorf("certs: certificate file %s: %w", certFile, err)
+	}
+	return pair, nil
+}
+
+// readKeyPair reads a certificate (then any intermediates) and its key,
+// and checks that the key belongs to the certificate. It returns the pair
+// and the parsed chain.
+func readKeyPair(certFile, keyFile string) (tls.Certificate, []*x509.Certificate, error) {
+	certPEM, err := readFile("certificate", certFile)
+	if err != nil {
+		return tls.Certificate{}, nil, err
 	}
 	keyPEM, err := readFile("key", keyFile)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, nil, err
 	}
 	chain, err := parseCerts(certPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: certificate file %s: %w", certFile, err)
+		return tls.Certificate{}, nil, fmt.Errorf("certs: certificate file %s: %w", certFile, err)
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: key file %s: %w", keyFile, err)
+		return tls.Certificate{}, nil, fmt.Errorf("certs: key file %s: %w", keyFile, err)
 	}
 	leaf := chain[0]
 	if !samePublicKey(key.Public(), leaf.PublicKey) {
-		return tls.Certificate{}, fmt.Errorf("certs: key file %s does not match the certificate in %s (%s): the key belongs to another certificate", keyFile, certFile, describe(leaf))
-	}
-	if err := checkValidity(leaf, "client", now); err != nil {
-		return tls.Certificate{}, fmt.Errorf("certs: certificate file %s: %w", certFile, err)
+		return tls.Certificate{}, nil, fmt.Errorf("certs: key file %s does not match the certificate in %s (%s): the key belongs to another certificate", keyFile, certFile, describe(leaf))
 	}
 	out := tls.Certificate{PrivateKey: key, Leaf: leaf}
 	for _, c := range chain {
 		out.Certificate = append(out.Certificate, c.Raw)
 	}
-	return out, nil
+	return out, chain, nil
 }
 
 // readFile reads one of the files, saying which one a failure is about.
