@@ -259,6 +259,11 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 		if ctx.Err() != nil || !retryable(r, err) {
 			break
 		}
+		// A certificate refused, by either side, is refused again on
+		// every retry: try each other endpoint once, then stop.
+		if attempts >= n && certificateRefused(err) {
+			break
+		}
 	}
 	last.Attempts = attempts
 	if last.Status == 0 && answered != nil {
@@ -279,6 +284,24 @@ func retryable(r *request, e *Error) bool {
 		return r.read || e.Outcome == OutcomeNotApplied
 	case e.Status >= 500:
 		return r.read
+	}
+	return false
+}
+
+// certificateRefused reports a TLS handshake that failed over a
+// certificate: this side's verification of the server's, or the server's
+// alert refusing ours.
+func certificateRefused(e *Error) bool {
+	var verify *tls.CertificateVerificationError
+	if errors.As(e.Err, &verify) {
+		return true
+	}
+	// A received alert is a *net.OpError "remote error" around an
+	// unexported type, so its text is all there is to go on.
+	var op *net.OpError
+	if errors.As(e.Err, &op) && op.Op == "remote error" && op.Err != nil {
+		msg := op.Err.Error()
+		return strings.Contains(msg, "certificate") || strings.Contains(msg, "access denied")
 	}
 	return false
 }
@@ -347,7 +370,14 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &Error{Endpoint: ep.name, Message: transportMessage(err), Outcome: unknownIfWrote(), Err: err}
+		e := &Error{Endpoint: ep.name, Message: transportMessage(err), Outcome: unknownIfWrote(), Err: err}
+		// With TLS 1.3 the request is written before the server has
+		// judged our certificate; a server that refused it never read
+		// the request.
+		if certificateRefused(e) {
+			e.Outcome = OutcomeNotApplied
+		}
+		return nil, e
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)

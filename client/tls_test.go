@@ -3,6 +3,9 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +23,12 @@ import (
 // would slip httptest's own certificate in front of ours for clients that
 // send no server name (an IP address).
 func tlsServer(t *testing.T, verifyClients bool) (addr string, dir string) {
+	t.Helper()
+	return tlsServerWith(t, func(r *certs.Reloader) *tls.Config { return r.APIServerConfig(verifyClients) })
+}
+
+// tlsServerWith is tlsServer with the server's TLS config made by config.
+func tlsServerWith(t *testing.T, config func(*certs.Reloader) *tls.Config) (addr string, dir string) {
 	t.Helper()
 	dir = t.TempDir()
 	caCert, caKey, err := certs.NewCA("test CA", time.Hour)
@@ -47,7 +56,8 @@ func tlsServer(t *testing.T, verifyClients bool) (addr string, dir string) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`["10.0.0.1:8300"]`))
 	}))
-	srv.Listener = tls.NewListener(srv.Listener, r.APIServerConfig(verifyClients))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are expected
+	srv.Listener = tls.NewListener(srv.Listener, config(r))
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String(), dir
@@ -101,8 +111,55 @@ func TestWithTLS(t *testing.T) {
 	// https:// without a CA that trusts the server fails the handshake.
 	untrusting := New([]string{"https://" + addr}, WithMaxAttempts(1))
 	defer untrusting.CloseIdleConnections()
-	if _, err := untrusting.Peers(ctx); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+	_, err = untrusting.Peers(ctx)
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("https without the CA: %v", err)
+	}
+}
+
+// A certificate refused is refused again: failover tries each endpoint
+// once, then gives up without backing off through retries.
+func TestCertificateFailureTriesEachEndpointOnce(t *testing.T) {
+	addr, dir := tlsServer(t, true)
+	other, _ := tlsServer(t, false)
+	ctx := context.Background()
+	var e *Error
+	// The CA of dir does not trust other's certificate, and addr wants a
+	// client certificate this client does not have.
+	c := New([]string{addr, other}, WithTLS(clientTLS(t, dir, false)))
+	defer c.CloseIdleConnections()
+	_, err := c.Peers(ctx)
+	if !errors.As(err, &e) || e.Attempts != 2 {
+		t.Fatalf("error %v; want one after 2 attempts", err)
+	}
+	// A single node refusing our certificate is tried once.
+	one := New([]string{addr}, WithTLS(clientTLS(t, dir, false)))
+	defer one.CloseIdleConnections()
+	_, err = one.Peers(ctx)
+	if !errors.As(err, &e) || e.Attempts != 1 || !strings.Contains(err.Error(), "bad certificate") {
+		t.Fatalf("error %v; want a refusal after 1 attempt", err)
+	}
+}
+
+// With TLS 1.3 a write is on the wire before the server refuses the
+// client's certificate, yet it certainly did not happen.
+func TestWriteRefusedInHandshakeIsNotApplied(t *testing.T) {
+	// The server takes its time to refuse, so the request is surely
+	// written first, as it would be over a slow link.
+	addr, dir := tlsServerWith(t, func(r *certs.Reloader) *tls.Config {
+		cfg := r.APIServerConfig(true)
+		verify := cfg.VerifyConnection
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			time.Sleep(200 * time.Millisecond)
+			return verify(cs)
+		}
+		return cfg
+	})
+	c := New([]string{addr}, WithTLS(clientTLS(t, dir, false)))
+	defer c.CloseIdleConnections()
+	_, _, err := c.Put(context.Background(), "k", []byte("v"), WriteOptions{})
+	if !IsNotApplied(err) || !strings.Contains(err.Error(), "bad certificate") {
+		t.Fatalf("write refused in the handshake: %v; want not-applied", err)
 	}
 }
 
