@@ -14,13 +14,22 @@ import (
 //
 //	certs: peer client certificate "n2" (node n2): certificate expired: expired at 2026-01-02T15:04:05Z, now 2026-03-01T00:00:00Z
 var (
-	ErrNoCertificate    = errors.New("no certificate presented")
-	ErrExpired          = errors.New("certificate expired")
-	ErrNotYetValid      = errors.New("certificate not yet valid")
+	// ErrNoCertificate: the other end presented none where one is required.
+	ErrNoCertificate = errors.New("no certificate presented")
+	// ErrExpired: the certificate, or its CA or an intermediate, is past
+	// its NotAfter.
+	ErrExpired = errors.New("certificate expired")
+	// ErrNotYetValid: before its NotBefore; usually a clock set wrong.
+	ErrNotYetValid = errors.New("certificate not yet valid")
+	// ErrUnknownAuthority: it does not chain to a CA in the CA file.
 	ErrUnknownAuthority = errors.New("not signed by the cluster CA")
-	ErrWrongUsage       = errors.New("certificate not issued for this use")
-	ErrNoNodeID         = errors.New("certificate carries no node identity")
-	ErrWrongNode        = errors.New("certificate is for another node")
+	// ErrWrongUsage: its extended key usage does not allow this side of
+	// the handshake (a client certificate served as a server's).
+	ErrWrongUsage = errors.New("certificate not issued for this use")
+	// ErrNoNodeID: no troupe://node/<id> URI SAN where a node is required.
+	ErrNoNodeID = errors.New("certificate carries no node identity")
+	// ErrWrongNode: a node identity other than the one expected.
+	ErrWrongNode = errors.New("certificate is for another node")
 )
 
 // What Explain recognises in a failed handshake.

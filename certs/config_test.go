@@ -334,3 +334,45 @@ func TestPeerIDNeedsACompleteHandshake(t *testing.T) {
 		t.Fatalf("PeerID without certificates: %v", err)
 	}
 }
+
+// A resumed TLS session skips the certificate exchange, but not the
+// check: a reload that stops trusting a peer's CA refuses it even when it
+// resumes an earlier session.
+func TestResumedPeerSessionIsCheckedAgain(t *testing.T) {
+	old, rotated := newPKI(t, "old"), newPKI(t, "rotated")
+	f := old.node("n1")
+	server := mustLoad(t, f)
+	cf := old.node("n2")
+	write(t, cf.CA, append(append([]byte{}, old.caCert...), rotated.caCert...))
+	client := mustLoad(t, cf)
+
+	ccfg := client.PeerClientConfig("n1")
+	ccfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	// The cache is keyed by server name, else by address, which is new
+	// on every handshake here.
+	ccfg.ServerName = "n1"
+	scfg := server.PeerServerConfig()
+	handshake(t, ccfg, scfg).ok(t)
+	o := handshake(t, ccfg, scfg)
+	o.ok(t)
+	if !o.serverState.DidResume {
+		t.Fatal("the second handshake did not resume, so this test proves nothing")
+	}
+	if id, err := PeerID(o.serverState); err != nil || id != "n2" {
+		t.Fatalf("resumed session: peer %q, %v", id, err)
+	}
+
+	// The server moves to the rotated CA alone.
+	nf := rotated.node("n1")
+	for _, c := range [][2]string{{nf.CA, f.CA}, {nf.Cert, f.Cert}, {nf.Key, f.Key}} {
+		data, err := os.ReadFile(c[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, c[1], data)
+	}
+	if err := server.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	handshake(t, ccfg, scfg).refusedBy(t, "server", ErrUnknownAuthority)
+}
