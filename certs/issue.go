@@ -40,8 +40,8 @@ const backdate = 5 * time.Minute
 
 // ValidateNodeID reports why id cannot name a node in a certificate. The
 // rule is kvnode's node_id rule (non-empty; no '/', '=', ',' or white space)
-// plus a length bound and no control characters, so every id kvnode accepts
-// and nothing that could be mistaken for another id in a URI or a file name.
+// plus at most MaxNodeIDLen bytes of valid UTF-8 without control characters,
+// so that an id reads the same in a URI, a log line and a file name.
 func ValidateNodeID(id string) error {
 	switch {
 	case id == "":
