@@ -109,7 +109,7 @@ func chaosError(err error) error {
 // "host:port" or a URL, as for New, and need not be one of the client's
 // endpoints.
 func (c *Client) at(ctx context.Context, endpoint string, r *request) (*response, error) {
-	ep := endpointOf(endpoint)
+	ep := c.endpointOf(endpoint)
 	resp, err := c.once(ctx, ep, r)
 	if err != nil {
 		err.Attempts = 1
@@ -118,8 +118,14 @@ func (c *Client) at(ctx context.Context, endpoint string, r *request) (*response
 	return resp, nil
 }
 
-func endpointOf(s string) endpoint {
-	u, err := parseEndpoint(s)
+// endpointOf parses an endpoint as New does: bare host:port is https
+// when the client has TLS settings.
+func (c *Client) endpointOf(s string) endpoint {
+	scheme := "http"
+	if c.tls != nil {
+		scheme = "https"
+	}
+	u, err := parseEndpoint(s, scheme)
 	ep := endpoint{url: u, name: s, err: err}
 	if err == nil {
 		ep.name = u.String()

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ type Client struct {
 	maxAttempts int
 	backoff     time.Duration
 	maxBackoff  time.Duration
+	// tls, when set, is the TLS configuration for every request, and
+	// makes bare host:port endpoints https.
+	tls *tls.Config
 }
 
 // endpoint is one node's base URL. A malformed address is kept with its
@@ -63,6 +67,20 @@ type Option func(*Client)
 // every attempt, which would cut blocking queries short; prefer contexts.
 func WithHTTPClient(hc *http.Client) Option {
 	return func(c *Client) { c.hc = hc }
+}
+
+// WithTLS makes the client speak TLS with cfg (see certs.ClientConfig for
+// one built from PEM files): endpoints given as bare host:port use https,
+// and cfg verifies the servers and supplies the client certificate. An
+// endpoint spelled http:// stays plaintext. cfg is cloned, so the caller
+// may reuse it. With WithHTTPClient, cfg is applied to a clone of that
+// client's *http.Transport; any other RoundTripper is used as given.
+func WithTLS(cfg *tls.Config) Option {
+	return func(c *Client) {
+		if cfg != nil {
+			c.tls = cfg.Clone()
+		}
+	}
 }
 
 // WithMaxAttempts bounds how many requests one call may make across
@@ -114,16 +132,28 @@ func New(endpoints []string, opts ...Option) *Client {
 	if len(endpoints) == 0 {
 		endpoints = []string{DefaultEndpoint}
 	}
-	c := &Client{backoff: DefaultBackoff, maxBackoff: DefaultMaxBackoff}
-	for _, s := range endpoints {
-		c.endpoints = append(c.endpoints, endpointOf(s))
-	}
-	c.maxAttempts = len(c.endpoints) + 4
+	c := &Client{backoff: DefaultBackoff, maxBackoff: DefaultMaxBackoff, maxAttempts: len(endpoints) + 4}
 	for _, o := range opts {
 		o(c)
 	}
-	if c.hc == nil {
-		c.hc = &http.Client{Transport: NewTransport()}
+	for _, s := range endpoints {
+		c.endpoints = append(c.endpoints, c.endpointOf(s))
+	}
+	switch {
+	case c.hc == nil:
+		t := NewTransport()
+		t.TLSClientConfig = c.tls
+		c.hc = &http.Client{Transport: t}
+	case c.tls != nil:
+		// Applied to a copy: the caller's client may be shared with
+		// code that wants no TLS settings of ours.
+		if t, ok := c.hc.Transport.(*http.Transport); ok {
+			t = t.Clone()
+			t.TLSClientConfig = c.tls
+			hc := *c.hc
+			hc.Transport = t
+			c.hc = &hc
+		}
 	}
 	return c
 }
@@ -131,20 +161,21 @@ func New(endpoints []string, opts ...Option) *Client {
 // ParseEndpoint normalises an endpoint the way New does and reports why it
 // is unusable, so a command line can reject a typo before sending anything.
 func ParseEndpoint(s string) (string, error) {
-	u, err := parseEndpoint(s)
+	u, err := parseEndpoint(s, "http")
 	if err != nil {
 		return "", err
 	}
 	return u.String(), nil
 }
 
-func parseEndpoint(s string) (*url.URL, error) {
+// parseEndpoint normalises s, giving a bare host:port scheme.
+func parseEndpoint(s, scheme string) (*url.URL, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, errors.New("empty endpoint")
 	}
 	if !strings.Contains(s, "://") {
-		s = "http://" + s
+		s = scheme + "://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -228,6 +259,11 @@ func (c *Client) do(ctx context.Context, r *request) (*response, error) {
 		if ctx.Err() != nil || !retryable(r, err) {
 			break
 		}
+		// A certificate refused, by either side, is refused again on
+		// every retry: try each other endpoint once, then stop.
+		if attempts >= n && certificateRefused(err) {
+			break
+		}
 	}
 	last.Attempts = attempts
 	if last.Status == 0 && answered != nil {
@@ -248,6 +284,24 @@ func retryable(r *request, e *Error) bool {
 		return r.read || e.Outcome == OutcomeNotApplied
 	case e.Status >= 500:
 		return r.read
+	}
+	return false
+}
+
+// certificateRefused reports a TLS handshake that failed over a
+// certificate: this side's verification of the server's, or the server's
+// alert refusing ours.
+func certificateRefused(e *Error) bool {
+	var verify *tls.CertificateVerificationError
+	if errors.As(e.Err, &verify) {
+		return true
+	}
+	// A received alert is a *net.OpError "remote error" around an
+	// unexported type, so its text is all there is to go on.
+	var op *net.OpError
+	if errors.As(e.Err, &op) && op.Op == "remote error" && op.Err != nil {
+		msg := op.Err.Error()
+		return strings.Contains(msg, "certificate") || strings.Contains(msg, "access denied")
 	}
 	return false
 }
@@ -316,7 +370,14 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &Error{Endpoint: ep.name, Message: transportMessage(err), Outcome: unknownIfWrote(), Err: err}
+		e := &Error{Endpoint: ep.name, Message: transportMessage(err), Outcome: unknownIfWrote(), Err: err}
+		// With TLS 1.3 the request is written before the server has
+		// judged our certificate; a server that refused it never read
+		// the request.
+		if certificateRefused(e) {
+			e.Outcome = OutcomeNotApplied
+		}
+		return nil, e
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)

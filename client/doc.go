@@ -14,4 +14,7 @@
 // answered. The fault-injection calls (Faults, SetFaults, ClearFaults,
 // Crash) act on one node only, so they take that node's endpoint and never
 // fail over; a node without --chaos makes them fail with ErrChaosDisabled.
+//
+// WithTLS makes every request use TLS (bare host:port endpoints become
+// https); package certs builds the configuration from PEM files.
 package client

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,9 @@ type command struct {
 	summary string
 	long    string
 	example string
+	// local marks a command that works on local files only: it gets no
+	// client, and the connection settings are not read.
+	local bool
 	// setup is nil for a group of subcommands (subs), which is no command
 	// of its own.
 	setup func(fs *pflag.FlagSet) action
@@ -77,7 +81,10 @@ type invocation struct {
 	ctx    context.Context
 	addrs  []string
 	client *client.Client
-	json   bool
+	// opts are the client options every client of this invocation gets
+	// (TLS).
+	opts []client.Option
+	json bool
 }
 
 // printJSON writes v indented, with a trailing newline, without HTML
@@ -101,6 +108,7 @@ const (
 	kv           = "Key-value commands"
 	clusterGroup = "Cluster commands"
 	chaosGroup   = "Fault injection (nodes started with --chaos)"
+	tlsGroup     = "TLS material (local files; no cluster needed)"
 )
 
 var commands = []*command{
@@ -472,6 +480,7 @@ before maintenance, so a restart replays less.`,
 		},
 	},
 	chaosCommand,
+	tlsCommand,
 }
 
 // value resolves a value argument, "-" meaning standard input.
@@ -547,7 +556,7 @@ func (inv *invocation) statusAll() error {
 	var wg sync.WaitGroup
 	for i, a := range inv.addrs {
 		wg.Go(func() {
-			one := client.New([]string{a}, client.WithMaxAttempts(1))
+			one := inv.newClient([]string{a}, client.WithMaxAttempts(1))
 			defer one.CloseIdleConnections()
 			st, err := one.Status(inv.ctx)
 			rows[i] = nodeStatus{Endpoint: a, Status: st}
@@ -587,4 +596,10 @@ func orDash(s string) string {
 
 func ms(n int64) string {
 	return (time.Duration(n) * time.Millisecond).String()
+}
+
+// newClient makes a client with the invocation's TLS settings; statusAll
+// and healthAll use it to ask nodes one at a time.
+func (inv *invocation) newClient(addrs []string, extra ...client.Option) *client.Client {
+	return client.New(addrs, append(slices.Clone(inv.opts), extra...)...)
 }

@@ -37,6 +37,10 @@ const (
 // session can point every kvctl at one cluster once.
 const envAddr = "TROUPE_ADDR"
 
+// envConfig names the variable that supplies --config. kvnode reads the
+// same one, which is why an unknown key in the file gets a hint about it.
+const envConfig = "TROUPE_CONFIG"
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := (&cli{ctx: ctx, stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}).run(os.Args[1:])
@@ -58,19 +62,29 @@ type cli struct {
 }
 
 // globals are the flags every command accepts, before or after its name.
+// The connection settings (addr, timeout and the TLS files) are resolved
+// by settings.go from these flags, the environment and a config file.
 type globals struct {
-	addrs   addrList
-	output  string
-	timeout time.Duration
-	help    bool
+	addrs    addrList
+	output   string
+	timeout  time.Duration
+	help     bool
+	config   string
+	caFile   string
+	certFile string
+	keyFile  string
 }
 
 func (g *globals) flagSet() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("kvctl", pflag.ContinueOnError)
 	fs.Var(&g.addrs, "addr", "node HTTP `addresses`, host:port or URL; comma-separated or repeated (default $"+envAddr+", else "+client.DefaultEndpoint+")")
 	fs.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
-	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up after this long, failover included (0: never)")
+	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up after this long, failover included; 0: never ($TROUPE_TIMEOUT)")
 	fs.BoolVarP(&g.help, "help", "h", false, "show help")
+	fs.StringVar(&g.config, "config", "", "YAML `file` with the keys addr, timeout, ca_file, cert_file, key_file (default $"+envConfig+")")
+	fs.StringVar(&g.caFile, "ca-file", "", "PEM `file` of the CA that signed the nodes' certificates; addresses without a scheme then use https (default $TROUPE_CA_FILE)")
+	fs.StringVar(&g.certFile, "cert-file", "", "PEM client certificate `file`, for nodes that require one (default $TROUPE_CERT_FILE)")
+	fs.StringVar(&g.keyFile, "key-file", "", "PEM `file` with the key of --cert-file (default $TROUPE_KEY_FILE)")
 	return fs
 }
 
@@ -173,33 +187,31 @@ func (c *cli) run(args []string) int {
 	if g.output != "text" && g.output != "json" {
 		return c.fail(usagef("--output must be text or json, not %q", g.output), name)
 	}
-	addrs := []string(g.addrs)
-	if !fs.Changed("addr") {
-		var env addrList
-		_ = env.Set(c.getenv(envAddr))
-		addrs = env
-	}
-	if len(addrs) == 0 {
-		addrs = []string{client.DefaultEndpoint}
-	}
-	for _, a := range addrs {
-		if _, err := client.ParseEndpoint(a); err != nil {
-			return c.fail(usagef("--addr: %v", err), name)
+	inv := &invocation{cli: c, ctx: c.ctx, json: g.output == "json"}
+	if !cmd.local {
+		set, err := c.settings(fs)
+		if err != nil {
+			return c.fail(err, name)
 		}
+		if set.tls != nil {
+			inv.opts = append(inv.opts, client.WithTLS(set.tls))
+		}
+		if set.timeout > 0 {
+			var cancel context.CancelFunc
+			inv.ctx, cancel = context.WithTimeout(inv.ctx, set.timeout)
+			defer cancel()
+		}
+		g.timeout = set.timeout
+		inv.addrs = set.addrs
+		inv.client = inv.newClient(set.addrs)
+		defer inv.client.CloseIdleConnections()
 	}
-	ctx := c.ctx
-	if g.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, g.timeout)
-		defer cancel()
-	}
-	inv := &invocation{cli: c, ctx: ctx, addrs: addrs, client: client.New(addrs), json: g.output == "json"}
-	defer inv.client.CloseIdleConnections()
+	ctx := inv.ctx
 	err = act(inv, pos)
 	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("timed out after %v (raise --timeout?): %w", g.timeout, err)
 	}
-	return c.fail(err, name)
+	return c.fail(tlsHint(err), name)
 }
 
 // fail prints err as one line and maps it to an exit status.
@@ -291,7 +303,7 @@ Usage:
 			}
 		}
 	}
-	for _, group := range []string{kv, clusterGroup, chaosGroup} {
+	for _, group := range []string{kv, clusterGroup, chaosGroup, tlsGroup} {
 		fmt.Fprintf(w, "%s:\n", group)
 		for _, cmd := range listed {
 			if cmd.group == group {
@@ -303,11 +315,18 @@ Usage:
 	fmt.Fprintf(w, "Global flags (also accepted after the command):\n%s\n", g.flagSet().FlagUsages())
 	fmt.Fprint(w, exitStatusHelp)
 	fmt.Fprintf(w, `
+Settings: flags win over the environment (TROUPE_ADDR, TROUPE_TIMEOUT,
+TROUPE_CA_FILE, TROUPE_CERT_FILE, TROUPE_KEY_FILE), which wins over the YAML
+file named by --config or TROUPE_CONFIG (keys addr, timeout, ca_file,
+cert_file, key_file). Addresses given as https://host:port use TLS; with a
+CA, certificate or key file set, so do addresses without a scheme.
+
 Examples:
   export %s=10.0.0.1:8500,10.0.0.2:8500,10.0.0.3:8500
   kvctl put config/color blue
   kvctl get config/color
   kvctl -o json status
+  kvctl --ca-file ca.pem --addr db1.example.com:8500 status
 
 Run 'kvctl help <command>' for a command's flags and examples.
 `, envAddr)
