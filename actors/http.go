@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -74,7 +75,11 @@ func (a *httpActor) start(ctx actor.Context) {
 		MaxHeaderBytes: lim.MaxHeaderBytes,
 	}
 	a.srv, a.ln = srv, ln
-	ln = &connLimiter{Listener: ln, max: int64(lim.MaxConns), health: &a.tree.clientPort}
+	tlsCfg := a.tree.cfg.HTTPTLS
+	ln = &connLimiter{Listener: ln, max: int64(lim.MaxConns), health: &a.tree.clientPort, silent: tlsCfg != nil}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	go func() {
 		err := srv.Serve(ln)

@@ -43,6 +43,9 @@ type connLimiter struct {
 	max    int64
 	open   atomic.Int64
 	health *portHealth
+	// silent closes a connection over the limit without an answer: on a
+	// TLS port a plaintext 503 would read as a broken handshake anyway.
+	silent bool
 }
 
 func (l *connLimiter) Accept() (net.Conn, error) {
@@ -61,6 +64,10 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		l.open.Add(-1)
 		reason := fmt.Sprintf("too many connections: this node serves at most %d at a time", l.max)
 		l.health.trouble(errors.New("the client port is at its connection limit: " + reason))
+		if l.silent {
+			c.Close()
+			continue
+		}
 		go refuse(c, reason)
 	}
 }

@@ -43,6 +43,8 @@ type Config struct {
 	// request.
 	JoinTLS   *tls.Config
 	JoinToken string
+	// HTTPTLS, when set, serves the client API over TLS.
+	HTTPTLS *tls.Config
 
 	// RequestTimeout bounds how long a request waits for a leader, a
 	// quorum or an apply before it fails with "no leader".

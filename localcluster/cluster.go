@@ -34,6 +34,11 @@ type Options struct {
 	Args []string
 	// Chaos starts the nodes with --chaos (the fault-injection endpoints).
 	Chaos bool
+	// TLS makes a development CA in <Dir>/tls and starts every node with
+	// a certificate from it: HTTPS on the client port, mutual TLS on the
+	// peer port, client certificates required (tls_verify_incoming). The
+	// package's own requests present a client certificate from that CA.
+	TLS bool
 	// Addrs, when set, gives node i (from 0) its HTTP and Raft addresses
 	// instead of free loopback ports.
 	Addrs func(i int) (httpAddr, raftAddr string)
@@ -47,6 +52,7 @@ type Cluster struct {
 	// Nodes are n1..nN in start order, then the joiners.
 	Nodes []*Node
 	opts  Options
+	tls   *clusterTLS // nil without Options.TLS
 }
 
 // Start launches n nodes that bootstrap one new cluster from a common
@@ -73,6 +79,13 @@ func Start(n int, opts Options) (*Cluster, error) {
 		addrs = func(i int) (string, string) { return loopback(ports[2*i]), loopback(ports[2*i+1]) }
 	}
 	c := &Cluster{opts: opts}
+	if opts.TLS {
+		t, err := newClusterTLS(filepath.Join(opts.Dir, "tls"))
+		if err != nil {
+			return nil, err
+		}
+		c.tls = t
+	}
 	var members []string
 	for i := 0; i < n; i++ {
 		node := c.newNode(fmt.Sprintf("n%d", i+1), addrs)
@@ -81,7 +94,11 @@ func Start(n int, opts Options) (*Cluster, error) {
 	}
 	initial := strings.Join(members, ",")
 	for _, node := range c.Nodes {
-		node.args = append([]string{"--initial-cluster", initial}, opts.Args...)
+		tlsArgs, err := c.tlsArgs(node)
+		if err != nil {
+			return nil, err
+		}
+		node.args = append(append([]string{"--initial-cluster", initial}, tlsArgs...), opts.Args...)
 		if err := node.Start(); err != nil {
 			_ = c.Kill()
 			return nil, err
@@ -121,7 +138,11 @@ func (c *Cluster) AddJoiner(id string) (*Node, error) {
 		addrs = func(int) (string, string) { return loopback(ports[0]), loopback(ports[1]) }
 	}
 	n := c.newNode(id, addrs)
-	n.args = append([]string{"--join", strings.Join(c.Endpoints(), ",")}, c.opts.Args...)
+	tlsArgs, err := c.tlsArgs(n)
+	if err != nil {
+		return nil, err
+	}
+	n.args = append(append([]string{"--join", strings.Join(c.Endpoints(), ",")}, tlsArgs...), c.opts.Args...)
 	c.Nodes = append(c.Nodes, n)
 	return n, n.Start()
 }

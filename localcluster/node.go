@@ -196,6 +196,9 @@ func (n *Node) Resume() error {
 	return n.signal(syscall.SIGCONT)
 }
 
+// Signal sends sig to the running process (SIGHUP reloads certificates).
+func (n *Node) Signal(sig syscall.Signal) error { return n.signal(sig) }
+
 func (n *Node) signal(sig syscall.Signal) error {
 	p := n.running()
 	if p == nil {
@@ -248,8 +251,21 @@ func (n *Node) Tail(max int) string {
 	return log
 }
 
-// URL is the node's base HTTP URL.
-func (n *Node) URL() string { return "http://" + n.HTTPAddr }
+// URL is the node's base URL: https when its cluster runs TLS.
+func (n *Node) URL() string {
+	if n.c != nil && n.c.tls != nil {
+		return "https://" + n.HTTPAddr
+	}
+	return "http://" + n.HTTPAddr
+}
+
+// client is the HTTP client that speaks to this node.
+func (n *Node) client() *http.Client {
+	if n.c != nil && n.c.tls != nil {
+		return n.c.tls.client
+	}
+	return httpClient
+}
 
 // Status is the part of /v1/cluster/status that tools and tests use.
 type Status struct {
@@ -262,10 +278,7 @@ type Status struct {
 	LeaderHTTPAddr string `json:"leader_http_addr"`
 }
 
-var httpClient = &http.Client{
-	Timeout:   30 * time.Second,
-	Transport: &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute},
-}
+var httpClient = newHTTPClient(nil)
 
 // Status fetches the node's /v1/cluster/status.
 func (n *Node) Status() (Status, error) { return n.status(context.Background()) }
@@ -295,7 +308,7 @@ func (n *Node) do(ctx context.Context, method, path string, body []byte) (int, [
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := n.client().Do(req)
 	if err != nil {
 		return 0, nil, nil, err
 	}

@@ -7,9 +7,11 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,8 +21,10 @@ import (
 
 	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/api"
+	"github.com/troupe-kv/troupe/certs"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -57,6 +61,13 @@ type Config struct {
 	// UnsafeReads answers linearizable reads from local state without a
 	// read barrier, so the chaos checker can be shown to catch it.
 	UnsafeReads bool
+	// TLS, when set, turns TLS on for both ports: HTTPS on the client
+	// port, and mutual TLS with the cluster CA on the peer port. Its
+	// certificate must name this node (NodeID).
+	TLS *certs.Reloader
+	// TLSVerifyIncoming requires client certificates from the cluster CA
+	// on the client port too.
+	TLSVerifyIncoming bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
 
@@ -91,6 +102,11 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.AdvertiseRaft == "" {
 		cfg.AdvertiseRaft = cfg.RaftAddr
 	}
+	if cfg.TLS != nil {
+		if id := cfg.TLS.NodeID(); id != cfg.NodeID {
+			return nil, fmt.Errorf("tls: the certificate %s names node %q, but this node is %q", cfg.TLS.Files().Cert, id, cfg.NodeID)
+		}
+	}
 	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
@@ -105,6 +121,15 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.Chaos {
 		network = faultnet.New(cfg.NodeID)
 	}
+	var httpTLS, joinTLS *tls.Config
+	if cfg.TLS != nil {
+		httpTLS = cfg.TLS.APIServerConfig(cfg.TLSVerifyIncoming)
+		f := cfg.TLS.Files()
+		if joinTLS, err = certs.ClientConfig(f.CA, f.Cert, f.Key); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
 	tree := actors.New(actors.Config{
 		Raft: cluster.Config{
 			NodeID:         cfg.NodeID,
@@ -117,6 +142,7 @@ func Start(cfg Config) (*Node, error) {
 			Network:        network,
 			LogSegmentSize: cfg.LogSegmentSize,
 			PeerLogger:     cfg.Logger.With("component", "peer-port"),
+			PeerTLS:        peerTLS(cfg.TLS),
 			// A forwarded command carries at most one value and its key.
 			MaxCommandBytes: cmp.Or(cfg.MaxValueSize, api.DefaultMaxValueSize) + 2*api.MaxKeySize + 1024,
 		},
@@ -124,6 +150,8 @@ func Start(cfg Config) (*Node, error) {
 		HTTPAddr:       cfg.HTTPAddr,
 		AdvertiseHTTP:  cfg.AdvertiseHTTP,
 		Join:           cfg.Join,
+		JoinTLS:        joinTLS,
+		HTTPTLS:        httpTLS,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
 		MaxRestarts:    cfg.MaxRestarts,
@@ -153,7 +181,10 @@ func Start(cfg Config) (*Node, error) {
 		store.Close()
 		return nil, err
 	}
-	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
+	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos, "tls", cfg.TLS != nil)
+	if cfg.TLS == nil && !(loopback(cfg.HTTPAddr) && loopback(cfg.RaftAddr)) {
+		cfg.Logger.Warn("TLS is off on a port beyond loopback: client requests travel in the clear, and anyone who can reach the Raft port can act as a member of this cluster (docs/security.md)", "http", cfg.HTTPAddr, "raft", cfg.RaftAddr)
+	}
 	if cfg.Chaos {
 		cfg.Logger.Warn("chaos endpoints are enabled: never run this in production")
 	}
@@ -207,4 +238,40 @@ func claimDataDir(dir, nodeID string) error {
 	default:
 		return fmt.Errorf("data_dir: %w", err)
 	}
+}
+
+// ReloadTLS re-reads the certificate files (kvnode calls it on SIGHUP).
+// New connections on both ports use the new material; on any error the
+// old stays in use. Without TLS there is nothing to reload.
+func (n *Node) ReloadTLS() error {
+	if n.cfg.TLS == nil {
+		return errors.New("TLS is off on this node: nothing to reload")
+	}
+	return n.cfg.TLS.Reload()
+}
+
+// peerTLS adapts the node's certificates to the peer port; nil when TLS
+// is off.
+func peerTLS(r *certs.Reloader) peerlink.TLS {
+	if r == nil {
+		return nil
+	}
+	return peerCerts{r}
+}
+
+type peerCerts struct{ *certs.Reloader }
+
+func (peerCerts) PeerID(cs tls.ConnectionState) (string, error) { return certs.PeerID(cs) }
+
+// loopback reports whether addr binds only a loopback interface.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/troupe-kv/troupe/actors"
+	"github.com/troupe-kv/troupe/certs"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/server"
 )
@@ -83,6 +84,10 @@ var settings = []setting{
 	{"detector_dead_phi", kFloat, "8", "phi at which a peer is declared dead"},
 	{"detector_min_stddev", kDuration, "100ms", "floor on the deviation of a peer's answer intervals"},
 	{"detector_acceptable_pause", kDuration, "500ms", "silence tolerated on top of a peer's usual answer interval"},
+	{"tls_ca_file", kString, "", "PEM file of the cluster CA (with tls_cert_file and tls_key_file: TLS on both ports, mutual TLS between nodes)"},
+	{"tls_cert_file", kString, "", "PEM file of this node's certificate, naming node_id (kvctl tls cert)"},
+	{"tls_key_file", kString, "", "PEM file of this node's private key"},
+	{"tls_verify_incoming", kBool, "false", "also require client certificates from the cluster CA on the HTTP API"},
 	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
 	{"pprof", kBool, "false", "serve Go's profiler at /debug/pprof/ on the HTTP API (for diagnosing performance)"},
 	{"unsafe_local_reads", kBool, "false", "UNSAFE, for testing the chaos checker only: answer default reads from local state without asking the leader"},
@@ -221,6 +226,7 @@ func build(v *viper.Viper) (*Config, error) {
 		MaxInFlight:        p.positiveInt("max_in_flight"),
 		MaxRestarts:        p.positiveInt("max_restarts"),
 		RestartWindow:      p.positiveDuration("restart_window"),
+		TLSVerifyIncoming:  p.boolean("tls_verify_incoming"),
 		Chaos:              p.boolean("chaos"),
 		UnsafeReads:        p.boolean("unsafe_local_reads"),
 		Pprof:              p.boolean("pprof"),
@@ -263,6 +269,9 @@ func build(v *viper.Viper) (*Config, error) {
 		return nil, p.err
 	}
 	if err := c.validate(p.str("initial_cluster"), p.str("join")); err != nil {
+		return nil, err
+	}
+	if err := c.loadTLS(certs.Files{CA: p.str("tls_ca_file"), Cert: p.str("tls_cert_file"), Key: p.str("tls_key_file")}); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -495,4 +504,32 @@ func (p *parser) boolean(key string) bool {
 		p.fail(key, "%q is not true or false", s)
 	}
 	return b
+}
+
+// loadTLS reads the certificate files, if any are set: all three or none.
+func (c *Config) loadTLS(f certs.Files) error {
+	set := 0
+	for _, name := range []string{f.CA, f.Cert, f.Key} {
+		if name != "" {
+			set++
+		}
+	}
+	switch {
+	case set == 0:
+		if c.TLSVerifyIncoming {
+			return errors.New("config: tls_verify_incoming: needs tls_ca_file, tls_cert_file and tls_key_file")
+		}
+		return nil
+	case set < 3:
+		return errors.New("config: tls_ca_file, tls_cert_file and tls_key_file go together: set all three (TLS on) or none (TLS off)")
+	}
+	r, err := certs.Load(f)
+	if err != nil {
+		return fmt.Errorf("config: tls: %w", err)
+	}
+	if id := r.NodeID(); id != c.NodeID {
+		return fmt.Errorf("config: tls_cert_file: %s names node %q, but node_id is %q (make one with: kvctl tls cert --node %s)", f.Cert, id, c.NodeID, c.NodeID)
+	}
+	c.TLS = r
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/troupe-kv/troupe/certs"
 	"github.com/troupe-kv/troupe/cluster"
 )
 
@@ -82,6 +83,10 @@ var settingValue = map[string]func(c *Config) string{
 	"raft_trailing_logs":        func(c *Config) string { return strconv.FormatUint(c.Timing.TrailingLogs, 10) },
 	"raft_log_segment_size":     func(c *Config) string { return strconv.Itoa(c.LogSegmentSize) },
 	"chaos":                     func(c *Config) string { return strconv.FormatBool(c.Chaos) },
+	"tls_ca_file":               func(c *Config) string { return tlsFiles(c).CA },
+	"tls_cert_file":             func(c *Config) string { return tlsFiles(c).Cert },
+	"tls_key_file":              func(c *Config) string { return tlsFiles(c).Key },
+	"tls_verify_incoming":       func(c *Config) string { return strconv.FormatBool(c.TLSVerifyIncoming) },
 	"timing_profile":            func(c *Config) string { return c.TimingProfile },
 	"unsafe_local_reads":        func(c *Config) string { return strconv.FormatBool(c.UnsafeReads) },
 	"pprof":                     func(c *Config) string { return strconv.FormatBool(c.Pprof) },
@@ -99,6 +104,13 @@ var settingValue = map[string]func(c *Config) string{
 	"detector_dead_phi":         func(c *Config) string { return strconv.FormatFloat(c.Detector.DeadPhi, 'g', -1, 64) },
 	"detector_min_stddev":       func(c *Config) string { return c.Detector.MinStdDev.String() },
 	"detector_acceptable_pause": func(c *Config) string { return c.Detector.AcceptablePause.String() },
+}
+
+func tlsFiles(c *Config) certs.Files {
+	if c.TLS == nil {
+		return certs.Files{}
+	}
+	return c.TLS.Files()
 }
 
 func formatCluster(servers []cluster.Server) string {
@@ -549,5 +561,48 @@ func TestYAMLListIsNotSilentlyDropped(t *testing.T) {
 				t.Errorf("the %s list was dropped: the node would bootstrap alone (%s)", c.setting, b)
 			}
 		})
+	}
+}
+
+// TestTLSSettings: the three files go together, the certificate must name
+// this node, and tls_verify_incoming needs TLS on.
+func TestTLSSettings(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey, err := certs.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ca := write("ca.pem", caCert)
+	cert, key, err := certs.NewNodeCert(caCert, caKey, "n1", []string{"127.0.0.1"}, 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1Cert, n1Key := write("n1.pem", cert), write("n1-key.pem", key)
+	files := []string{"--tls-ca-file=" + ca, "--tls-cert-file=" + n1Cert, "--tls-key-file=" + n1Key}
+
+	c := mustLoad(t, append(files, "--tls-verify-incoming")...)
+	if c.TLS == nil || c.TLS.NodeID() != "n1" || !c.TLSVerifyIncoming {
+		t.Fatalf("TLS not loaded: %+v", c.TLS)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{files[:2], "go together"},
+		{files[1:], "go together"},
+		{[]string{"--tls-verify-incoming"}, "tls_verify_incoming"},
+		{append(files, "--node-id=n2", "--initial-cluster=n2=127.0.0.1:8300"), `names node "n1", but node_id is "n2"`},
+		{[]string{"--tls-ca-file=" + ca, "--tls-cert-file=" + n1Cert, "--tls-key-file=" + ca}, ca},
+	} {
+		if _, err := loadConfig(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want an error mentioning %q", tc.args, err, tc.want)
+		}
 	}
 }

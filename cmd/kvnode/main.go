@@ -54,21 +54,41 @@ func run(cfg *Config) error {
 	go trimMappedMemory(node.Store(), trimDone)
 
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case sig := <-sigs:
-		logger.Info("shutting down", "signal", sig.String())
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		if err := node.Stop(ctx); err != nil {
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reloadTLS(node, cfg, logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", sig.String())
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := node.Stop(ctx); err != nil {
+				return err
+			}
+			logger.Info("stopped")
+			return nil
+		case err := <-node.Done():
+			logger.Error("node failed", "err", err)
 			return err
 		}
-		logger.Info("stopped")
-		return nil
-	case err := <-node.Done():
-		logger.Error("node failed", "err", err)
-		return err
 	}
+}
+
+// reloadTLS re-reads the certificate files on SIGHUP: new connections on
+// both ports use them. A bad file leaves the old material in use.
+func reloadTLS(node *server.Node, cfg *Config, logger *slog.Logger) {
+	if cfg.TLS == nil {
+		logger.Info("SIGHUP: TLS is off, nothing to reload")
+		return
+	}
+	if err := node.ReloadTLS(); err != nil {
+		logger.Error("SIGHUP: certificates not reloaded; the old ones stay in use", "err", err)
+		return
+	}
+	logger.Info("SIGHUP: certificates reloaded", "cert", cfg.TLS.Files().Cert, "not_after", cfg.TLS.NotAfter())
 }
 
 func slogLevel(s string) slog.Level {
