@@ -24,7 +24,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 }
 
 // listen opens a peer port for node self on loopback.
-func listen(t *testing.T, cfg Config) *Listener {
+func listen(t testing.TB, cfg Config) *Listener {
 	t.Helper()
 	l, err := Listen("127.0.0.1:0", cfg, nil)
 	if err != nil {

@@ -11,8 +11,14 @@ import (
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 )
 
-// accept returns the next connection of ln, or fails after a while.
+// accept returns the next connection of ln, or fails after 5 s.
 func accept(t *testing.T, ln net.Listener) (net.Conn, error) {
+	t.Helper()
+	return acceptWithin(t, ln, 5*time.Second)
+}
+
+// acceptWithin returns the next connection of ln, or fails after d.
+func acceptWithin(t *testing.T, ln net.Listener, d time.Duration) (net.Conn, error) {
 	t.Helper()
 	type res struct {
 		c   net.Conn
@@ -26,8 +32,8 @@ func accept(t *testing.T, ln net.Listener) (net.Conn, error) {
 	select {
 	case r := <-ch:
 		return r.c, r.err
-	case <-time.After(5 * time.Second):
-		return nil, errors.New("nothing accepted in 5s")
+	case <-time.After(d):
+		return nil, fmt.Errorf("nothing accepted in %s", d)
 	}
 }
 

@@ -62,14 +62,8 @@ func Serve(ln net.Listener, h Handler, opts ServerOptions) *Server {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{h: h, opts: opts, done: make(chan struct{})}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathApply, s.apply)
-	mux.HandleFunc("POST "+pathApplyBatch, s.applyBatch)
-	mux.HandleFunc("POST "+pathReadIndex, s.readIndex)
-	mux.HandleFunc("POST "+pathPing, s.ping)
-	mux.HandleFunc("POST "+pathMembership, s.membership)
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler:           s.mux(),
 		ReadHeaderTimeout: handshakeTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
@@ -86,6 +80,16 @@ func Serve(ln net.Listener, h Handler, opts ServerOptions) *Server {
 		_ = s.srv.Serve(ln)
 	}()
 	return s
+}
+
+func (s *Server) mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+pathApply, s.apply)
+	mux.HandleFunc("POST "+pathApplyBatch, s.applyBatch)
+	mux.HandleFunc("POST "+pathReadIndex, s.readIndex)
+	mux.HandleFunc("POST "+pathPing, s.ping)
+	mux.HandleFunc("POST "+pathMembership, s.membership)
+	return mux
 }
 
 // Close stops serving and closes every connection.
