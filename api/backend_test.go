@@ -263,7 +263,7 @@ func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
 		fn(&c)
 	}
 	b := newFakeBackend(t, t.TempDir())
-	backends := Backends{KV: b, Cluster: b, Peer: b}
+	backends := Backends{KV: b, Cluster: b, Peer: b, ACL: b}
 	if c.chaos {
 		backends.Chaos = b
 	}

@@ -76,12 +76,14 @@ type Chaos interface {
 
 // Backends are the parts of a node the API serves. Chaos may be nil: the
 // chaos endpoints are then not mounted at all, and requests from peers
-// pass without fault rules.
+// pass without fault rules. ACL may be nil only while Options.ACLEnabled
+// is off; the /v1/acl endpoints then answer that ACLs are disabled.
 type Backends struct {
 	KV      KV
 	Cluster Cluster
 	Peer    Peer
 	Chaos   Chaos
+	ACL     ACL
 }
 
 // Options tune the API.
@@ -108,6 +110,10 @@ type Options struct {
 	// Retry-After. Zero turns rate limiting off.
 	RateLimit float64
 	RateBurst int
+	// ACLEnabled turns on ACL enforcement: every request but the few open
+	// ones (docs/api.md) needs a token that allows it. Off, tokens are
+	// accepted and ignored, as in Consul with ACLs disabled.
+	ACLEnabled bool
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -130,6 +136,8 @@ type Server struct {
 
 	limiter  *clientLimiter // nil: no rate limit
 	blocking atomic.Int64   // blocking queries held now
+
+	policies policyCache
 }
 
 // New returns the node's HTTP handler.
@@ -148,6 +156,11 @@ func New(b Backends, opts Options) *Server {
 	}
 	if opts.MaxBlockingQueries <= 0 {
 		opts.MaxBlockingQueries = DefaultMaxBlockingQueries
+	}
+	if opts.ACLEnabled && b.ACL == nil {
+		// Enforcing with nothing to resolve tokens against would refuse
+		// everything; that is a wiring bug, not a configuration.
+		panic("api: ACLEnabled without an ACL backend")
 	}
 	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{}), limiter: newClientLimiter(opts.RateLimit, opts.RateBurst)}
 	s.routes()
@@ -183,6 +196,8 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+cluster.ReadIndexPath, s.fromPeer(s.internalReadIndex))
 	m.HandleFunc("POST "+cluster.PingPath, s.fromPeer(s.internalPing))
 
+	s.aclRoutes()
+
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
 		m.HandleFunc("GET /v1/chaos/faults", s.chaosGetFaults)
@@ -201,6 +216,13 @@ func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r) {
 		return
+	}
+	if s.opts.ACLEnabled {
+		w.Header().Set("X-Consul-Default-ACL-Policy", "deny")
+		var ok bool
+		if r, ok = s.authorize(w, r); !ok {
+			return
+		}
 	}
 	if r.URL.Path == "/v1/kv" || strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 		s.kv(w, r)
