@@ -65,7 +65,15 @@ func (a *authz) denied(w http.ResponseWriter, perm, resource string) {
 	if resource != "" {
 		msg += fmt.Sprintf(" on %q", resource)
 	}
-	httpError(w, http.StatusForbidden, msg)
+	aclRefusal(w, http.StatusForbidden, msg)
+}
+
+// aclRefusal answers a request refused for its token. The outcome header
+// tells clients that nothing was applied, so a refused write is not
+// mistaken for one that may have happened.
+func aclRefusal(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set(OutcomeHeader, OutcomeNotApplied)
+	httpError(w, status, msg)
 }
 
 type authzKey struct{}
@@ -145,7 +153,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*http.Reques
 	}
 	secret := requestToken(r)
 	if secret == "" {
-		httpError(w, http.StatusUnauthorized, "ACL not found: this request needs a token (X-Consul-Token header, Authorization: Bearer, or ?token=)")
+		aclRefusal(w, http.StatusUnauthorized, "ACL not found: this request needs a token (X-Consul-Token header, Authorization: Bearer, or ?token=)")
 		return r, false
 	}
 	a, err := s.resolve(r.Context(), secret)
@@ -154,7 +162,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (*http.Reques
 		return r, false
 	}
 	if a == nil {
-		httpError(w, http.StatusUnauthorized, "ACL not found: the token is not known to this cluster")
+		aclRefusal(w, http.StatusUnauthorized, "ACL not found: the token is not known to this cluster")
 		return r, false
 	}
 	if class == classManagement && !a.management {

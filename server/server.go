@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,11 @@ type Config struct {
 	UnsafeReads bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
+	// ACLEnabled turns on ACL enforcement on the HTTP API (api.Options).
+	ACLEnabled bool
+	// ACLToken is the token this node sends when it calls another node's
+	// client API (a join, for one) while ACLs are on.
+	ACLToken string
 
 	// Logger is the node's log; RaftLogger is hashicorp/raft's. Nil
 	// discards.
@@ -129,7 +135,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:         cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, Peer: client}
+	backends := api.Backends{KV: client, Cluster: client, Peer: client, ACL: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
@@ -143,13 +149,17 @@ func Start(cfg Config) (*Node, error) {
 		MaxBlockingQueries: cfg.MaxBlockingQueries,
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
+		ACLEnabled:         cfg.ACLEnabled,
 		Logger:             cfg.Logger,
 	})
 	if err := tree.Start(handler); err != nil {
 		store.Close()
 		return nil, err
 	}
-	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos)
+	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos, "acl_enabled", cfg.ACLEnabled)
+	if !cfg.ACLEnabled && !IsLoopback(cfg.HTTPAddr) {
+		cfg.Logger.Warn("ACLs are off and the HTTP API listens on "+cfg.HTTPAddr+", beyond this machine: anyone who can reach it can read, write and delete every key, add and remove members, take snapshots"+chaosOpen(cfg.Chaos)+"; set acl_enabled (docs/configuration.md)", "http", cfg.HTTPAddr)
+	}
 	if cfg.Chaos {
 		cfg.Logger.Warn("chaos endpoints are enabled: never run this in production")
 	}
@@ -157,6 +167,27 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 	return &Node{cfg: cfg, store: store, tree: tree}, nil
+}
+
+func chaosOpen(on bool) string {
+	if on {
+		return ", and inject faults and crashes (chaos is on)"
+	}
+	return ""
+}
+
+// IsLoopback reports whether addr (host:port) binds only the loopback
+// interface. An empty host or a wildcard binds every interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Done delivers an error when the node stopped for good on its own (see
