@@ -44,6 +44,7 @@ type Client struct {
 	maxAttempts int
 	backoff     time.Duration
 	maxBackoff  time.Duration
+	token       string
 }
 
 // endpoint is one node's base URL. A malformed address is kept with its
@@ -74,6 +75,12 @@ func WithMaxAttempts(n int) Option {
 			c.maxAttempts = n
 		}
 	}
+}
+
+// WithToken sends token with every request, as X-Consul-Token (the
+// header Consul's own clients use), for a cluster with ACLs on.
+func WithToken(token string) Option {
+	return func(c *Client) { c.token = token }
 }
 
 // WithBackoff sets the pause between passes over the endpoints: base after
@@ -307,6 +314,9 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 	}
 	if r.contentType != "" {
 		req.Header.Set("Content-Type", r.contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("X-Consul-Token", c.token)
 	}
 	unknownIfWrote := func() string {
 		if !r.read && wrote.Load() {

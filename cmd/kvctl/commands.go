@@ -35,11 +35,28 @@ type command struct {
 }
 
 func init() {
-	for _, cmd := range commands {
+	var setParents func(cmd *command)
+	setParents = func(cmd *command) {
 		for _, sub := range cmd.subs {
 			sub.parent = cmd
+			setParents(sub)
 		}
 	}
+	for _, cmd := range commands {
+		setParents(cmd)
+	}
+}
+
+// runnable lists the commands that run (not the groups), depth first.
+func runnable(list []*command) []*command {
+	var out []*command
+	for _, cmd := range list {
+		if cmd.setup != nil {
+			out = append(out, cmd)
+		}
+		out = append(out, runnable(cmd.subs)...)
+	}
+	return out
 }
 
 // fullName is how the command is typed: "get", "chaos isolate" ("" for
@@ -78,6 +95,13 @@ type invocation struct {
 	addrs  []string
 	client *client.Client
 	json   bool
+	token  string
+}
+
+// nodeClient is a client of the one node at addr, without failover, for
+// commands that compare the nodes' views.
+func (inv *invocation) nodeClient(addr string) *client.Client {
+	return client.New([]string{addr}, client.WithMaxAttempts(1), client.WithToken(inv.token))
 }
 
 // printJSON writes v indented, with a trailing newline, without HTML
@@ -469,6 +493,7 @@ before maintenance, so a restart replays less.`,
 			}
 		},
 	},
+	aclCommand,
 	chaosCommand,
 }
 
@@ -545,7 +570,7 @@ func (inv *invocation) statusAll() error {
 	var wg sync.WaitGroup
 	for i, a := range inv.addrs {
 		wg.Go(func() {
-			one := client.New([]string{a}, client.WithMaxAttempts(1))
+			one := inv.nodeClient(a)
 			defer one.CloseIdleConnections()
 			st, err := one.Status(inv.ctx)
 			rows[i] = nodeStatus{Endpoint: a, Status: st}

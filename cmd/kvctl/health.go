@@ -105,7 +105,7 @@ func (inv *invocation) healthAll() []healthView {
 	var wg sync.WaitGroup
 	for i, a := range inv.addrs {
 		wg.Go(func() {
-			one := client.New([]string{a}, client.WithMaxAttempts(1))
+			one := inv.nodeClient(a)
 			defer one.CloseIdleConnections()
 			h, err := one.Health(inv.ctx)
 			views[i] = healthView{Endpoint: a, Health: h}

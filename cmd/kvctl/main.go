@@ -63,6 +63,7 @@ type globals struct {
 	output  string
 	timeout time.Duration
 	help    bool
+	token   string
 }
 
 func (g *globals) flagSet() *pflag.FlagSet {
@@ -71,6 +72,7 @@ func (g *globals) flagSet() *pflag.FlagSet {
 	fs.StringVarP(&g.output, "output", "o", "text", "output format: text or json")
 	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "give up after this long, failover included (0: never)")
 	fs.BoolVarP(&g.help, "help", "h", false, "show help")
+	fs.StringVar(&g.token, "token", "", "ACL token sent as X-Consul-Token (default $"+envToken+", else $"+envConsulToken+")")
 	return fs
 }
 
@@ -193,7 +195,8 @@ func (c *cli) run(args []string) int {
 		ctx, cancel = context.WithTimeout(ctx, g.timeout)
 		defer cancel()
 	}
-	inv := &invocation{cli: c, ctx: ctx, addrs: addrs, client: client.New(addrs), json: g.output == "json"}
+	token := c.tokenOf(fs, g.token)
+	inv := &invocation{cli: c, ctx: ctx, addrs: addrs, client: client.New(addrs, client.WithToken(token)), json: g.output == "json", token: token}
 	defer inv.client.CloseIdleConnections()
 	err = act(inv, pos)
 	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
@@ -283,15 +286,11 @@ Usage:
 	// Groups list their subcommands instead of themselves.
 	var listed []*command
 	width := 0
-	for _, cmd := range commands {
-		for _, one := range append([]*command{cmd}, cmd.subs...) {
-			if one.setup != nil {
-				listed = append(listed, one)
-				width = max(width, len(one.fullName()))
-			}
-		}
+	for _, one := range runnable(commands) {
+		listed = append(listed, one)
+		width = max(width, len(one.fullName()))
 	}
-	for _, group := range []string{kv, clusterGroup, chaosGroup} {
+	for _, group := range []string{kv, clusterGroup, aclGroup, chaosGroup} {
 		fmt.Fprintf(w, "%s:\n", group)
 		for _, cmd := range listed {
 			if cmd.group == group {
