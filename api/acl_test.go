@@ -305,6 +305,9 @@ func TestACL_BootstrapOnce(t *testing.T) {
 	before := b.state(t)
 	w := call(t, s, "PUT", "/v1/acl/bootstrap", nil)
 	wantPlainError(t, w, 403, "ACL bootstrap no longer allowed")
+	if got := w.Header().Get(OutcomeHeader); got != OutcomeNotApplied {
+		t.Errorf("refused bootstrap: %s %q, want %q", OutcomeHeader, got, OutcomeNotApplied)
+	}
 	if after := b.state(t); !reflect.DeepEqual(before, after) {
 		t.Fatal("the refused bootstrap changed the state")
 	}

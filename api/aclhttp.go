@@ -212,7 +212,7 @@ func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if done {
-		httpError(w, http.StatusForbidden, fmt.Sprintf("Permission denied: ACL bootstrap no longer allowed (reset index: %d)", idx))
+		aclRefusal(w, http.StatusForbidden, fmt.Sprintf("Permission denied: ACL bootstrap no longer allowed (reset index: %d)", idx))
 		return
 	}
 	tok := storage.ACLToken{
@@ -227,7 +227,7 @@ func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !res.OK {
-		httpError(w, http.StatusForbidden, "Permission denied: ACL bootstrap no longer allowed (another bootstrap won)")
+		aclRefusal(w, http.StatusForbidden, "Permission denied: ACL bootstrap no longer allowed (another bootstrap won)")
 		return
 	}
 	tok.CreateIndex, tok.ModifyIndex = res.Index, res.Index
