@@ -64,7 +64,7 @@ func newACLFixture(t *testing.T, opts ...func(*apiConfig)) *aclFixture {
 	return f
 }
 
-func bootstrap(t *testing.T, s *Server) string {
+func bootstrap(t testing.TB, s *Server) string {
 	t.Helper()
 	w := call(t, s, "PUT", "/v1/acl/bootstrap", nil)
 	wantStatus(t, w, 200)
@@ -78,7 +78,7 @@ func bootstrap(t *testing.T, s *Server) string {
 	return tok.SecretID
 }
 
-func mkPolicy(t *testing.T, s *Server, token, name, rules string) string {
+func mkPolicy(t testing.TB, s *Server, token, name, rules string) string {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"Name": name, "Rules": rules})
 	w := call(t, s, "PUT", "/v1/acl/policy", body, "X-Consul-Token", token)
@@ -90,7 +90,7 @@ func mkPolicy(t *testing.T, s *Server, token, name, rules string) string {
 	return p.ID
 }
 
-func mkToken(t *testing.T, s *Server, token string, policies ...string) string {
+func mkToken(t testing.TB, s *Server, token string, policies ...string) string {
 	t.Helper()
 	var links []ACLLink
 	for _, p := range policies {

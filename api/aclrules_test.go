@@ -1,8 +1,16 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/storage"
 )
 
 func TestParseRules_Accepts(t *testing.T) {
@@ -220,4 +228,117 @@ func hclQuote(s string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// FuzzKVPathACL sends arbitrary KV requests with a token whose rules mix
+// write, read and deny under one prefix. Whatever the method, path and
+// query, the request may change only keys the token may write, and a
+// successful read shows only keys it may read.
+func FuzzKVPathACL(f *testing.F) {
+	for _, s := range []struct {
+		method uint8
+		target string
+		body   string
+	}{
+		{2, "app/x", "v"}, {2, "app/ro/x", "v"}, {2, "app/deny", "v"}, {2, "other/x?cas=0", "v"},
+		{3, "?recurse", ""}, {3, "app/?recurse", ""}, {3, "app/w/?recurse", ""}, {3, "app/deny?cas=0", ""},
+		{0, "?recurse", ""}, {0, "?keys&separator=/", ""}, {0, "app/ro/a?raw", ""}, {0, "app/?keys", ""},
+		{2, "app/ro/x?acquire=s", "v"}, {1, "other/a", ""},
+	} {
+		f.Add(s.method, s.target, []byte(s.body))
+	}
+	b := newFakeBackend(f, f.TempDir())
+	s := New(Backends{KV: b, Cluster: b, Peer: b, ACL: b}, Options{ACLEnabled: true, MaxValueSize: 64, RequestTimeout: time.Second})
+	mgmt := bootstrap(f, s)
+	mkPolicy(f, s, mgmt, "mixed", `
+key_prefix "app/" { policy = "write" }
+key_prefix "app/ro/" { policy = "read" }
+key "app/deny" { policy = "deny" }
+key "other/a" { policy = "read" }`)
+	token := mkToken(f, s, mgmt, "mixed")
+	a, err := s.resolve(context.Background(), token)
+	if err != nil || a == nil {
+		f.Fatal(a, err)
+	}
+	seed := func(tb testing.TB) {
+		for _, k := range []string{"app/w/a", "app/ro/a", "app/deny", "other/a", "other/b", "appx"} {
+			if w := call(tb, s, "PUT", "/v1/kv/"+k, []byte("seed"), "X-Consul-Token", mgmt); w.Code != 200 {
+				tb.Fatalf("seeding %s: %d", k, w.Code)
+			}
+		}
+	}
+	seed(f)
+
+	f.Fuzz(func(t *testing.T, m uint8, target string, body []byte) {
+		method := fuzzMethods[int(m)%len(fuzzMethods)]
+		uri := "/v1/kv/" + target
+		u, err := url.ParseRequestURI(uri)
+		if err != nil {
+			t.Skip()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+		req.Method, req.URL, req.RequestURI = method, u, uri
+		req.Header.Set("X-Consul-Token", token)
+		req.Body = http.NoBody
+		if len(body) > 0 {
+			req.Body = httpBody(body)
+			req.ContentLength = int64(len(body))
+		}
+		before := entryMap(t, b.store)
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		after := entryMap(t, b.store)
+		for k := range mergeKeys(before, after) {
+			if !entriesEqual(before[k], after[k]) && !a.keyWrite(k) {
+				t.Fatalf("%s %s (%d) changed %q, which the token may not write", method, uri, w.Code, k)
+			}
+		}
+		if w.Code == 200 && (method == "GET" || method == "HEAD") && strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+			var pairs []KVPair
+			var keys []string
+			switch {
+			case json.Unmarshal(w.Body.Bytes(), &pairs) == nil:
+				for _, p := range pairs {
+					if !a.keyRead(p.Key) {
+						t.Fatalf("%s %s showed %q", method, uri, p.Key)
+					}
+				}
+			case json.Unmarshal(w.Body.Bytes(), &keys) == nil:
+				for _, k := range keys {
+					if !a.keyRead(k) && !a.mayReadUnder(k) {
+						t.Fatalf("%s %s listed %q", method, uri, k)
+					}
+				}
+			}
+		}
+		if len(after) < 3 {
+			seed(t) // keep something to protect
+		}
+	})
+}
+
+func entryMap(t testing.TB, st *storage.Store) map[string]storage.Entry {
+	t.Helper()
+	entries, _, err := st.List("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]storage.Entry{}
+	for _, e := range entries {
+		m[e.Key] = e
+	}
+	return m
+}
+
+func mergeKeys(a, b map[string]storage.Entry) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		out[k] = true
+	}
+	for k := range b {
+		out[k] = true
+	}
+	return out
 }

@@ -259,12 +259,14 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, q url.Values, key
 		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
 		return
 	}
-	if acquire || release {
-		s.lockUnsupported(w, q)
-		return
-	}
+	// Before anything that looks at sessions: a token without write
+	// learns nothing about locks either.
 	if a := authzOf(r); a != nil && !a.keyWrite(key) {
 		a.denied(w, "key:write", key)
+		return
+	}
+	if acquire || release {
+		s.lockUnsupported(w, q)
 		return
 	}
 	value, ok := s.readValue(w, r)
