@@ -101,18 +101,49 @@ func (s *Server) aclRoutes() {
 	m.HandleFunc("GET /v1/acl/tokens", s.acl(s.aclTokenList))
 }
 
+// reqError is a handler's refusal of a request, with its status; any
+// other error a handler returns comes from the node and is rendered by
+// writeError.
+type reqError struct {
+	status int
+	msg    string
+}
+
+func (e *reqError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &reqError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+func notFound(msg string) error { return &reqError{http.StatusNotFound, msg} }
+
+// aclHandler answers with its result (rendered as JSON with 200) or an
+// error.
+type aclHandler func(w http.ResponseWriter, r *http.Request) (any, error)
+
 // acl wraps the /v1/acl handlers: with ACLs off they answer what Consul
-// answers then (401, "ACL support disabled").
-func (s *Server) acl(h http.HandlerFunc) http.HandlerFunc {
+// answers then (401, "ACL support disabled"); otherwise it renders what
+// the handler returns. Every refusal is made before anything is proposed,
+// so a 4xx here says nothing was applied.
+func (s *Server) acl(h aclHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.opts.ACLEnabled {
-			httpError(w, http.StatusUnauthorized, "ACL support disabled (start the nodes with acl_enabled)")
+			aclRefusal(w, http.StatusUnauthorized, "ACL support disabled (start the nodes with acl_enabled)")
 			return
 		}
 		if !s.checkScope(w, r) {
 			return
 		}
-		h(w, r)
+		out, err := h(w, r)
+		var re *reqError
+		switch {
+		case errors.As(err, &re):
+			aclRefusal(w, re.status, re.msg)
+		case err != nil:
+			writeError(w, err)
+		default:
+			writeJSON(w, http.StatusOK, out)
+		}
 	}
 }
 
@@ -142,78 +173,73 @@ const (
 func decodeBody(r *http.Request, v any, allowEmpty bool) error {
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxACLBody+1))
 	if err != nil {
-		return fmt.Errorf("reading request body: %v", err)
+		return badRequest("reading request body: %v", err)
 	}
 	if len(data) > maxACLBody {
-		return fmt.Errorf("request body over %d bytes", maxACLBody)
+		return badRequest("request body over %d bytes", maxACLBody)
 	}
 	if len(data) == 0 {
 		if allowEmpty {
 			return nil
 		}
-		return errors.New("missing request body")
+		return badRequest("missing request body")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("request body: %v", err)
+		return badRequest("request body: %v", err)
 	}
 	if dec.More() {
-		return errors.New("request body: data after the JSON object")
+		return badRequest("request body: data after the JSON object")
 	}
 	return nil
 }
 
 // aclBarrier makes the ACL reads that follow linearizable unless ?stale:
 // what a client just wrote through any node must show.
-func (s *Server) aclBarrier(w http.ResponseWriter, r *http.Request) bool {
+func (s *Server) aclBarrier(r *http.Request) error {
 	if has(r.URL.Query(), "stale") {
-		return true
+		return nil
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.ACL.ReadBarrier(ctx); err != nil {
-		writeError(w, err)
-		return false
-	}
-	return true
+	return s.b.ACL.ReadBarrier(ctx)
 }
 
-// aclApply replicates an ACL command, answering the error itself.
-func (s *Server) aclApply(w http.ResponseWriter, r *http.Request, cmd *storage.Command) (storage.Result, bool) {
+// aclApply replicates an ACL command; refused names why the state machine
+// may refuse it, for the 409.
+func (s *Server) aclApply(w http.ResponseWriter, r *http.Request, cmd *storage.Command, refused string) (uint64, error) {
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
 	res, err := s.b.ACL.Apply(ctx, cmd)
 	if err != nil {
-		writeError(w, err)
-		return res, false
+		return 0, err
 	}
 	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
-	return res, true
+	if !res.OK {
+		return 0, &reqError{http.StatusConflict, refused}
+	}
+	return res.Index, nil
 }
 
-func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req struct{ BootstrapSecret string }
 	if err := decodeBody(r, &req, true); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
 	secret := req.BootstrapSecret
 	if secret == "" {
 		secret = newUUID()
 	} else if !uuidRE.MatchString(secret) {
-		httpError(w, http.StatusBadRequest, "BootstrapSecret must be a UUID")
-		return
+		return nil, badRequest("BootstrapSecret must be a UUID")
 	}
 	// The local check only spares a proposal; the state machine decides.
 	done, idx, err := s.b.ACL.ACLBootstrapped()
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if done {
-		aclRefusal(w, http.StatusForbidden, fmt.Sprintf("Permission denied: ACL bootstrap no longer allowed (reset index: %d)", idx))
-		return
+		return nil, &reqError{http.StatusForbidden, fmt.Sprintf("Permission denied: ACL bootstrap no longer allowed (reset index: %d)", idx)}
 	}
 	tok := storage.ACLToken{
 		AccessorID:  newUUID(),
@@ -222,18 +248,18 @@ func (s *Server) aclBootstrap(w http.ResponseWriter, r *http.Request) {
 		Policies:    []string{ManagementPolicyID},
 		CreateTime:  timeNow(),
 	}
-	res, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLBootstrap, Key: tok.AccessorID, Value: storage.EncodeACLToken(tok)})
-	if !ok {
-		return
+	index, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLBootstrap, Key: tok.AccessorID, Value: storage.EncodeACLToken(tok)}, "")
+	var re *reqError
+	if errors.As(err, &re) {
+		return nil, &reqError{http.StatusForbidden, "Permission denied: ACL bootstrap no longer allowed (another bootstrap won)"}
 	}
-	if !res.OK {
-		aclRefusal(w, http.StatusForbidden, "Permission denied: ACL bootstrap no longer allowed (another bootstrap won)")
-		return
+	if err != nil {
+		return nil, err
 	}
-	tok.CreateIndex, tok.ModifyIndex = res.Index, res.Index
+	tok.CreateIndex, tok.ModifyIndex = index, index
 	out := s.tokenOut(tok)
 	out.SecretID = secret
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // policyOut renders a stored policy.
@@ -246,59 +272,63 @@ func managementPolicy() ACLPolicy {
 	return ACLPolicy{ID: ManagementPolicyID, Name: ManagementPolicyName, Description: "Builtin Policy that grants unlimited access", Rules: "# everything: the builtin management policy", CreateIndex: 1, ModifyIndex: 1}
 }
 
-// validatePolicy checks a policy create or update; the error is the 400's
-// reason.
+// validatePolicy checks a policy create or update on its own.
 func validatePolicy(req *aclPolicyRequest) error {
 	switch {
 	case !policyNameRE.MatchString(req.Name):
-		return fmt.Errorf("invalid policy name %q: 1 to 128 letters, digits, '-' or '_'", req.Name)
+		return badRequest("invalid policy name %q: 1 to 128 letters, digits, '-' or '_'", req.Name)
 	case req.Name == ManagementPolicyName:
-		return fmt.Errorf("the name %q belongs to the builtin management policy", req.Name)
+		return badRequest("the name %q belongs to the builtin management policy", req.Name)
 	case len(req.Description) > maxDescription:
-		return fmt.Errorf("description over %d bytes", maxDescription)
+		return badRequest("description over %d bytes", maxDescription)
 	case len(req.Datacenters) > 0:
-		return errors.New("Datacenters is not supported: this cluster is one datacenter")
+		return badRequest("Datacenters is not supported: this cluster is one datacenter")
 	case req.Namespace != "" && req.Namespace != "default" || req.Partition != "" && req.Partition != "default":
-		return errors.New("namespaces and partitions are not supported")
+		return badRequest("namespaces and partitions are not supported")
 	}
 	if _, err := parseRules(req.Rules); err != nil {
-		return err
+		return badRequest("%v", err)
 	}
 	return nil
 }
 
-func (s *Server) aclPolicyCreate(w http.ResponseWriter, r *http.Request) {
+// nameFree checks that no policy but id ("" for a new one) has name.
+func (s *Server) nameFree(name, id string) error {
+	other, taken, err := s.policyByName(name)
+	if err != nil {
+		return err
+	}
+	if taken && other.ID != id {
+		return badRequest("a policy named %q already exists", name)
+	}
+	return nil
+}
+
+func (s *Server) aclPolicyCreate(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req aclPolicyRequest
 	if err := decodeBody(r, &req, false); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
 	if req.ID != "" {
-		httpError(w, http.StatusBadRequest, "Cannot specify an ID in policy creation")
-		return
+		return nil, badRequest("Cannot specify an ID in policy creation")
 	}
 	if err := validatePolicy(&req); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
-	if _, found, err := s.policyByName(req.Name); err != nil {
-		writeError(w, err)
-		return
-	} else if found {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("a policy named %q already exists", req.Name))
-		return
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
+	}
+	if err := s.nameFree(req.Name, ""); err != nil {
+		return nil, err
 	}
 	p := storage.ACLPolicy{ID: newUUID(), Name: req.Name, Description: req.Description, Rules: req.Rules}
-	res, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetPolicy, Key: p.ID, Value: storage.EncodeACLPolicy(p)})
-	if !ok {
-		return
+	index, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetPolicy, Key: p.ID, Value: storage.EncodeACLPolicy(p)},
+		fmt.Sprintf("a policy named %q was created concurrently", req.Name))
+	if err != nil {
+		return nil, err
 	}
-	if !res.OK {
-		httpError(w, http.StatusConflict, fmt.Sprintf("a policy named %q was created concurrently", req.Name))
-		return
-	}
-	p.CreateIndex, p.ModifyIndex = res.Index, res.Index
-	writeJSON(w, http.StatusOK, policyOut(p))
+	p.CreateIndex, p.ModifyIndex = index, index
+	return policyOut(p), nil
 }
 
 func (s *Server) policyByName(name string) (storage.ACLPolicy, bool, error) {
@@ -314,126 +344,104 @@ func (s *Server) policyByName(name string) (storage.ACLPolicy, bool, error) {
 	return storage.ACLPolicy{}, false, nil
 }
 
-func (s *Server) aclPolicyRead(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclPolicyRead(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
-	if !s.aclBarrier(w, r) {
-		return
-	}
 	if id == ManagementPolicyID {
-		writeJSON(w, http.StatusOK, managementPolicy())
-		return
+		return managementPolicy(), nil
+	}
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	p, found, err := s.b.ACL.ACLPolicy(id)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if !found {
-		httpError(w, http.StatusNotFound, "ACL policy not found")
-		return
+		return nil, notFound("ACL policy not found")
 	}
 	w.Header().Set("X-Consul-Index", strconv.FormatUint(max(p.ModifyIndex, 1), 10))
-	writeJSON(w, http.StatusOK, policyOut(p))
+	return policyOut(p), nil
 }
 
-func (s *Server) aclPolicyReadByName(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclPolicyReadByName(w http.ResponseWriter, r *http.Request) (any, error) {
 	name := r.PathValue("name")
-	if !s.aclBarrier(w, r) {
-		return
-	}
 	if name == ManagementPolicyName {
-		writeJSON(w, http.StatusOK, managementPolicy())
-		return
+		return managementPolicy(), nil
+	}
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	p, found, err := s.policyByName(name)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if !found {
-		httpError(w, http.StatusNotFound, "ACL policy not found")
-		return
+		return nil, notFound("ACL policy not found")
 	}
-	writeJSON(w, http.StatusOK, policyOut(p))
+	return policyOut(p), nil
 }
 
-func (s *Server) aclPolicyUpdate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclPolicyUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
 	var req aclPolicyRequest
 	if err := decodeBody(r, &req, false); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
-	if req.ID != "" && req.ID != id {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("policy ID %q in the body does not match %q in the path", req.ID, id))
-		return
-	}
-	if id == ManagementPolicyID {
-		httpError(w, http.StatusBadRequest, "the builtin management policy cannot be changed")
-		return
+	switch {
+	case req.ID != "" && req.ID != id:
+		return nil, badRequest("policy ID %q in the body does not match %q in the path", req.ID, id)
+	case id == ManagementPolicyID:
+		return nil, badRequest("the builtin management policy cannot be changed")
 	}
 	if err := validatePolicy(&req); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
-	if !s.aclBarrier(w, r) {
-		return
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
+	}
+	if err := s.nameFree(req.Name, id); err != nil {
+		return nil, err
 	}
 	cur, found, err := s.b.ACL.ACLPolicy(id)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if !found {
-		httpError(w, http.StatusNotFound, "ACL policy not found")
-		return
-	}
-	if other, taken, err := s.policyByName(req.Name); err != nil {
-		writeError(w, err)
-		return
-	} else if taken && other.ID != id {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("a policy named %q already exists", req.Name))
-		return
+		return nil, notFound("ACL policy not found")
 	}
 	p := storage.ACLPolicy{ID: id, Name: req.Name, Description: req.Description, Rules: req.Rules}
-	res, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetPolicy, Key: id, Index: cur.ModifyIndex, Value: storage.EncodeACLPolicy(p)})
-	if !ok {
-		return
+	index, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetPolicy, Key: id, Index: cur.ModifyIndex, Value: storage.EncodeACLPolicy(p)},
+		"the policy was changed or deleted concurrently; read it and try again")
+	if err != nil {
+		return nil, err
 	}
-	if !res.OK {
-		httpError(w, http.StatusConflict, "the policy was changed or deleted concurrently; read it and try again")
-		return
-	}
-	p.CreateIndex, p.ModifyIndex = cur.CreateIndex, res.Index
-	writeJSON(w, http.StatusOK, policyOut(p))
+	p.CreateIndex, p.ModifyIndex = cur.CreateIndex, index
+	return policyOut(p), nil
 }
 
-func (s *Server) aclPolicyDelete(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclPolicyDelete(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
 	if id == ManagementPolicyID {
-		httpError(w, http.StatusBadRequest, "the builtin management policy cannot be deleted")
-		return
+		return nil, badRequest("the builtin management policy cannot be deleted")
 	}
-	if _, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLDeletePolicy, Key: id}); ok {
-		writeJSON(w, http.StatusOK, true)
-	}
+	_, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLDeletePolicy, Key: id}, "")
+	return true, err
 }
 
-func (s *Server) aclPolicyList(w http.ResponseWriter, r *http.Request) {
-	if !s.aclBarrier(w, r) {
-		return
+func (s *Server) aclPolicyList(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	all, err := s.b.ACL.ACLPolicies()
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := []ACLPolicy{managementPolicy()}
 	for _, p := range all {
 		p.Rules = "" // Consul's listing leaves the rules out too
 		out = append(out, policyOut(p))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // tokenOut renders a stored token, naming its policies; a link to a
@@ -453,8 +461,8 @@ func (s *Server) tokenOut(t storage.ACLToken) ACLToken {
 }
 
 // tokenPolicies resolves a request's policy links (by ID or by name) to
-// policy IDs; an unknown one is the 400's reason.
-func (s *Server) tokenPolicies(links []ACLLink) ([]string, int, error) {
+// policy IDs.
+func (s *Server) tokenPolicies(links []ACLLink) ([]string, error) {
 	var ids []string
 	seen := map[string]bool{}
 	for _, l := range links {
@@ -465,84 +473,76 @@ func (s *Server) tokenPolicies(links []ACLLink) ([]string, int, error) {
 		case id != "":
 			p, found, err := s.b.ACL.ACLPolicy(id)
 			if err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			if !found {
-				return nil, http.StatusBadRequest, fmt.Errorf("no ACL policy with ID %q", id)
+				return nil, badRequest("no ACL policy with ID %q", id)
 			}
 			if l.Name != "" && l.Name != p.Name {
-				return nil, http.StatusBadRequest, fmt.Errorf("policy %q is named %q, not %q", id, p.Name, l.Name)
+				return nil, badRequest("policy %q is named %q, not %q", id, p.Name, l.Name)
 			}
 		case l.Name != "":
 			p, found, err := s.policyByName(l.Name)
 			if err != nil {
-				return nil, 0, err
+				return nil, err
 			}
 			if !found {
-				return nil, http.StatusBadRequest, fmt.Errorf("no ACL policy named %q", l.Name)
+				return nil, badRequest("no ACL policy named %q", l.Name)
 			}
 			id = p.ID
 		default:
-			return nil, http.StatusBadRequest, errors.New("a policy link needs an ID or a Name")
+			return nil, badRequest("a policy link needs an ID or a Name")
 		}
 		if !seen[id] {
 			seen[id] = true
 			ids = append(ids, id)
 		}
 	}
-	return ids, 0, nil
+	return ids, nil
 }
 
 // checkTokenRequest rejects what Troupe's tokens cannot carry.
 func checkTokenRequest(req *aclTokenRequest) error {
 	switch {
 	case len(req.Roles) > 0:
-		return errors.New("roles are not supported: link policies directly")
+		return badRequest("roles are not supported: link policies directly")
 	case len(req.ServiceIdentities) > 0 || len(req.NodeIdentities) > 0 || len(req.TemplatedPolicies) > 0:
-		return errors.New("service, node and templated identities are not supported")
+		return badRequest("service, node and templated identities are not supported")
 	case req.AuthMethod != "":
-		return errors.New("auth methods are not supported")
+		return badRequest("auth methods are not supported")
 	case len(req.ExpirationTTL) > 0 && string(req.ExpirationTTL) != "0" || len(req.ExpirationTime) > 0 && string(req.ExpirationTime) != "null":
-		return errors.New("token expiry is not supported")
+		return badRequest("token expiry is not supported")
 	case req.Local:
-		return errors.New("local tokens are not supported: this cluster is one datacenter")
+		return badRequest("local tokens are not supported: this cluster is one datacenter")
 	case req.Namespace != "" && req.Namespace != "default" || req.Partition != "" && req.Partition != "default":
-		return errors.New("namespaces and partitions are not supported")
+		return badRequest("namespaces and partitions are not supported")
 	case len(req.Description) > maxDescription:
-		return fmt.Errorf("description over %d bytes", maxDescription)
+		return badRequest("description over %d bytes", maxDescription)
 	}
 	return nil
 }
 
-func (s *Server) aclTokenCreate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclTokenCreate(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req aclTokenRequest
 	if err := decodeBody(r, &req, false); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
 	if err := checkTokenRequest(&req); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
 	// Consul lets the caller choose both IDs (to move tokens between
 	// clusters); they must still be UUIDs.
 	for _, f := range []struct{ name, v string }{{"AccessorID", req.AccessorID}, {"SecretID", req.SecretID}} {
 		if f.v != "" && !uuidRE.MatchString(f.v) {
-			httpError(w, http.StatusBadRequest, f.name+" must be a UUID")
-			return
+			return nil, badRequest("%s must be a UUID", f.name)
 		}
 	}
-	if !s.aclBarrier(w, r) {
-		return
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
-	ids, status, err := s.tokenPolicies(req.Policies)
+	ids, err := s.tokenPolicies(req.Policies)
 	if err != nil {
-		if status == 0 {
-			writeError(w, err)
-		} else {
-			httpError(w, status, err.Error())
-		}
-		return
+		return nil, err
 	}
 	secret := req.SecretID
 	if secret == "" {
@@ -552,119 +552,97 @@ func (s *Server) aclTokenCreate(w http.ResponseWriter, r *http.Request) {
 	if tok.AccessorID == "" {
 		tok.AccessorID = newUUID()
 	}
-	res, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetToken, Key: tok.AccessorID, Value: storage.EncodeACLToken(tok)})
-	if !ok {
-		return
+	index, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetToken, Key: tok.AccessorID, Value: storage.EncodeACLToken(tok)},
+		"a token with this AccessorID or SecretID already exists")
+	if err != nil {
+		return nil, err
 	}
-	if !res.OK {
-		httpError(w, http.StatusBadRequest, "a token with this AccessorID or SecretID already exists")
-		return
-	}
-	tok.CreateIndex, tok.ModifyIndex = res.Index, res.Index
+	tok.CreateIndex, tok.ModifyIndex = index, index
 	out := s.tokenOut(tok)
 	out.SecretID = secret
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (s *Server) aclTokenRead(w http.ResponseWriter, r *http.Request) {
-	if !s.aclBarrier(w, r) {
-		return
+func (s *Server) aclTokenRead(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	tok, found, err := s.b.ACL.ACLToken(r.PathValue("id"))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if !found {
-		httpError(w, http.StatusNotFound, "ACL not found: no token with this AccessorID")
-		return
+		return nil, notFound("ACL not found: no token with this AccessorID")
 	}
 	w.Header().Set("X-Consul-Index", strconv.FormatUint(max(tok.ModifyIndex, 1), 10))
-	writeJSON(w, http.StatusOK, s.tokenOut(tok))
+	return s.tokenOut(tok), nil
 }
 
 // aclTokenSelf shows the caller its own token, which any valid token may.
-func (s *Server) aclTokenSelf(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclTokenSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	a := authzOf(r)
 	if a == nil { // cannot happen with ACLs on: authorize resolved it
-		httpError(w, http.StatusUnauthorized, "ACL not found")
-		return
+		return nil, &reqError{http.StatusUnauthorized, "ACL not found"}
 	}
-	writeJSON(w, http.StatusOK, s.tokenOut(a.token))
+	return s.tokenOut(a.token), nil
 }
 
-func (s *Server) aclTokenUpdate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) aclTokenUpdate(w http.ResponseWriter, r *http.Request) (any, error) {
 	id := r.PathValue("id")
 	var req aclTokenRequest
 	if err := decodeBody(r, &req, false); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
 	if req.AccessorID != "" && req.AccessorID != id {
-		httpError(w, http.StatusBadRequest, fmt.Sprintf("AccessorID %q in the body does not match %q in the path", req.AccessorID, id))
-		return
+		return nil, badRequest("AccessorID %q in the body does not match %q in the path", req.AccessorID, id)
 	}
 	if err := checkTokenRequest(&req); err != nil {
-		httpError(w, http.StatusBadRequest, err.Error())
-		return
+		return nil, err
 	}
-	if !s.aclBarrier(w, r) {
-		return
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	cur, found, err := s.b.ACL.ACLToken(id)
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	if !found {
-		httpError(w, http.StatusNotFound, "ACL not found: no token with this AccessorID")
-		return
+		return nil, notFound("ACL not found: no token with this AccessorID")
 	}
-	if req.SecretID != "" && string(storage.HashSecret(req.SecretID)) != string(cur.SecretHash) {
-		httpError(w, http.StatusBadRequest, "a token's SecretID cannot be changed")
-		return
+	if req.SecretID != "" && !bytes.Equal(storage.HashSecret(req.SecretID), cur.SecretHash) {
+		return nil, badRequest("a token's SecretID cannot be changed")
 	}
-	ids, status, err := s.tokenPolicies(req.Policies)
+	ids, err := s.tokenPolicies(req.Policies)
 	if err != nil {
-		if status == 0 {
-			writeError(w, err)
-		} else {
-			httpError(w, status, err.Error())
-		}
-		return
+		return nil, err
 	}
 	tok := cur
 	tok.Description, tok.Policies = req.Description, ids
-	res, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetToken, Key: id, Index: cur.ModifyIndex, Value: storage.EncodeACLToken(tok)})
-	if !ok {
-		return
+	index, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLSetToken, Key: id, Index: cur.ModifyIndex, Value: storage.EncodeACLToken(tok)},
+		"the token was changed or deleted concurrently; read it and try again")
+	if err != nil {
+		return nil, err
 	}
-	if !res.OK {
-		httpError(w, http.StatusConflict, "the token was changed or deleted concurrently; read it and try again")
-		return
-	}
-	tok.ModifyIndex = res.Index
-	writeJSON(w, http.StatusOK, s.tokenOut(tok))
+	tok.ModifyIndex = index
+	return s.tokenOut(tok), nil
 }
 
-func (s *Server) aclTokenDelete(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.aclApply(w, r, &storage.Command{Op: storage.OpACLDeleteToken, Key: r.PathValue("id")}); ok {
-		writeJSON(w, http.StatusOK, true)
-	}
+func (s *Server) aclTokenDelete(w http.ResponseWriter, r *http.Request) (any, error) {
+	_, err := s.aclApply(w, r, &storage.Command{Op: storage.OpACLDeleteToken, Key: r.PathValue("id")}, "")
+	return true, err
 }
 
-func (s *Server) aclTokenList(w http.ResponseWriter, r *http.Request) {
-	if !s.aclBarrier(w, r) {
-		return
+func (s *Server) aclTokenList(w http.ResponseWriter, r *http.Request) (any, error) {
+	if err := s.aclBarrier(r); err != nil {
+		return nil, err
 	}
 	all, err := s.b.ACL.ACLTokens()
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, err
 	}
 	out := make([]ACLToken, 0, len(all))
 	for _, t := range all {
 		out = append(out, s.tokenOut(t))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
