@@ -3,9 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -270,22 +268,9 @@ key "other/a" { policy = "read" }`)
 	seed(f)
 
 	f.Fuzz(func(t *testing.T, m uint8, target string, body []byte) {
-		method := fuzzMethods[int(m)%len(fuzzMethods)]
-		uri := "/v1/kv/" + target
-		u, err := url.ParseRequestURI(uri)
-		if err != nil {
-			t.Skip()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
-		req.Method, req.URL, req.RequestURI = method, u, uri
+		req, _ := fuzzKVRequest(t, m, target, body)
+		method, uri := req.Method, req.RequestURI
 		req.Header.Set("X-Consul-Token", token)
-		req.Body = http.NoBody
-		if len(body) > 0 {
-			req.Body = httpBody(body)
-			req.ContentLength = int64(len(body))
-		}
 		before := entryMap(t, b.store)
 		w := httptest.NewRecorder()
 		s.ServeHTTP(w, req)
