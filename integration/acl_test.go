@@ -234,4 +234,45 @@ func TestACLCluster(t *testing.T) {
 		t.Errorf("second Bootstrap through consul/api: %v", err)
 	}
 	checkAll("the consul/api refusals")
+
+	// Updates and deletes through consul/api, each through another node:
+	// narrowing the policy to read-only takes the write away everywhere,
+	// and a deleted token is refused everywhere.
+	admin3 := consulWithToken(t, n3, mgmt)
+	pol.Rules = `key_prefix "app/" { policy = "read" }`
+	if _, _, err := admin3.ACL().PolicyUpdate(pol, nil); err != nil {
+		t.Fatalf("PolicyUpdate: %v", err)
+	}
+	tok.Description = "app readers"
+	if upd, _, err := consulWithToken(t, n1, mgmt).ACL().TokenUpdate(tok, nil); err != nil || upd.Description != "app readers" {
+		t.Fatalf("TokenUpdate: %+v %v", upd, err)
+	}
+	// Tokens resolve from each node's own copy: a linearizable read
+	// through every node first makes each apply the update.
+	checkAll("the updates")
+	for _, n := range c.Nodes {
+		app := consulWithToken(t, n, tok.SecretID)
+		if p, _, err := app.KV().Get("app/x", nil); err != nil || p == nil {
+			t.Errorf("read through %s after narrowing: %v", n.ID, err)
+		}
+		if _, err := app.KV().Put(&consul.KVPair{Key: "app/x", Value: []byte("2")}, nil); err == nil || !strings.Contains(err.Error(), "403") {
+			t.Errorf("write through %s after narrowing: %v", n.ID, err)
+		}
+	}
+	checkAll("the narrowed writes")
+	if _, err := admin2.ACL().TokenDelete(tok.AccessorID, nil); err != nil {
+		t.Fatalf("TokenDelete: %v", err)
+	}
+	if _, err := admin2.ACL().PolicyDelete(pol.ID, nil); err != nil {
+		t.Fatalf("PolicyDelete: %v", err)
+	}
+	want.Tokens, want.Policies = []string{boot.AccessorID}, []string{"global-management"}
+	checkAll("the deletes")
+	for _, n := range c.Nodes {
+		// Each node has applied the delete: checkAll read through it with a
+		// read barrier.
+		if code, body := rawCall(t, n, "GET", "/v1/kv/app/x", tok.SecretID, ""); code != 401 {
+			t.Errorf("deleted token through %s: %d %q", n.ID, code, body)
+		}
+	}
 }
