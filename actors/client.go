@@ -294,13 +294,13 @@ func (c *Client) Ready() error {
 
 // Join adds a voter through the leader, once the leader has reached it at
 // its Raft address and it answered with its id.
-func (c *Client) Join(ctx context.Context, req peerlink.JoinRequest) error {
-	return c.membership(ctx, &membership{join: &req})
+func (c *Client) Join(ctx context.Context, req peerlink.JoinRequest, token string) error {
+	return c.membership(ctx, &membership{join: &req, token: token})
 }
 
 // Remove removes a member through the leader.
-func (c *Client) Remove(ctx context.Context, id string) error {
-	return c.membership(ctx, &membership{remove: id})
+func (c *Client) Remove(ctx context.Context, id string, token string) error {
+	return c.membership(ctx, &membership{remove: id, token: token})
 }
 
 func (c *Client) membership(ctx context.Context, m *membership) error {

@@ -75,8 +75,11 @@ type readIndexResult struct {
 // set) through the leader. The reply is a *done.
 type membership struct {
 	asked
-	join     *peerlink.JoinRequest
-	remove   string
+	join   *peerlink.JoinRequest
+	remove string
+	// token is the client's ACL token, carried to the leader so it can
+	// check it again (see peerHandler.Membership).
+	token    string
 	deadline time.Time
 	fromPeer bool
 }

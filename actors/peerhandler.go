@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster/peerlink"
@@ -33,6 +34,13 @@ func (h peerHandler) ReadIndex(ctx context.Context) (uint64, error) {
 	return h.c.readIndex(ctx, true)
 }
 
+// Membership takes a change another member passed on for a client. A
+// member may only speak for itself (peerlink refuses the rest), so with
+// ACLs on the leader does not take the forwarding node's word that the
+// client may change the membership: it checks the client's token itself.
 func (h peerHandler) Membership(ctx context.Context, req peerlink.MembershipRequest) error {
-	return h.c.membership(ctx, &membership{join: req.Join, remove: req.Remove, fromPeer: true})
+	if h.c.tree.cfg.ACLEnabled && !h.c.isManagement(req.Token) {
+		return &peerlink.RemoteError{Status: http.StatusForbidden, Message: "Permission denied: changing the membership needs a management token (operator:write)"}
+	}
+	return h.c.membership(ctx, &membership{join: req.Join, remove: req.Remove, token: req.Token, fromPeer: true})
 }

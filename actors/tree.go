@@ -45,6 +45,9 @@ type Config struct {
 	JoinToken string
 	// HTTPTLS, when set, serves the client API over TLS.
 	HTTPTLS *tls.Config
+	// ACLEnabled makes the leader check the client's token on membership
+	// changes other nodes pass on.
+	ACLEnabled bool
 
 	// RequestTimeout bounds how long a request waits for a leader, a
 	// quorum or an apply before it fails with "no leader".

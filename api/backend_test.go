@@ -152,7 +152,7 @@ func (f *fakeBackend) Peers() ([]string, error) {
 
 func (f *fakeBackend) Ready() error { return f.get(&f.readyErr) }
 
-func (f *fakeBackend) Join(ctx context.Context, req peerlink.JoinRequest) error {
+func (f *fakeBackend) Join(ctx context.Context, req peerlink.JoinRequest, token string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.joinErr != nil {
@@ -162,7 +162,7 @@ func (f *fakeBackend) Join(ctx context.Context, req peerlink.JoinRequest) error 
 	return nil
 }
 
-func (f *fakeBackend) Remove(ctx context.Context, id string) error {
+func (f *fakeBackend) Remove(ctx context.Context, id string, token string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.removeErr != nil {
@@ -217,7 +217,7 @@ func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
 		fn(&c)
 	}
 	b := newFakeBackend(t, t.TempDir())
-	backends := Backends{KV: b, Cluster: b}
+	backends := Backends{KV: b, Cluster: b, ACL: b}
 	if c.chaos {
 		backends.Chaos = b
 	}

@@ -73,7 +73,7 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Cluster.Join(ctx, req); err != nil {
+	if err := s.b.Cluster.Join(ctx, req, requestToken(r)); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
@@ -121,7 +121,7 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Cluster.Remove(ctx, id); err != nil {
+	if err := s.b.Cluster.Remove(ctx, id, requestToken(r)); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}

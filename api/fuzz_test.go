@@ -76,22 +76,8 @@ func FuzzKVPath(f *testing.F) {
 	s := New(Backends{KV: b, Cluster: b}, Options{MaxValueSize: maxValue, RequestTimeout: time.Second})
 
 	f.Fuzz(func(t *testing.T, m uint8, target string, body []byte) {
-		method := fuzzMethods[int(m)%len(fuzzMethods)]
-		uri := "/v1/kv/" + target
-		u, err := url.ParseRequestURI(uri)
-		if err != nil {
-			t.Skip()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		defer cancel()
-		req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
-		req.Method, req.URL, req.RequestURI = method, u, uri
-		req.Body = http.NoBody
-		req.ContentLength = 0
-		if len(body) > 0 {
-			req.Body = httpBody(body)
-			req.ContentLength = int64(len(body))
-		}
+		req, ctx := fuzzKVRequest(t, m, target, body)
+		method, u, uri := req.Method, req.URL, req.RequestURI
 
 		before, calls := snapshotStore(t, b.store), b.applyCalls.Load()
 		w := httptest.NewRecorder()
@@ -223,4 +209,28 @@ func FuzzValidateKey(f *testing.F) {
 			t.Fatalf("%q: sent as %q, arrives as %q", key, u.RequestURI(), got)
 		}
 	})
+}
+
+// fuzzKVRequest builds the request a KV fuzz target sends: fuzzMethods[m]
+// on /v1/kv/<target> as the client wrote it (no path cleaning), bounded
+// by a short deadline (ctx) so a blocking read cannot stall the fuzzer. A
+// target that is no request URI skips the input.
+func fuzzKVRequest(t *testing.T, m uint8, target string, body []byte) (*http.Request, context.Context) {
+	method := fuzzMethods[int(m)%len(fuzzMethods)]
+	uri := "/v1/kv/" + target
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		t.Skip()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	t.Cleanup(cancel)
+	req := httptest.NewRequest("GET", "/", nil).WithContext(ctx)
+	req.Method, req.URL, req.RequestURI = method, u, uri
+	req.Body = http.NoBody
+	req.ContentLength = 0
+	if len(body) > 0 {
+		req.Body = httpBody(body)
+		req.ContentLength = int64(len(body))
+	}
+	return req, ctx
 }

@@ -132,6 +132,11 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key
 		sep = q.Get("seperator") // Consul still accepts its old misspelling
 	}
 
+	a := authzOf(r)
+	if a != nil && !listKeys && !recurse && !a.keyRead(key) {
+		a.denied(w, "key:read", key)
+		return
+	}
 	query := storage.Query{Kind: storage.QueryGet, Key: key}
 	switch {
 	case listKeys:
@@ -147,6 +152,10 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key
 			writeError(w, err)
 		}
 		return
+	}
+	if a != nil && (listKeys || recurse) && filterReadable(a, &res, key, sep) {
+		// Consul's header: the listing is what this token may see.
+		w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
 	}
 	var body any
 	switch {
@@ -250,6 +259,12 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, q url.Values, key
 		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
 		return
 	}
+	// Before anything that looks at sessions: a token without write
+	// learns nothing about locks either.
+	if a := authzOf(r); a != nil && !a.keyWrite(key) {
+		a.denied(w, "key:write", key)
+		return
+	}
 	if acquire || release {
 		s.lockUnsupported(w, q)
 		return
@@ -319,6 +334,19 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, q url.Values, 
 		httpError(w, http.StatusBadRequest, "Conflicting flags: "+r.URL.RawQuery)
 		return
 	}
+	if a := authzOf(r); a != nil {
+		// A recursive delete removes keys that do not exist yet when it is
+		// checked, so it needs write on the whole prefix, not on each key
+		// present now.
+		if recurse && !a.keyWritePrefix(key) {
+			a.denied(w, "key:write", key+"* (every key under the prefix)")
+			return
+		}
+		if !recurse && !a.keyWrite(key) {
+			a.denied(w, "key:write", key)
+			return
+		}
+	}
 	cmd := &storage.Command{Op: storage.OpDelete, Key: key}
 	switch {
 	case recurse:
@@ -352,4 +380,41 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// filterReadable drops from a listing what a cannot read and reports
+// whether it dropped anything. A listing filtered down to nothing is not
+// found, as in Consul; the root's key listing always exists.
+func filterReadable(a *authz, res *storage.QueryResult, prefix, sep string) bool {
+	if a.management {
+		return false
+	}
+	filtered := false
+	if res.Entries != nil {
+		kept := res.Entries[:0]
+		for _, e := range res.Entries {
+			if a.keyRead(e.Key) {
+				kept = append(kept, e)
+			} else {
+				filtered = true
+			}
+		}
+		res.Entries = kept
+		res.Found = len(kept) > 0
+	}
+	if res.Keys != nil {
+		kept := res.Keys[:0]
+		for _, k := range res.Keys {
+			// A key ending in the separator may be a folded directory:
+			// show it if something inside may be readable.
+			if a.keyRead(k) || sep != "" && strings.HasSuffix(k, sep) && a.mayReadUnder(k) {
+				kept = append(kept, k)
+			} else {
+				filtered = true
+			}
+		}
+		res.Keys = kept
+		res.Found = len(kept) > 0 || prefix == "" || !filtered && res.Found
+	}
+	return filtered
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -72,13 +71,7 @@ func (l *clientLimiter) allow(client string, now time.Time) (bool, time.Duration
 // clientKey names the client of r for rate limiting: its token, in any of
 // the ways Consul clients send one, else the host of its address.
 func clientKey(r *http.Request) string {
-	if t := r.Header.Get("X-Consul-Token"); t != "" {
-		return "token:" + t
-	}
-	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
-		return "token:" + strings.TrimPrefix(a, "Bearer ")
-	}
-	if t := r.URL.Query().Get("token"); t != "" {
+	if t := requestToken(r); t != "" {
 		return "token:" + t
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

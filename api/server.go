@@ -41,9 +41,11 @@ type Cluster interface {
 	Members() ([]cluster.Member, error)
 	Peers() ([]string, error)
 	Ready() error
-	// Join and Remove change the membership through the leader.
-	Join(ctx context.Context, req peerlink.JoinRequest) error
-	Remove(ctx context.Context, id string) error
+	// Join and Remove change the membership through the leader; token
+	// is the caller's ACL token, which the leader checks again when the
+	// request reaches it through another node.
+	Join(ctx context.Context, req peerlink.JoinRequest, token string) error
+	Remove(ctx context.Context, id string, token string) error
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
 	Health(ctx context.Context) (*cluster.Health, error)
@@ -58,11 +60,14 @@ type Chaos interface {
 }
 
 // Backends are the parts of a node the API serves. Chaos may be nil: the
-// chaos endpoints are then not mounted at all.
+// chaos endpoints are then not mounted at all. ACL may be nil only while
+// Options.ACLEnabled is off; the /v1/acl endpoints then answer that ACLs
+// are disabled.
 type Backends struct {
 	KV      KV
 	Cluster Cluster
 	Chaos   Chaos
+	ACL     ACL
 }
 
 // Options tune the API.
@@ -89,6 +94,10 @@ type Options struct {
 	// Retry-After. Zero turns rate limiting off.
 	RateLimit float64
 	RateBurst int
+	// ACLEnabled turns on ACL enforcement: every request but the few open
+	// ones (docs/api.md) needs a token that allows it. Off, tokens are
+	// accepted and ignored, as in Consul with ACLs disabled.
+	ACLEnabled bool
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -111,6 +120,8 @@ type Server struct {
 
 	limiter  *clientLimiter // nil: no rate limit
 	blocking atomic.Int64   // blocking queries held now
+
+	policies policyCache
 }
 
 // New returns the node's HTTP handler.
@@ -129,6 +140,11 @@ func New(b Backends, opts Options) *Server {
 	}
 	if opts.MaxBlockingQueries <= 0 {
 		opts.MaxBlockingQueries = DefaultMaxBlockingQueries
+	}
+	if opts.ACLEnabled && b.ACL == nil {
+		// Enforcing with nothing to resolve tokens against would refuse
+		// everything; that is a wiring bug, not a configuration.
+		panic("api: ACLEnabled without an ACL backend")
 	}
 	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{}), limiter: newClientLimiter(opts.RateLimit, opts.RateBurst)}
 	s.routes()
@@ -159,6 +175,8 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /readyz", s.readyz)
 
+	s.aclRoutes()
+
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)
 		m.HandleFunc("GET /v1/chaos/faults", s.chaosGetFaults)
@@ -177,6 +195,13 @@ func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.rateLimited(w, r) {
 		return
+	}
+	if s.opts.ACLEnabled {
+		w.Header().Set("X-Consul-Default-ACL-Policy", "deny")
+		var ok bool
+		if r, ok = s.authorize(w, r); !ok {
+			return
+		}
 	}
 	if r.URL.Path == "/v1/kv" || strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 		s.kv(w, r)

@@ -47,7 +47,8 @@ type Client struct {
 	maxBackoff  time.Duration
 	// tls, when set, is the TLS configuration for every request, and
 	// makes bare host:port endpoints https.
-	tls *tls.Config
+	tls   *tls.Config
+	token string
 }
 
 // endpoint is one node's base URL. A malformed address is kept with its
@@ -92,6 +93,12 @@ func WithMaxAttempts(n int) Option {
 			c.maxAttempts = n
 		}
 	}
+}
+
+// WithToken sends token with every request, as X-Consul-Token (the
+// header Consul's own clients use), for a cluster with ACLs on.
+func WithToken(token string) Option {
+	return func(c *Client) { c.token = token }
 }
 
 // WithBackoff sets the pause between passes over the endpoints: base after
@@ -361,6 +368,9 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 	}
 	if r.contentType != "" {
 		req.Header.Set("Content-Type", r.contentType)
+	}
+	if c.token != "" {
+		req.Header.Set("X-Consul-Token", c.token)
 	}
 	unknownIfWrote := func() string {
 		if !r.read && wrote.Load() {

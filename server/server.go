@@ -70,6 +70,11 @@ type Config struct {
 	TLSVerifyIncoming bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
+	// ACLEnabled turns on ACL enforcement on the HTTP API (api.Options).
+	ACLEnabled bool
+	// ACLToken is the token this node sends when it calls another node's
+	// client API (a join, for one) while ACLs are on.
+	ACLToken string
 
 	// Logger is the node's log; RaftLogger is hashicorp/raft's. Nil
 	// discards.
@@ -151,6 +156,8 @@ func Start(cfg Config) (*Node, error) {
 		AdvertiseHTTP:  cfg.AdvertiseHTTP,
 		Join:           cfg.Join,
 		JoinTLS:        joinTLS,
+		JoinToken:      cfg.ACLToken,
+		ACLEnabled:     cfg.ACLEnabled,
 		HTTPTLS:        httpTLS,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
@@ -161,7 +168,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:         cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
@@ -175,15 +182,19 @@ func Start(cfg Config) (*Node, error) {
 		MaxBlockingQueries: cfg.MaxBlockingQueries,
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
+		ACLEnabled:         cfg.ACLEnabled,
 		Logger:             cfg.Logger,
 	})
 	if err := tree.Start(handler); err != nil {
 		store.Close()
 		return nil, err
 	}
-	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos, "tls", cfg.TLS != nil)
-	if cfg.TLS == nil && !(loopback(cfg.HTTPAddr) && loopback(cfg.RaftAddr)) {
+	cfg.Logger.Info("kvnode starting", "node_id", cfg.NodeID, "http", cfg.AdvertiseHTTP, "raft", cfg.AdvertiseRaft, "data_dir", cfg.DataDir, "chaos", cfg.Chaos, "tls", cfg.TLS != nil, "acl_enabled", cfg.ACLEnabled)
+	if cfg.TLS == nil && !(IsLoopback(cfg.HTTPAddr) && IsLoopback(cfg.RaftAddr)) {
 		cfg.Logger.Warn("TLS is off on a port beyond loopback: client requests travel in the clear, and anyone who can reach the Raft port can act as a member of this cluster (docs/security.md)", "http", cfg.HTTPAddr, "raft", cfg.RaftAddr)
+	}
+	if !cfg.ACLEnabled && !IsLoopback(cfg.HTTPAddr) {
+		cfg.Logger.Warn("ACLs are off and the HTTP API listens on "+cfg.HTTPAddr+", beyond this machine: anyone who can reach it can read, write and delete every key, add and remove members, take snapshots"+chaosOpen(cfg.Chaos)+"; set acl_enabled (docs/configuration.md)", "http", cfg.HTTPAddr)
 	}
 	if cfg.Chaos {
 		cfg.Logger.Warn("chaos endpoints are enabled: never run this in production")
@@ -192,6 +203,27 @@ func Start(cfg Config) (*Node, error) {
 		cfg.Logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
 	return &Node{cfg: cfg, store: store, tree: tree}, nil
+}
+
+func chaosOpen(on bool) string {
+	if on {
+		return ", and inject faults and crashes (chaos is on)"
+	}
+	return ""
+}
+
+// IsLoopback reports whether addr (host:port) binds only the loopback
+// interface. An empty host or a wildcard binds every interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Done delivers an error when the node stopped for good on its own (see
@@ -262,16 +294,3 @@ func peerTLS(r *certs.Reloader) peerlink.TLS {
 type peerCerts struct{ *certs.Reloader }
 
 func (peerCerts) PeerID(cs tls.ConnectionState) (string, error) { return certs.PeerID(cs) }
-
-// loopback reports whether addr binds only a loopback interface.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}

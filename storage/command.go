@@ -32,6 +32,22 @@ const (
 	// so that every entry up to its commit index is visible to the FSM (raft's
 	// own no-op entries never reach the FSM).
 	OpNoop Op = 8
+	// OpACLSetPolicy creates (Index 0) or updates (Index = its ModifyIndex)
+	// the policy Key; Value is EncodeACLPolicy's.
+	OpACLSetPolicy Op = 9
+	// OpACLDeletePolicy removes the policy Key.
+	OpACLDeletePolicy Op = 10
+	// OpACLSetToken creates (Index 0) or updates (Index = its ModifyIndex)
+	// the token with accessor Key; Value is EncodeACLToken's.
+	OpACLSetToken Op = 11
+	// OpACLDeleteToken removes the token with accessor Key.
+	OpACLDeleteToken Op = 12
+	// OpACLBootstrap creates the token in Value unless a bootstrap has
+	// already happened.
+	OpACLBootstrap Op = 13
+
+	// opLast is the highest Op a decoder accepts.
+	opLast = OpACLBootstrap
 )
 
 // String is the operation's name, for logs and errors.
@@ -53,6 +69,16 @@ func (o Op) String() string {
 		return "deregister-node"
 	case OpNoop:
 		return "noop"
+	case OpACLSetPolicy:
+		return "acl-set-policy"
+	case OpACLDeletePolicy:
+		return "acl-delete-policy"
+	case OpACLSetToken:
+		return "acl-set-token"
+	case OpACLDeleteToken:
+		return "acl-delete-token"
+	case OpACLBootstrap:
+		return "acl-bootstrap"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -112,7 +138,7 @@ func DecodeCommand(data []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrBadCommand, data[0])
 	}
 	c := &Command{Op: Op(data[1])}
-	if c.Op < OpSet || c.Op > OpNoop {
+	if c.Op < OpSet || c.Op > opLast {
 		return nil, fmt.Errorf("%w: unknown op %d", ErrBadCommand, data[1])
 	}
 	d := decoder{b: data[2:]}

@@ -12,7 +12,8 @@ import (
 // math.MaxInt64, so any signed conversion on the way corrupts it.
 const semaphoreFlags uint64 = 16210313421097356768
 
-var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop}
+var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop,
+	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap}
 
 func commandsEqual(a, b *Command) bool {
 	return a.Op == b.Op && a.Key == b.Key && bytes.Equal(a.Value, b.Value) &&
@@ -87,7 +88,8 @@ func TestCommand_Encode_Golden(t *testing.T) {
 	if got := c.Encode(); !bytes.Equal(got, want) {
 		t.Fatalf("Encode = %#v, want %#v", got, want)
 	}
-	ops := map[Op]uint8{OpSet: 1, OpCAS: 2, OpDelete: 3, OpDeleteCAS: 4, OpDeleteTree: 5, OpRegisterNode: 6, OpDeregisterNode: 7, OpNoop: 8}
+	ops := map[Op]uint8{OpSet: 1, OpCAS: 2, OpDelete: 3, OpDeleteCAS: 4, OpDeleteTree: 5, OpRegisterNode: 6, OpDeregisterNode: 7, OpNoop: 8,
+		OpACLSetPolicy: 9, OpACLDeletePolicy: 10, OpACLSetToken: 11, OpACLDeleteToken: 12, OpACLBootstrap: 13}
 	for op, n := range ops {
 		if uint8(op) != n {
 			t.Errorf("%v renumbered to %d, want %d", op, uint8(op), n)
@@ -123,7 +125,7 @@ func TestDecodeCommand_Rejects(t *testing.T) {
 		{"version 0", append([]byte{0}, valid[1:]...)},
 		{"version 2", append([]byte{2}, valid[1:]...)},
 		{"op 0", []byte{1, 0, 0, 0, 0, 0}},
-		{"op 9", []byte{1, 9, 0, 0, 0, 0}},
+		{"op 14", []byte{1, 14, 0, 0, 0, 0}},
 		{"op 255", []byte{1, 255, 0, 0, 0, 0}},
 		{"no flags", []byte{1, 1}},
 		{"truncated flags varint", []byte{1, 1, 0x80}},
@@ -199,7 +201,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			}
 			return
 		}
-		if c.Op < OpSet || c.Op > OpNoop {
+		if c.Op < OpSet || c.Op > opLast {
 			t.Fatalf("decoded unknown op %d", c.Op)
 		}
 		re := c.Encode()

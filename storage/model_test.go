@@ -328,10 +328,12 @@ func FuzzApply(f *testing.F) {
 	}
 	f.Add(uint8(OpSet), strings.Repeat("k", MaxKeySize+1), []byte("v"), uint64(0), uint64(0))
 	f.Add(uint8(0), "k", []byte(nil), uint64(0), uint64(0))
+	f.Add(uint8(OpACLSetToken-1), "acc", EncodeACLToken(ACLToken{AccessorID: "acc", SecretHash: HashSecret("s")}), uint64(0), uint64(0))
+	f.Add(uint8(OpACLSetPolicy-1), "p", EncodeACLPolicy(ACLPolicy{ID: "p", Name: "n"}), uint64(0), uint64(0))
 	s := openStore(f)
 	idx := uint64(0)
 	f.Fuzz(func(t *testing.T, op uint8, key string, value []byte, flags, index uint64) {
-		c := &Command{Op: Op(op%8 + 1), Key: key, Value: value, Flags: flags, Index: index}
+		c := &Command{Op: Op(op%uint8(opLast) + 1), Key: key, Value: value, Flags: flags, Index: index}
 		// Through the log encoding, as the cluster will feed it.
 		c, err := DecodeCommand(c.Encode())
 		if err != nil {
@@ -370,6 +372,19 @@ func FuzzApply(f *testing.F) {
 		case OpDeleteCAS:
 			if wantOK := !found || before.ModifyIndex == c.Index; res.OK != wantOK || res.OK && foundAfter {
 				t.Fatalf("delete-cas: OK=%v want %v, found after %v", res.OK, wantOK, foundAfter)
+			}
+		}
+		if c.Op >= OpACLSetPolicy {
+			// ACL commands never touch keys, and whatever they carry, the
+			// tables must stay readable.
+			if found != foundAfter || !reflect.DeepEqual(before, after) {
+				t.Fatalf("%v changed key %q", c.Op, key)
+			}
+			if _, err := s.ACLTokens(); err != nil {
+				t.Fatalf("after %v: %v", c.Op, err)
+			}
+			if _, err := s.ACLPolicies(); err != nil {
+				t.Fatalf("after %v: %v", c.Op, err)
 			}
 		}
 		if kv := mustKVIndex(t, s); kv > idx {

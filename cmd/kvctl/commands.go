@@ -39,11 +39,28 @@ type command struct {
 }
 
 func init() {
-	for _, cmd := range commands {
+	var setParents func(cmd *command)
+	setParents = func(cmd *command) {
 		for _, sub := range cmd.subs {
 			sub.parent = cmd
+			setParents(sub)
 		}
 	}
+	for _, cmd := range commands {
+		setParents(cmd)
+	}
+}
+
+// runnable lists the commands that run (not the groups), depth first.
+func runnable(list []*command) []*command {
+	var out []*command
+	for _, cmd := range list {
+		if cmd.setup != nil {
+			out = append(out, cmd)
+		}
+		out = append(out, runnable(cmd.subs)...)
+	}
+	return out
 }
 
 // fullName is how the command is typed: "get", "chaos isolate" ("" for
@@ -82,7 +99,7 @@ type invocation struct {
 	addrs  []string
 	client *client.Client
 	// opts are the client options every client of this invocation gets
-	// (TLS).
+	// (TLS, the token).
 	opts []client.Option
 	json bool
 }
@@ -479,6 +496,7 @@ before maintenance, so a restart replays less.`,
 			}
 		},
 	},
+	aclCommand,
 	chaosCommand,
 	tlsCommand,
 }

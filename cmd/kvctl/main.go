@@ -73,6 +73,7 @@ type globals struct {
 	caFile   string
 	certFile string
 	keyFile  string
+	token    string
 }
 
 func (g *globals) flagSet() *pflag.FlagSet {
@@ -85,6 +86,7 @@ func (g *globals) flagSet() *pflag.FlagSet {
 	fs.StringVar(&g.caFile, "ca-file", "", "PEM `file` of the CA that signed the nodes' certificates; addresses without a scheme then use https (default $TROUPE_CA_FILE)")
 	fs.StringVar(&g.certFile, "cert-file", "", "PEM client certificate `file`, for nodes that require one (default $TROUPE_CERT_FILE)")
 	fs.StringVar(&g.keyFile, "key-file", "", "PEM `file` with the key of --cert-file (default $TROUPE_KEY_FILE)")
+	fs.StringVar(&g.token, "token", "", "ACL token sent as X-Consul-Token (default $"+envToken+", else $"+envConsulToken+")")
 	return fs
 }
 
@@ -196,6 +198,7 @@ func (c *cli) run(args []string) int {
 		if set.tls != nil {
 			inv.opts = append(inv.opts, client.WithTLS(set.tls))
 		}
+		inv.opts = append(inv.opts, client.WithToken(c.tokenOf(fs, g.token)))
 		if set.timeout > 0 {
 			var cancel context.CancelFunc
 			inv.ctx, cancel = context.WithTimeout(inv.ctx, set.timeout)
@@ -295,15 +298,11 @@ Usage:
 	// Groups list their subcommands instead of themselves.
 	var listed []*command
 	width := 0
-	for _, cmd := range commands {
-		for _, one := range append([]*command{cmd}, cmd.subs...) {
-			if one.setup != nil {
-				listed = append(listed, one)
-				width = max(width, len(one.fullName()))
-			}
-		}
+	for _, one := range runnable(commands) {
+		listed = append(listed, one)
+		width = max(width, len(one.fullName()))
 	}
-	for _, group := range []string{kv, clusterGroup, chaosGroup, tlsGroup} {
+	for _, group := range []string{kv, clusterGroup, aclGroup, chaosGroup, tlsGroup} {
 		fmt.Fprintf(w, "%s:\n", group)
 		for _, cmd := range listed {
 			if cmd.group == group {

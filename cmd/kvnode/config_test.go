@@ -90,6 +90,8 @@ var settingValue = map[string]func(c *Config) string{
 	"timing_profile":            func(c *Config) string { return c.TimingProfile },
 	"unsafe_local_reads":        func(c *Config) string { return strconv.FormatBool(c.UnsafeReads) },
 	"pprof":                     func(c *Config) string { return strconv.FormatBool(c.Pprof) },
+	"acl_enabled":               func(c *Config) string { return strconv.FormatBool(c.ACLEnabled) },
+	"acl_token":                 func(c *Config) string { return c.ACLToken },
 	"http_read_header_timeout":  func(c *Config) string { return c.HTTPLimits.ReadHeaderTimeout.String() },
 	"http_read_timeout":         func(c *Config) string { return c.HTTPLimits.ReadTimeout.String() },
 	"http_idle_timeout":         func(c *Config) string { return c.HTTPLimits.IdleTimeout.String() },
@@ -223,6 +225,8 @@ func TestEverySettingFromEachSource(t *testing.T) {
 		"raft_trailing_logs":        "200",
 		"raft_log_segment_size":     "1048576",
 		"chaos":                     "true",
+		"acl_enabled":               "true",
+		"acl_token":                 "0c4f6a1e-2b3d-4c5e-8f9a-1b2c3d4e5f60",
 	}
 	check := func(t *testing.T, c *Config) {
 		t.Helper()

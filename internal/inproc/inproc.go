@@ -32,6 +32,8 @@ type Options struct {
 	Chaos bool
 	// HTTPLimits bound client connections (zero: the defaults).
 	HTTPLimits actors.HTTPLimits
+	// ACLEnabled turns on ACL enforcement on every node.
+	ACLEnabled bool
 }
 
 // Node is one in-process node.
@@ -114,6 +116,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			RestartWindow:  time.Minute,
 			Chaos:          opts.Chaos,
 			HTTPLimits:     opts.HTTPLimits,
+			ACLEnabled:     opts.ACLEnabled,
 			Logger:         logger,
 		})
 		if err != nil {
