@@ -1,8 +1,15 @@
 package bench
 
 import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -47,5 +54,129 @@ func TestStampMakesEveryValueNew(t *testing.T) {
 				seen[string(value)] = true
 			}
 		}
+	}
+}
+
+// A store over TLS must be a row of its own, and every request it builds
+// must go to the https URL; without TLS nothing changes.
+func TestTroupeSchemeFollowsTLS(t *testing.T) {
+	for _, tc := range []struct {
+		store  Troupe
+		name   string
+		scheme string
+	}{
+		{Troupe{}, "troupe", "http"},
+		{Troupe{TLS: &tls.Config{}}, "troupe-tls", "https"},
+	} {
+		if got := tc.store.Name(); got != tc.name {
+			t.Errorf("Name() = %q, want %q", got, tc.name)
+		}
+		if (tc.store.TLSConfig() != nil) != (tc.scheme == "https") {
+			t.Errorf("%s: TLSConfig() = %v", tc.name, tc.store.TLSConfig())
+		}
+		for _, req := range []*http.Request{
+			tc.store.Put("127.0.0.1:8500", "k", []byte("v")),
+			tc.store.Get("127.0.0.1:8500", "k", false),
+			tc.store.Get("127.0.0.1:8500", "k", true),
+			tc.store.CAS("127.0.0.1:8500", "k", []byte("v"), 7),
+		} {
+			if req.URL.Scheme != tc.scheme || req.URL.Host != "127.0.0.1:8500" || req.URL.Path != "/v1/kv/k" {
+				t.Errorf("%s: %s %s, want %s://127.0.0.1:8500/v1/kv/k", tc.name, req.Method, req.URL, tc.scheme)
+			}
+		}
+	}
+	if (Etcd{}).TLSConfig() != nil {
+		t.Error("etcd's comparison cluster serves plain HTTP")
+	}
+}
+
+// kvServer answers Troupe's KV API the way the load checks it, and
+// counts the connections and requests it saw.
+type kvServer struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	conns    int
+	requests int
+	protos   map[string]int
+	overTLS  int
+}
+
+func newKVServer(t *testing.T, withTLS bool) *kvServer {
+	s := &kvServer{protos: map[string]int{}}
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		s.mu.Lock()
+		s.requests++
+		s.protos[r.Proto]++
+		if r.TLS != nil {
+			s.overTLS++
+		}
+		s.mu.Unlock()
+		w.Header().Set("X-Consul-Index", "1")
+		_, _ = io.WriteString(w, "true")
+	}))
+	s.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.mu.Lock()
+			s.conns++
+			s.mu.Unlock()
+		}
+	}
+	if withTLS {
+		// The server offers HTTP/2, as kvnode's does: the load must still
+		// speak HTTP/1.1, like its plain-HTTP twin.
+		s.srv.EnableHTTP2 = true
+		s.srv.StartTLS()
+	} else {
+		s.srv.Start()
+	}
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// The TLS comparison must measure encryption, not handshakes: with TLS as
+// without, one client's requests travel on one kept-alive HTTP/1.1
+// connection.
+func TestLoadKeepsOneHTTP1ConnectionWithAndWithoutTLS(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		s := newKVServer(t, withTLS)
+		store := Troupe{}
+		if withTLS {
+			store.TLS = s.srv.Client().Transport.(*http.Transport).TLSClientConfig
+		}
+		const writes = 20
+		if err := Preload(context.Background(), store, []string{s.srv.Listener.Addr().String()}, "k/", writes, 10, 1); err != nil {
+			t.Fatalf("%s: %v", store.Name(), err)
+		}
+		s.mu.Lock()
+		if s.requests != writes || s.conns != 1 || s.protos["HTTP/1.1"] != writes {
+			t.Errorf("%s: %d requests (%v) over %d connections, want %d over HTTP/1.1 on one", store.Name(), s.requests, s.protos, s.conns, writes)
+		}
+		if want := map[bool]int{false: 0, true: writes}[withTLS]; s.overTLS != want {
+			t.Errorf("%s: %d of %d requests over TLS, want %d", store.Name(), s.overTLS, s.requests, want)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// The check above has teeth only if the TLS server would have spoken
+// HTTP/2 to a client that asked for it.
+func TestKVServerOffersHTTP2(t *testing.T) {
+	s := newKVServer(t, true)
+	resp, err := s.srv.Client().Get(s.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("the test server answered a default client over %s, not HTTP/2", resp.Proto)
+	}
+}
+
+// benchstat reads a "-" in a benchmark name as the GOMAXPROCS suffix.
+func TestGoBenchNameOfTroupeTLS(t *testing.T) {
+	r := Result{Store: "troupe-tls", Kind: Reads, Clients: 64, Ops: 10, OpsPerSec: 10}
+	if name := strings.Fields(r.GoBenchLine())[0]; name != "BenchmarkTroupeTls/reads/clients=64" {
+		t.Fatalf("name %q", name)
 	}
 }

@@ -75,7 +75,7 @@ func run(args []string) int {
 			}
 			defer os.RemoveAll(d)
 		}
-		cl, err = bench.StartCluster(ctx, d, bin, *nodes, *nodeArgs)
+		cl, err = bench.StartCluster(ctx, d, bin, *nodes, *nodeArgs, false)
 		if err != nil {
 			logf("troupe-bench: starting the cluster: %v", err)
 			return 2
