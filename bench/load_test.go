@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -178,5 +179,50 @@ func TestGoBenchNameOfTroupeTLS(t *testing.T) {
 	r := Result{Store: "troupe-tls", Kind: Reads, Clients: 64, Ops: 10, OpsPerSec: 10}
 	if name := strings.Fields(r.GoBenchLine())[0]; name != "BenchmarkTroupeTls/reads/clients=64" {
 		t.Fatalf("name %q", name)
+	}
+}
+
+// Side by side, every store goes first equally often and every row runs
+// every store once.
+func TestTurnAlternatesWhoGoesFirst(t *testing.T) {
+	for _, stores := range [][]string{{"troupe", "troupe-tls"}, {"a", "b", "c"}} {
+		first := map[string]int{}
+		rows := 2 * 3 * len(stores)
+		for row := 0; row < rows; row++ {
+			turn := Turn(row, stores)
+			if !slices.Equal(slices.Sorted(slices.Values(turn)), slices.Sorted(slices.Values(stores))) {
+				t.Fatalf("row %d runs %v, want each of %v once", row, turn, stores)
+			}
+			if row > 0 && turn[0] == Turn(row-1, stores)[0] {
+				t.Errorf("rows %d and %d both start with %s", row-1, row, turn[0])
+			}
+			first[turn[0]]++
+		}
+		for _, s := range stores {
+			if first[s] != rows/len(stores) {
+				t.Errorf("%s went first in %d of %d rows (%v)", s, first[s], rows, first)
+			}
+		}
+	}
+}
+
+func TestCompareMatchesRowsOfBothStores(t *testing.T) {
+	results := []Result{
+		{Store: "troupe-tls", Kind: Writes, Clients: 64, OpsPerSec: 900, P50MS: 10, P99MS: 30, CPUMicrosPerOp: 330},
+		{Store: "troupe", Kind: Writes, Clients: 64, OpsPerSec: 1000, P50MS: 9, P99MS: 25, CPUMicrosPerOp: 300},
+		{Store: "troupe", Kind: Reads, Clients: 64, OpsPerSec: 4000, P50MS: 4, P99MS: 12},
+		{Store: "troupe-tls", Kind: Reads, Clients: 64, OpsPerSec: 3000, P50MS: 5, P99MS: 15},
+		{Store: "troupe", Kind: CAS, Clients: 1, OpsPerSec: 300},    // troupe-tls never ran it
+		{Store: "etcd", Kind: Writes, Clients: 64, OpsPerSec: 2000}, // not compared
+	}
+	lines := strings.Split(strings.TrimSpace(Compare(results, "troupe", "troupe-tls")), "\n")
+	want := []string{
+		"| load | clients | troupe ops/s | p50 / p99 ms | CPU µs/op | troupe-tls ops/s | p50 / p99 ms | CPU µs/op | ops/s troupe-tls ÷ troupe | CPU troupe-tls ÷ troupe |",
+		"|---|---|---|---|---|---|---|---|---|---|",
+		"| writes | 64 | 1000 | 9.0 / 25.0 | 300 | 900 | 10.0 / 30.0 | 330 | 0.90× | 1.10× |",
+		"| reads | 64 | 4000 | 4.0 / 12.0 | - | 3000 | 5.0 / 15.0 | - | 0.75× | - |",
+	}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
 	}
 }
