@@ -21,11 +21,20 @@ type Cluster struct {
 }
 
 // StartCluster launches n nodes of the kvnode binary (fsync on, as in
-// production) under dir and waits for their leader.
-func StartCluster(ctx context.Context, dir, kvnode string, n int, args []string) (*Cluster, error) {
-	c, err := localcluster.Start(n, localcluster.Options{Binary: kvnode, Dir: dir, Args: append([]string{"--log-level", "warn"}, args...)})
+// production) under dir and waits for their leader. With withTLS the
+// nodes get certificates from a development CA under dir: HTTPS with
+// client certificates required on the client port, mutual TLS between
+// nodes (see localcluster.Options.TLS).
+func StartCluster(ctx context.Context, dir, kvnode string, n int, args []string, withTLS bool) (*Cluster, error) {
+	c, err := localcluster.Start(n, localcluster.Options{Binary: kvnode, Dir: dir, TLS: withTLS, Args: append([]string{"--log-level", "warn"}, args...)})
 	if err != nil {
 		return nil, err
+	}
+	// A TLS cluster whose client configuration cannot be loaded would be
+	// measured over plain HTTP under the name "troupe": refuse instead.
+	if withTLS && c.TLSConfig() == nil {
+		_ = c.Kill()
+		return nil, fmt.Errorf("the TLS cluster's client certificate under %s cannot be loaded", c.TLSDir())
 	}
 	if _, err := waitLeader(ctx, c); err != nil {
 		_ = c.Kill()
@@ -33,6 +42,10 @@ func StartCluster(ctx context.Context, dir, kvnode string, n int, args []string)
 	}
 	return &Cluster{C: c}, nil
 }
+
+// Store is how load reaches this cluster: plain Troupe, or Troupe over
+// HTTPS with the cluster's CA and client certificate.
+func (c *Cluster) Store() Troupe { return Troupe{TLS: c.C.TLSConfig()} }
 
 // waitLeader gives an election a minute.
 func waitLeader(ctx context.Context, c *localcluster.Cluster) (*localcluster.Node, error) {
@@ -55,7 +68,8 @@ func (c *Cluster) Close() { _ = c.C.Stop() }
 // write through a survivor. The killed node is restarted and caught up
 // between trials.
 func (c *Cluster) Failover(ctx context.Context, trials int) ([]time.Duration, error) {
-	hc := NewClient(4)
+	store := c.Store()
+	hc := NewClient(4, store.TLSConfig())
 	var out []time.Duration
 	for i := 0; i < trials; i++ {
 		leader, err := waitLeader(ctx, c.C)
@@ -72,7 +86,7 @@ func (c *Cluster) Failover(ctx context.Context, trials int) ([]time.Duration, er
 				return out, fmt.Errorf("no write succeeded within a minute of killing the leader")
 			}
 			n := survivors[j%len(survivors)]
-			resp, err := hc.Do(Troupe{}.Put(n.HTTPAddr, "bench/failover", []byte("x")).WithContext(ctx))
+			resp, err := hc.Do(store.Put(n.HTTPAddr, "bench/failover", []byte("x")).WithContext(ctx))
 			if err == nil {
 				ok := resp.StatusCode == http.StatusOK
 				resp.Body.Close()
@@ -124,7 +138,7 @@ func (c *Cluster) CatchUp(ctx context.Context, n int, prefix string) (time.Durat
 	for _, node := range c.C.Followers(follower) {
 		live = append(live, node.HTTPAddr)
 	}
-	if err := Preload(ctx, Troupe{}, live, prefix, n, 100, 64); err != nil {
+	if err := Preload(ctx, c.Store(), live, prefix, n, 100, 64); err != nil {
 		return 0, err
 	}
 	t0 := time.Now()

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -22,6 +23,9 @@ type Etcd struct{}
 
 // Name is "etcd".
 func (Etcd) Name() string { return "etcd" }
+
+// TLSConfig is nil: the comparison cluster serves plain HTTP.
+func (Etcd) TLSConfig() *tls.Config { return nil }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
@@ -128,7 +132,7 @@ func StartEtcd(dir, bin string, n int) (*EtcdCluster, error) {
 		ec.cmds = append(ec.cmds, cmd)
 		ec.endpoints = append(ec.endpoints, strings.TrimPrefix(client, "http://"))
 	}
-	hc := NewClient(1)
+	hc := NewClient(1, nil)
 	deadline := time.Now().Add(60 * time.Second)
 	for _, ep := range ec.endpoints {
 		for {

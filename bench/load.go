@@ -8,6 +8,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -44,6 +45,9 @@ type Store interface {
 	// Check reads an answer: whether it succeeded and, for CAS and Put,
 	// the key's new version (0 when unknown).
 	Check(kind Kind, resp *http.Response, body []byte) (ok bool, version uint64)
+	// TLSConfig is what the load clients need to speak HTTPS to the
+	// store (its requests then use https URLs); nil for plain HTTP.
+	TLSConfig() *tls.Config
 }
 
 // Config is one load run.
@@ -79,7 +83,7 @@ type Result struct {
 
 // String is the row as troupe-bench prints it.
 func (r Result) String() string {
-	s := fmt.Sprintf("%-8s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
+	s := fmt.Sprintf("%-10s %-12s %4d clients %9.0f ops/s  err %-5d p50 %6.2f  p90 %6.2f  p99 %7.2f  max %7.2f ms",
 		r.Store, r.Kind, r.Clients, r.OpsPerSec, r.Errors, r.P50MS, r.P90MS, r.P99MS, r.MaxMS)
 	if r.CPUMicrosPerOp > 0 {
 		s += fmt.Sprintf("  cpu %5.0f µs/op", r.CPUMicrosPerOp)
@@ -97,11 +101,24 @@ func (r Result) GoBenchLine() string {
 		nsPerOp = 1e9 / r.OpsPerSec
 	}
 	s := fmt.Sprintf("Benchmark%s/%s/clients=%d \t%d\t%.0f ns/op\t%.1f ops/s\t%.3f p50-ms\t%.3f p99-ms",
-		strings.ToUpper(r.Store[:1])+r.Store[1:], r.Kind, r.Clients, r.Ops, nsPerOp, r.OpsPerSec, r.P50MS, r.P99MS)
+		benchName(r.Store), r.Kind, r.Clients, r.Ops, nsPerOp, r.OpsPerSec, r.P50MS, r.P99MS)
 	if r.CPUMicrosPerOp > 0 {
 		s += fmt.Sprintf("\t%.1f cpu-us/op", r.CPUMicrosPerOp)
 	}
 	return s
+}
+
+// benchName turns a store's name into a benchmark name: "troupe-tls"
+// becomes "TroupeTls", because benchstat reads a "-" in a name as the start
+// of the GOMAXPROCS suffix.
+func benchName(store string) string {
+	var b strings.Builder
+	for _, part := range strings.Split(store, "-") {
+		if part != "" {
+			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
+		}
+	}
+	return b.String()
 }
 
 // CPUTime is the user plus system CPU time the processes have used so far
@@ -128,12 +145,20 @@ func CPUTime(pids []int) time.Duration {
 }
 
 // NewClient is an HTTP client sized for n concurrent keep-alive
-// connections.
-func NewClient(n int) *http.Client {
+// connections, speaking TLS with tlsConfig when it is not nil. With or
+// without TLS it speaks HTTP/1.1 and keeps its connections, so that a
+// comparison of the two measures the cost of encryption, not of a
+// handshake per request nor of HTTP/2 (which Go would negotiate over TLS
+// only).
+func NewClient(n int, tlsConfig *tls.Config) *http.Client {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
 	return &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig:     tlsConfig.Clone(),
+			Protocols:           &protocols,
 			MaxIdleConns:        2 * n,
 			MaxIdleConnsPerHost: 2 * n,
 			IdleConnTimeout:     time.Minute,
@@ -153,7 +178,7 @@ func Run(ctx context.Context, cfg Config) Result {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "bench/"
 	}
-	hc := NewClient(cfg.Clients)
+	hc := NewClient(cfg.Clients, cfg.Store.TLSConfig())
 	defer hc.CloseIdleConnections()
 	run := time.Now().UnixNano() // clients replay their key sequence in every row
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
@@ -252,7 +277,7 @@ func Run(ctx context.Context, cfg Config) Result {
 // Preload writes keys prefix0..prefix(n-1) with the given number of
 // concurrent clients, so reads find data and memory can be measured.
 func Preload(ctx context.Context, store Store, endpoints []string, prefix string, n, valueSize, clients int) error {
-	hc := NewClient(clients)
+	hc := NewClient(clients, store.TLSConfig())
 	defer hc.CloseIdleConnections()
 	run := time.Now().UnixNano()
 	errs := make(chan error, clients)

@@ -2,26 +2,48 @@ package bench
 
 import (
 	"bytes"
+	"crypto/tls"
 	"net/http"
 	"strconv"
 	"strings"
 )
 
-// Troupe speaks Troupe's (Consul's) KV API.
-type Troupe struct{}
+// Troupe speaks Troupe's (Consul's) KV API, over HTTPS when TLS is set.
+type Troupe struct {
+	// TLS is the client side of a cluster that serves HTTPS: its CA and
+	// a client certificate (the nodes require one). Nil speaks plain HTTP.
+	TLS *tls.Config
+}
 
-// Name is "troupe".
-func (Troupe) Name() string { return "troupe" }
+// Name is "troupe", or "troupe-tls" over HTTPS, so the two can be rows of
+// one table.
+func (t Troupe) Name() string {
+	if t.TLS != nil {
+		return "troupe-tls"
+	}
+	return "troupe"
+}
+
+// TLSConfig is the client TLS configuration, nil for plain HTTP.
+func (t Troupe) TLSConfig() *tls.Config { return t.TLS }
+
+func (t Troupe) url(endpoint, key string) string {
+	scheme := "http://"
+	if t.TLS != nil {
+		scheme = "https://"
+	}
+	return scheme + endpoint + "/v1/kv/" + key
+}
 
 // Put is PUT /v1/kv/<key>.
-func (Troupe) Put(endpoint, key string, value []byte) *http.Request {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+endpoint+"/v1/kv/"+key, bytes.NewReader(value))
+func (t Troupe) Put(endpoint, key string, value []byte) *http.Request {
+	req, _ := http.NewRequest(http.MethodPut, t.url(endpoint, key), bytes.NewReader(value))
 	return req
 }
 
 // Get is a linearizable GET, or ?stale.
-func (Troupe) Get(endpoint, key string, stale bool) *http.Request {
-	url := "http://" + endpoint + "/v1/kv/" + key
+func (t Troupe) Get(endpoint, key string, stale bool) *http.Request {
+	url := t.url(endpoint, key)
 	if stale {
 		url += "?stale"
 	}
@@ -30,8 +52,8 @@ func (Troupe) Get(endpoint, key string, stale bool) *http.Request {
 }
 
 // CAS is PUT ?cas=<ModifyIndex> (0: create if absent).
-func (Troupe) CAS(endpoint, key string, value []byte, version uint64) *http.Request {
-	req, _ := http.NewRequest(http.MethodPut, "http://"+endpoint+"/v1/kv/"+key+"?cas="+strconv.FormatUint(version, 10), bytes.NewReader(value))
+func (t Troupe) CAS(endpoint, key string, value []byte, version uint64) *http.Request {
+	req, _ := http.NewRequest(http.MethodPut, t.url(endpoint, key)+"?cas="+strconv.FormatUint(version, 10), bytes.NewReader(value))
 	return req
 }
 

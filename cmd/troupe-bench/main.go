@@ -2,6 +2,9 @@
 // processes on loopback (fsync on) or uses running endpoints, drives HTTP
 // load at several client counts, and prints a table of throughput and
 // latency for writes, linearizable reads, stale reads, a 90/10 mix and CAS.
+// With --stores troupe,troupe-tls it runs a second local cluster with TLS
+// on (HTTPS for clients, mutual TLS between nodes) and measures both in
+// every row, alternating which goes first.
 // It can also measure unavailability after kill -9 of the leader, how fast
 // a node that missed many writes catches up, and memory and disk use at a
 // given number of keys. Results are written as JSON too.
@@ -15,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,9 +48,10 @@ func run(args []string) int {
 	catchUpTries := fs.Int("catch-up-tries", 3, "catch-up measurements to take; the median is reported")
 	footprint := fs.String("footprint", "", "also load up to these key counts (e.g. 100000,1000000) and report RSS and file sizes")
 	out := fs.String("out", "", "JSON report path (default bench-results/<time>.json)")
-	dir := fs.String("dir", "", "data directory of the local cluster (default: a temporary one)")
+	dir := fs.String("dir", "", "data directory of the local cluster, with a subdirectory per store when --stores names two (default: a temporary one)")
 	goBench := fs.String("gobench", "", "also write the table as Go benchmark output to this file, for benchstat")
 	etcdBin := fs.String("etcd", "", "also run the load table against a local etcd cluster built from this binary (see bench/build-etcd.sh)")
+	storesFlag := fs.String("stores", "troupe", "local Troupe clusters to measure side by side, alternating which goes first in each row: troupe (plain HTTP), troupe-tls (HTTPS with client certificates, mutual TLS between nodes), or troupe,troupe-tls")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -57,10 +62,34 @@ func run(args []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 
-	var eps []string
-	var cl *bench.Cluster
+	names, err := storeNames(*storesFlag, *endpoints != "")
+	if err != nil {
+		logf("troupe-bench: --stores: %v", err)
+		return 2
+	}
+	var counts []int
+	for _, s := range strings.Split(*clientsFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			logf("troupe-bench: --clients: %q is not a positive number", s)
+			return 2
+		}
+		counts = append(counts, n)
+	}
+
+	// targets are the stores of the table; clusters their local clusters
+	// (none with --endpoints), in the same order. The first cluster is the
+	// one the failover, catch-up and footprint measurements use.
+	var targets []target
+	var clusters []*bench.Cluster
+	closeClusters := func() {
+		for _, c := range clusters {
+			c.Close()
+		}
+		clusters = nil
+	}
 	if *endpoints != "" {
-		eps = strings.Split(*endpoints, ",")
+		targets = append(targets, target{store: bench.Troupe{}, eps: strings.Split(*endpoints, ","), pids: func() []int { return nil }})
 	} else {
 		bin, err := localcluster.FindKVNode(*kvnode)
 		if err != nil {
@@ -75,52 +104,71 @@ func run(args []string) int {
 			}
 			defer os.RemoveAll(d)
 		}
-		cl, err = bench.StartCluster(ctx, d, bin, *nodes, *nodeArgs)
-		if err != nil {
-			logf("troupe-bench: starting the cluster: %v", err)
-			return 2
+		defer closeClusters() // before the directory goes
+		for _, name := range names {
+			// One store keeps the layout it always had; side by side,
+			// each cluster gets its own subdirectory.
+			cd := d
+			if len(names) > 1 {
+				cd = filepath.Join(d, name)
+			}
+			c, err := bench.StartCluster(ctx, cd, bin, *nodes, *nodeArgs, name == "troupe-tls")
+			if err != nil {
+				logf("troupe-bench: starting the %s cluster: %v", name, err)
+				return 2
+			}
+			clusters = append(clusters, c)
+			targets = append(targets, target{store: c.Store(), eps: c.Endpoints(), pids: c.Pids})
 		}
-		defer cl.Close()
-		eps = cl.Endpoints()
 	}
 	rep := &bench.Report{When: time.Now().UTC().Format(time.RFC3339), Machine: fmt.Sprintf("%s/%s, %d CPUs", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())}
-	store := bench.Troupe{}
 
-	logf("preloading %d keys", *keys)
-	if err := bench.Preload(ctx, store, eps, "bench/", *keys, *valueSize, 16); err != nil {
-		logf("troupe-bench: preload: %v", err)
-		return 2
+	for _, t := range targets {
+		logf("%s: preloading %d keys", t.store.Name(), *keys)
+		if err := bench.Preload(ctx, t.store, t.eps, "bench/", *keys, *valueSize, 16); err != nil {
+			logf("troupe-bench: %s preload: %v", t.store.Name(), err)
+			return 2
+		}
 	}
-	var counts []int
-	table := func(store bench.Store, eps []string, pids func() []int) {
+	table := func(targets []target) {
+		row := 0
 		for _, k := range strings.Split(*kinds, ",") {
 			for _, n := range counts {
-				if ctx.Err() != nil {
-					return
+				for _, t := range bench.Turn(row, targets) {
+					if ctx.Err() != nil {
+						return
+					}
+					// Each row starts with the disk clean of the last
+					// one's writes, which would otherwise slow whichever
+					// store comes next.
+					syscall.Sync()
+					before := bench.CPUTime(t.pids())
+					r := bench.Run(ctx, bench.Config{Store: t.store, Endpoints: t.eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
+					if used := bench.CPUTime(t.pids()) - before; used > 0 && r.Ops > 0 {
+						r.CPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Ops)
+					}
+					fmt.Println(r)
+					rep.Results = append(rep.Results, r)
 				}
-				before := bench.CPUTime(pids())
-				r := bench.Run(ctx, bench.Config{Store: store, Endpoints: eps, Kind: bench.Kind(strings.TrimSpace(k)), Clients: n, Duration: *duration, Keys: *keys, ValueSize: *valueSize})
-				if used := bench.CPUTime(pids()) - before; used > 0 && r.Ops > 0 {
-					r.CPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Ops)
-				}
-				fmt.Println(r)
-				rep.Results = append(rep.Results, r)
+				row++
 			}
 		}
 	}
-	for _, s := range strings.Split(*clientsFlag, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			logf("troupe-bench: --clients: %q is not a positive number", s)
-			return 2
+	table(targets)
+	if len(names) > 1 {
+		fmt.Println()
+		fmt.Print(bench.Compare(rep.Results, names[0], names[1]))
+	}
+	var cl *bench.Cluster
+	if len(clusters) > 0 {
+		cl = clusters[0]
+		// The other clusters are idle from here on, but would still share
+		// the machine with the measurements below.
+		for _, c := range clusters[1:] {
+			c.Close()
 		}
-		counts = append(counts, n)
+		clusters = clusters[:1]
 	}
-	pids := func() []int { return nil }
-	if cl != nil {
-		pids = cl.Pids
-	}
-	table(store, eps, pids)
 	if cl != nil && *failover > 0 {
 		ds, err := cl.Failover(ctx, *failover)
 		if err != nil {
@@ -159,7 +207,7 @@ func run(args []string) int {
 			}
 			if target > loaded {
 				logf("loading keys up to %d", target)
-				if err := bench.Preload(ctx, store, eps, "bench/fp/", target-loaded, *valueSize, 128); err != nil {
+				if err := bench.Preload(ctx, cl.Store(), cl.Endpoints(), "bench/fp/", target-loaded, *valueSize, 128); err != nil {
 					logf("troupe-bench: footprint load: %v", err)
 					return 2
 				}
@@ -177,9 +225,7 @@ func run(args []string) int {
 	if *etcdBin != "" && ctx.Err() == nil {
 		// After Troupe's runs, with Troupe stopped, so the two never share
 		// the machine.
-		if cl != nil {
-			cl.Close()
-		}
+		closeClusters()
 		d, err := os.MkdirTemp("", "troupe-bench-etcd-")
 		if err != nil {
 			logf("troupe-bench: %v", err)
@@ -197,7 +243,7 @@ func run(args []string) int {
 			logf("troupe-bench: etcd preload: %v", err)
 			return 2
 		}
-		table(bench.Etcd{}, ec.Endpoints(), ec.Pids)
+		table([]target{{store: bench.Etcd{}, eps: ec.Endpoints(), pids: ec.Pids}})
 	}
 	path := *out
 	if path == "" {
@@ -222,3 +268,30 @@ func run(args []string) int {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// target is one store of the table and where to reach it.
+type target struct {
+	store bench.Store
+	eps   []string
+	pids  func() []int // its server processes, for CPU per request; none if remote
+}
+
+// storeNames parses --stores: troupe and troupe-tls, each at most once. A
+// running cluster (--endpoints) is measured as plain troupe only, since
+// troupe-bench has no certificate for it.
+func storeNames(flag string, remote bool) ([]string, error) {
+	var names []string
+	for _, s := range strings.Split(flag, ",") {
+		name := strings.TrimSpace(s)
+		switch {
+		case name != "troupe" && name != "troupe-tls":
+			return nil, fmt.Errorf("%q is not a store (troupe or troupe-tls)", name)
+		case slices.Contains(names, name):
+			return nil, fmt.Errorf("%s is named twice", name)
+		case remote && name != "troupe":
+			return nil, fmt.Errorf("%s needs a local cluster, not --endpoints", name)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
