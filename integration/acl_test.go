@@ -319,4 +319,25 @@ func TestACLCluster(t *testing.T) {
 		}
 	}
 	checkAll("the membership changes")
+
+	// A new node joins with its acl_token; without one its seeds refuse it.
+	c.AddJoiner("n5")
+	c.AddJoiner("n4", "--acl-token", mgmt)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		code, body := rawCall(t, n1, "GET", "/v1/cluster/members", mgmt, "")
+		if code == 200 && strings.Contains(body, `"id":"n4"`) {
+			if strings.Contains(body, `"id":"n5"`) {
+				t.Fatalf("a node without a token joined: %s", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n4 never joined: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n5 := c.Node("n5"); !strings.Contains(n5.Log(), "join attempt failed") || !strings.Contains(n5.Log(), "401") {
+		t.Fatalf("n5 did not log its refused joins:\n%s", n5.Tail(2000))
+	}
 }

@@ -124,8 +124,8 @@ func loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
 // AddJoiner starts a new node that joins the running cluster through
 // --join (the HTTP addresses of the nodes so far) instead of
-// bootstrapping.
-func (c *Cluster) AddJoiner(id string) (*Node, error) {
+// bootstrapping; args are extra flags for it alone (its --acl-token, say).
+func (c *Cluster) AddJoiner(id string, args ...string) (*Node, error) {
 	if c.Node(id) != nil {
 		return nil, fmt.Errorf("there is already a node %s", id)
 	}
@@ -142,7 +142,7 @@ func (c *Cluster) AddJoiner(id string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n.args = append(append([]string{"--join", strings.Join(c.Endpoints(), ",")}, tlsArgs...), c.opts.Args...)
+	n.args = append(append(append([]string{"--join", strings.Join(c.Endpoints(), ",")}, tlsArgs...), c.opts.Args...), args...)
 	c.Nodes = append(c.Nodes, n)
 	return n, n.Start()
 }

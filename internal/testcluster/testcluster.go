@@ -92,9 +92,9 @@ func (c *Cluster) wrap(ln *localcluster.Node) *Node {
 }
 
 // AddJoiner starts a node that joins the running cluster with --join.
-func (c *Cluster) AddJoiner(id string) *Node {
+func (c *Cluster) AddJoiner(id string, args ...string) *Node {
 	c.t.Helper()
-	ln, err := c.Cluster.AddJoiner(id)
+	ln, err := c.Cluster.AddJoiner(id, args...)
 	if ln != nil && c.wrap(ln) == nil {
 		c.Nodes = append(c.Nodes, &Node{Node: ln, t: c.t})
 	}
