@@ -79,9 +79,26 @@ func TestTLSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	caCert, err := os.ReadFile(filepath.Join(c.TLSDir(), "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caKey, err := os.ReadFile(filepath.Join(c.TLSDir(), "ca-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiringClient, expiringClientKey, err := certs.NewClientCert(caCert, caKey, "short-lived", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignNode, foreignNodeKey, _ := certs.NewNodeCert(otherCA, otherKey, follower.ID, []string{"127.0.0.1"}, time.Hour)
+	expiring, expiringKey, _ := certs.NewNodeCert(caCert, caKey, follower.ID, []string{"127.0.0.1"}, time.Second)
+	stranger, strangerKey, _ := certs.NewNodeCert(caCert, caKey, "n9", []string{"127.0.0.1"}, time.Hour)
+	time.Sleep(1500 * time.Millisecond) // the short-lived certificates expire
 	for name, clientCerts := range map[string][]tls.Certificate{
 		"no client certificate":       nil,
 		"client cert from another CA": {keyPair(t, foreignCert, foreignKey)},
+		"expired client cert":         {keyPair(t, expiringClient, expiringClientKey)},
 	} {
 		cfg := c.TLSConfig()
 		cfg.Certificates, cfg.GetClientCertificate = clientCerts, nil
@@ -98,18 +115,6 @@ func TestTLSCluster(t *testing.T) {
 	defer cancel()
 	register := (&storage.Command{Op: storage.OpRegisterNode, Key: leader.ID, Value: []byte("10.6.6.6:8500")}).Encode()
 	write := (&storage.Command{Op: storage.OpSet, Key: "tls/intruder", Value: []byte("x")}).Encode()
-	caCert, err := os.ReadFile(filepath.Join(c.TLSDir(), "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	caKey, err := os.ReadFile(filepath.Join(c.TLSDir(), "ca-key.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreignNode, foreignNodeKey, _ := certs.NewNodeCert(otherCA, otherKey, follower.ID, []string{"127.0.0.1"}, time.Hour)
-	expiring, expiringKey, _ := certs.NewNodeCert(caCert, caKey, follower.ID, []string{"127.0.0.1"}, time.Second)
-	stranger, strangerKey, _ := certs.NewNodeCert(caCert, caKey, "n9", []string{"127.0.0.1"}, time.Hour)
-	time.Sleep(1500 * time.Millisecond) // the expiring certificate expires
 	for _, tc := range []struct {
 		name, id  string
 		cert, key []byte

@@ -610,3 +610,28 @@ func TestTLSSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleConfig: deploy/examples/kvnode.yaml loads, with TLS and ACLs
+// on (the certificate files are stand-ins for the ones it names).
+func TestExampleConfig(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey, err := certs.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := certs.NewNodeCert(caCert, caKey, "n1", []string{"10.0.0.1"}, 30*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{"ca.pem": caCert, "n1.pem": cert, "n1-key.pem": key}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := mustLoad(t, "--config=../../deploy/examples/kvnode.yaml",
+		"--tls-ca-file="+filepath.Join(dir, "ca.pem"), "--tls-cert-file="+filepath.Join(dir, "n1.pem"), "--tls-key-file="+filepath.Join(dir, "n1-key.pem"))
+	if c.TLS == nil || !c.TLSVerifyIncoming || !c.ACLEnabled || c.AdvertiseRaft != "10.0.0.1:8300" || len(c.InitialCluster) != 3 {
+		t.Fatalf("example config: TLS %v verify %v ACL %v raft %s initial %v", c.TLS != nil, c.TLSVerifyIncoming, c.ACLEnabled, c.AdvertiseRaft, c.InitialCluster)
+	}
+}
