@@ -2,6 +2,8 @@ package actors
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -47,8 +49,9 @@ type raftActor struct {
 	readWaiters []asked
 	round       *readRound
 
-	registering bool
-	cancelTick  func()
+	registering   bool
+	namingCluster bool
+	cancelTick    func()
 }
 
 // Messages the raft actor sends itself.
@@ -56,6 +59,7 @@ type (
 	leaderChanged struct{}
 	maintainTick  struct{}
 	registerDone  struct{ err error }
+	clusterNamed  struct{ err error }
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -133,6 +137,11 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		a.async(m.asked, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
 	case leaderChanged, maintainTick:
 		a.maintain(ctx)
+	case *clusterNamed:
+		a.namingCluster = false
+		if m.err != nil {
+			a.tree.cfg.Logger.Warn("recording the cluster id failed; retrying", "err", m.err)
+		}
 	case *registerDone:
 		a.registering = false
 		if m.err != nil {
@@ -277,7 +286,8 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 }
 
 // reachable checks, before a voter is added, that the address is no
-// other member's and that the node is there: its peer port answers at the
+// other member's, that the id is no member's at another address, and that
+// the node is there: its peer port answers at the
 // given address with the given id (proven by its certificate when TLS is
 // on). A voter that cannot be reached still counts towards the quorum, so
 // a few bogus ones, added by mistake or by anyone who may change the
@@ -290,6 +300,11 @@ func reachable(n *cluster.Node, link *peerlink.Client, j *peerlink.JoinRequest, 
 	for _, m := range members {
 		if m.RaftAddr == j.RaftAddr && m.ID != j.ID {
 			return fmt.Errorf("%s is the address of member %q, not of %q", j.RaftAddr, m.ID, j.ID)
+		}
+		if m.ID == j.ID && m.RaftAddr != j.RaftAddr {
+			// A second process with a member's id must not take over its
+			// place; moving a member is a removal and a join.
+			return fmt.Errorf("%q is already a member, at %s: to move it, remove it first (DELETE /v1/cluster/members/%s)", j.ID, m.RaftAddr, j.ID)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 3*time.Second))
@@ -323,10 +338,13 @@ func (a *raftActor) maintain(ctx actor.Context) {
 		panic("raft stopped underneath its actor")
 	}
 	n.LearnPeerAddrs()
-	if n.IsLeader() {
-		go func() { _ = n.EnsureReady(a.tree.cfg.RequestTimeout) }()
-	}
 	cfg := a.tree.cfg
+	if n.IsLeader() {
+		go func() { _ = n.EnsureReady(cfg.RequestTimeout) }()
+		if cfg.Store.ClusterID() == "" && !a.namingCluster {
+			a.nameCluster(ctx)
+		}
+	}
 	if a.registering || cfg.Store.NodeAddr(cfg.Raft.NodeID) == cfg.AdvertiseHTTP {
 		return
 	}
@@ -340,6 +358,28 @@ func (a *raftActor) maintain(ctx actor.Context) {
 		defer cancel()
 		_, err := client.Apply(c, &storage.Command{Op: storage.OpRegisterNode, Key: cfg.Raft.NodeID, Value: []byte(cfg.AdvertiseHTTP)})
 		root.Send(self, &registerDone{err: err})
+	}()
+}
+
+// nameCluster records the cluster's id in the state machine, once, on the
+// first leader: the id every node of a new cluster derived from
+// initial_cluster, or a random one for a cluster that had none (made by
+// an older release). From then on every node's peer port carries it and
+// refuses callers with another (see peerlink.Config.ClusterID).
+func (a *raftActor) nameCluster(ctx actor.Context) {
+	id := a.tree.cfg.ClusterID
+	if id == "" {
+		b := make([]byte, 8)
+		_, _ = rand.Read(b)
+		id = hex.EncodeToString(b)
+	}
+	a.namingCluster = true
+	self, root, client, timeout := ctx.Self(), ctx.ActorSystem().Root, a.tree.client, a.tree.cfg.RequestTimeout
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_, err := client.Apply(c, &storage.Command{Op: storage.OpSetClusterID, Key: id})
+		root.Send(self, &clusterNamed{err: err})
 	}()
 }
 

@@ -48,6 +48,10 @@ type Config struct {
 	// ACLEnabled makes the leader check the client's token on membership
 	// changes other nodes pass on.
 	ACLEnabled bool
+	// ClusterID is the id the first leader records for a cluster that has
+	// none (cluster.DeriveClusterID of the initial cluster); "" means a
+	// random one.
+	ClusterID string
 
 	// RequestTimeout bounds how long a request waits for a leader, a
 	// quorum or an apply before it fails with "no leader".

@@ -202,3 +202,24 @@ func TestNoLeaderFailsInBoundedTime(t *testing.T) {
 		t.Fatalf("read barrier on a cut-off leader: %v", err)
 	}
 }
+
+// TestLeaderRecordsClusterID: the first leader records the id every node
+// derived from the initial cluster, and it reaches every node's state.
+func TestLeaderRecordsClusterID(t *testing.T) {
+	nodes := startCluster(t, 3, 5)
+	leaderOf(t, nodes)
+	var initial []cluster.Server
+	for _, n := range nodes {
+		initial = append(initial, cluster.Server{ID: n.ID, Addr: n.RaftAddr})
+	}
+	want := cluster.DeriveClusterID(initial, "")
+	deadline := time.Now().Add(10 * time.Second)
+	for _, n := range nodes {
+		for n.Store.ClusterID() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: cluster id %q, want %q", n.ID, n.Store.ClusterID(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

@@ -1,9 +1,12 @@
 package cluster
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -124,4 +127,19 @@ type Config struct {
 	// file; 0 means raft-wal's default (64 MiB). Compaction frees whole
 	// segments only, so tests that need entries gone use small ones.
 	LogSegmentSize int
+}
+
+// DeriveClusterID is the id of the cluster that servers bootstrap with
+// token: every node of a new cluster computes the same id from the same
+// initial_cluster, without talking to the others (etcd derives its
+// cluster id the same way). token tells apart clusters that happen to
+// list the same addresses.
+func DeriveClusterID(servers []Server, token string) string {
+	parts := make([]string, len(servers))
+	for i, s := range servers {
+		parts[i] = s.ID + "=" + s.Addr
+	}
+	sort.Strings(parts)
+	sum := sha256.Sum256([]byte(token + "\x00" + strings.Join(parts, ",")))
+	return hex.EncodeToString(sum[:8])
 }

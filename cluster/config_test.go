@@ -119,3 +119,23 @@ func TestValidateTiming(t *testing.T) {
 		t.Fatalf("equal timeouts rejected: %v", err)
 	}
 }
+
+func TestDeriveClusterID(t *testing.T) {
+	a := []Server{{"n1", "10.0.0.1:8300"}, {"n2", "10.0.0.2:8300"}}
+	b := []Server{{"n2", "10.0.0.2:8300"}, {"n1", "10.0.0.1:8300"}}
+	if DeriveClusterID(a, "t") != DeriveClusterID(b, "t") {
+		t.Fatal("the order of initial_cluster changed the id")
+	}
+	for name, other := range map[string]string{
+		"another token":   DeriveClusterID(a, "u"),
+		"another address": DeriveClusterID([]Server{{"n1", "10.0.0.1:8300"}, {"n2", "10.0.0.3:8300"}}, "t"),
+		"another member":  DeriveClusterID(a[:1], "t"),
+	} {
+		if other == DeriveClusterID(a, "t") {
+			t.Errorf("%s gave the same id", name)
+		}
+	}
+	if id := DeriveClusterID(a, "t"); len(id) != 16 {
+		t.Errorf("id %q", id)
+	}
+}

@@ -97,7 +97,7 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	for _, s := range cfg.InitialCluster {
 		cfg.Network.SetPeerAddr(s.Addr, s.ID)
 	}
-	link := peerlink.Config{Network: cfg.Network, TLS: cfg.PeerTLS, Admit: n.admit, Logger: cfg.PeerLogger}
+	link := peerlink.Config{Network: cfg.Network, TLS: cfg.PeerTLS, Admit: n.admit, Logger: cfg.PeerLogger, ClusterID: store.ClusterID}
 	layer, err := newStreamLayer(cfg.RaftBind, cfg.RaftAdvertise, link, n.fault)
 	if err != nil {
 		return nil, err

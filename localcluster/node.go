@@ -25,6 +25,8 @@ type Node struct {
 
 	c    *Cluster
 	args []string // how this node meets the others (bootstrap or join), then Options.Args
+	// extra are flags for this node alone, last, so they win (SetFlags).
+	extra []string
 
 	mu   sync.Mutex
 	proc *process // nil until the first Start
@@ -60,10 +62,19 @@ func (n *Node) argv() []string {
 		a = append(a, "--chaos")
 	}
 	a = append(a, n.args...)
+	a = append(a, n.extra...) // the caller holds n.mu
 	if n.c.opts.Wrap != nil {
 		a = n.c.opts.Wrap(n, a)
 	}
 	return a
+}
+
+// SetFlags gives the node's next starts these flags on top of the
+// cluster's, e.g. to restart one node with another setting.
+func (n *Node) SetFlags(flags ...string) {
+	n.mu.Lock()
+	n.extra = flags
+	n.mu.Unlock()
 }
 
 // Start launches the node's process: the first time, or again after it

@@ -38,16 +38,23 @@ type Config struct {
 	AdvertiseHTTP  string // HTTP address others use; default HTTPAddr
 	AdvertiseRaft  string // Raft address others use; default RaftAddr
 	InitialCluster []cluster.Server
-	Join           []string
-	Datacenter     string
-	MaxValueSize   int64
-	LogSegmentSize int
-	RequestTimeout time.Duration
-	MaxInFlight    int
-	MaxRestarts    int
-	RestartWindow  time.Duration
-	Timing         cluster.Timing
-	Detector       cluster.DetectorConfig
+	// InitialClusterToken goes into the cluster id derived from
+	// InitialCluster (cluster.DeriveClusterID).
+	InitialClusterToken string
+	// CheckInitialCluster refuses to start a node whose state belongs to
+	// another cluster than InitialCluster describes (set when the operator
+	// gave initial_cluster, not when it defaulted to this node alone).
+	CheckInitialCluster bool
+	Join                []string
+	Datacenter          string
+	MaxValueSize        int64
+	LogSegmentSize      int
+	RequestTimeout      time.Duration
+	MaxInFlight         int
+	MaxRestarts         int
+	RestartWindow       time.Duration
+	Timing              cluster.Timing
+	Detector            cluster.DetectorConfig
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
@@ -119,6 +126,14 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var clusterID string
+	if len(cfg.InitialCluster) > 0 {
+		clusterID = cluster.DeriveClusterID(cfg.InitialCluster, cfg.InitialClusterToken)
+	}
+	if stored := store.ClusterID(); stored != "" && cfg.CheckInitialCluster && stored != clusterID {
+		store.Close()
+		return nil, fmt.Errorf("data_dir: %s holds the state of cluster %s, but initial_cluster and initial_cluster_token describe cluster %s: this is another cluster's data directory, or the settings changed (docs/fault-model.md)", cfg.DataDir, stored, clusterID)
+	}
 	if store.Discarded() {
 		cfg.Logger.Warn("the state file was not flushed before the machine restarted; rebuilding it from the newest snapshot and the Raft log")
 	}
@@ -157,6 +172,7 @@ func Start(cfg Config) (*Node, error) {
 		Join:           cfg.Join,
 		JoinTLS:        joinTLS,
 		JoinToken:      cfg.ACLToken,
+		ClusterID:      clusterID,
 		ACLEnabled:     cfg.ACLEnabled,
 		HTTPTLS:        httpTLS,
 		RequestTimeout: cfg.RequestTimeout,

@@ -45,10 +45,19 @@ const (
 	// OpACLBootstrap creates the token in Value unless a bootstrap has
 	// already happened.
 	OpACLBootstrap Op = 13
+	// OpSetClusterID records Key as the cluster's id, once: a later one
+	// with another id changes nothing (Result.OK false). 14 is left to
+	// the transaction command.
+	OpSetClusterID Op = 15
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpACLBootstrap
+	opLast = OpSetClusterID
 )
+
+// known reports whether o is an operation this release can apply: a
+// command the decoder accepts must never fail to apply, or it would stop
+// every node that meets it in the log.
+func (o Op) known() bool { return o != 14 }
 
 // String is the operation's name, for logs and errors.
 func (o Op) String() string {
@@ -79,6 +88,8 @@ func (o Op) String() string {
 		return "acl-delete-token"
 	case OpACLBootstrap:
 		return "acl-bootstrap"
+	case OpSetClusterID:
+		return "set-cluster-id"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -138,7 +149,7 @@ func DecodeCommand(data []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: unknown version %d", ErrBadCommand, data[0])
 	}
 	c := &Command{Op: Op(data[1])}
-	if c.Op < OpSet || c.Op > opLast {
+	if c.Op < OpSet || c.Op > opLast || !c.Op.known() {
 		return nil, fmt.Errorf("%w: unknown op %d", ErrBadCommand, data[1])
 	}
 	d := decoder{b: data[2:]}

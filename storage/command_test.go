@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,7 @@ import (
 const semaphoreFlags uint64 = 16210313421097356768
 
 var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop,
-	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap}
+	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpSetClusterID}
 
 func commandsEqual(a, b *Command) bool {
 	return a.Op == b.Op && a.Key == b.Key && bytes.Equal(a.Value, b.Value) &&
@@ -261,6 +262,23 @@ func BenchmarkCommandDecode(b *testing.B) {
 	for b.Loop() {
 		if _, err := DecodeCommand(data); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestUnassignedOpIsRefused: an op number this release does not apply is
+// refused at decoding, so it can never reach the state machine (where it
+// would stop every node that meets it).
+func TestUnassignedOpIsRefused(t *testing.T) {
+	for op := opLast + 1; op != 0 && op < opLast+3; op++ {
+		if _, err := DecodeCommand((&Command{Op: op, Key: "k"}).Encode()); !errors.Is(err, ErrBadCommand) {
+			t.Errorf("op %d decoded: %v", op, err)
+		}
+	}
+	for op := OpSet; op <= opLast; op++ {
+		_, err := DecodeCommand((&Command{Op: op, Key: "k"}).Encode())
+		if known := slices.Contains(allOps, op); known != (err == nil) {
+			t.Errorf("op %d: listed %v, decodes with %v", op, known, err)
 		}
 	}
 }

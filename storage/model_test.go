@@ -322,18 +322,18 @@ func TestStore_Model(t *testing.T) {
 // panic (a panic stops the replica, and every replica on the same entry), and
 // each result must be what the command's rules say.
 func FuzzApply(f *testing.F) {
-	for _, op := range allOps {
-		f.Add(uint8(op), "k", []byte("v"), semaphoreFlags, uint64(0))
-		f.Add(uint8(op), "", []byte{}, uint64(0), uint64(1))
+	for i := range allOps {
+		f.Add(uint8(i), "k", []byte("v"), semaphoreFlags, uint64(0))
+		f.Add(uint8(i), "", []byte{}, uint64(0), uint64(1))
 	}
-	f.Add(uint8(OpSet), strings.Repeat("k", MaxKeySize+1), []byte("v"), uint64(0), uint64(0))
+	f.Add(uint8(slices.Index(allOps, OpSet)), strings.Repeat("k", MaxKeySize+1), []byte("v"), uint64(0), uint64(0))
 	f.Add(uint8(0), "k", []byte(nil), uint64(0), uint64(0))
-	f.Add(uint8(OpACLSetToken-1), "acc", EncodeACLToken(ACLToken{AccessorID: "acc", SecretHash: HashSecret("s")}), uint64(0), uint64(0))
-	f.Add(uint8(OpACLSetPolicy-1), "p", EncodeACLPolicy(ACLPolicy{ID: "p", Name: "n"}), uint64(0), uint64(0))
+	f.Add(uint8(slices.Index(allOps, OpACLSetToken)), "acc", EncodeACLToken(ACLToken{AccessorID: "acc", SecretHash: HashSecret("s")}), uint64(0), uint64(0))
+	f.Add(uint8(slices.Index(allOps, OpACLSetPolicy)), "p", EncodeACLPolicy(ACLPolicy{ID: "p", Name: "n"}), uint64(0), uint64(0))
 	s := openStore(f)
 	idx := uint64(0)
 	f.Fuzz(func(t *testing.T, op uint8, key string, value []byte, flags, index uint64) {
-		c := &Command{Op: Op(op%uint8(opLast) + 1), Key: key, Value: value, Flags: flags, Index: index}
+		c := &Command{Op: allOps[int(op)%len(allOps)], Key: key, Value: value, Flags: flags, Index: index}
 		// Through the log encoding, as the cluster will feed it.
 		c, err := DecodeCommand(c.Encode())
 		if err != nil {

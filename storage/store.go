@@ -23,8 +23,9 @@ var (
 	bucketMeta  = []byte("meta")
 	bucketNodes = []byte("nodes")
 
-	metaApplied = []byte("applied")
-	metaKVIndex = []byte("kv_index")
+	metaApplied   = []byte("applied")
+	metaKVIndex   = []byte("kv_index")
+	metaClusterID = []byte("cluster_id")
 )
 
 // ErrCommit is returned when a batch could not be committed to the state
@@ -80,6 +81,9 @@ type Store struct {
 	// leader's address, and the registry changes only on membership
 	// changes.
 	nodes atomic.Pointer[map[string]string]
+	// clusterID is the cluster's id as the state file records it, cached
+	// for the peer port's handshake.
+	clusterID atomic.Pointer[string]
 
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
@@ -258,7 +262,7 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 				return err
 			}
 			results[i].OK = ok
-			nodesChanged = nodesChanged || a.Cmd.Op == OpRegisterNode || a.Cmd.Op == OpDeregisterNode
+			nodesChanged = nodesChanged || a.Cmd.Op == OpRegisterNode || a.Cmd.Op == OpDeregisterNode || a.Cmd.Op == OpSetClusterID
 		}
 		if last == applied {
 			return nil
@@ -281,16 +285,29 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 	return results, nil
 }
 
-// loadNodes refreshes the node registry cache from db.
+// loadNodes refreshes the caches of the node registry and the cluster id
+// from db.
 func (s *Store) loadNodes(db *bolt.DB) {
 	m := map[string]string{}
+	var id string
 	_ = db.View(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(metaClusterID))
 		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 			m[string(k)] = string(v)
 			return nil
 		})
 	})
 	s.nodes.Store(&m)
+	s.clusterID.Store(&id)
+}
+
+// ClusterID is the id of the cluster this state belongs to, "" until one
+// is recorded (OpSetClusterID).
+func (s *Store) ClusterID() string {
+	if p := s.clusterID.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // writer applies commands inside one write transaction.
@@ -334,6 +351,14 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return true, w.nodes.Delete(key)
 	case OpNoop:
 		return true, nil
+	case OpSetClusterID:
+		if len(key) == 0 {
+			return false, nil
+		}
+		if cur := w.meta.Get(metaClusterID); cur != nil {
+			return string(cur) == string(key), nil
+		}
+		return true, w.meta.Put(metaClusterID, key)
 	case OpACLSetPolicy:
 		return w.aclSetPolicy(idx, c)
 	case OpACLDeletePolicy:

@@ -1085,3 +1085,44 @@ func mustOpen(t *testing.T, path string) *Store {
 	}
 	return s
 }
+
+// TestClusterIDIsSetOnce: the first id recorded stays; another is refused
+// without changing anything; the id survives reopening.
+func TestClusterIDIsSetOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kv.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := s.ClusterID(); id != "" {
+		t.Fatalf("new store has cluster id %q", id)
+	}
+	apply := func(idx uint64, id string) bool {
+		t.Helper()
+		res, err := s.ApplyBatch([]Applied{{Index: idx, Cmd: &Command{Op: OpSetClusterID, Key: id}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res[0].OK
+	}
+	if apply(1, "") {
+		t.Fatal("an empty id was accepted")
+	}
+	if !apply(2, "c1") || s.ClusterID() != "c1" {
+		t.Fatalf("first id: %q", s.ClusterID())
+	}
+	if apply(3, "c2") || s.ClusterID() != "c1" {
+		t.Fatalf("a second id was accepted: %q", s.ClusterID())
+	}
+	if !apply(4, "c1") {
+		t.Fatal("setting the same id again is refused")
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.ClusterID() != "c1" {
+		t.Fatalf("after reopening: %q", s.ClusterID())
+	}
+}

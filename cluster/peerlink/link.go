@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -39,6 +40,12 @@ type Config struct {
 	// Admit, when set, decides whether the node a connection comes from
 	// may use the channel at all (the receiving node admits members only).
 	Admit func(id string) error
+	// ClusterID, when set, is the id of the cluster this node's state
+	// belongs to ("" while it has none). Every connection carries the
+	// caller's; when both ends have one they must be equal, so a node
+	// given another cluster's data directory can neither reach this
+	// cluster nor be reached by it.
+	ClusterID func() string
 	// Logger hears of refused connections; nil discards.
 	Logger *slog.Logger
 }
@@ -103,10 +110,26 @@ func dialHandshake(ctx context.Context, cfg Config, c net.Conn, addr string, ch 
 		}
 		c = tc
 	}
-	if _, err := c.Write([]byte{byte(ch)}); err != nil {
+	if _, err := c.Write(appendOpening(nil, ch, clusterID(cfg))); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// maxClusterIDLen bounds the cluster id a connection carries.
+const maxClusterIDLen = 64
+
+// appendOpening appends what a caller sends once its connection is
+// authenticated: the channel, then its cluster id, length first.
+func appendOpening(b []byte, ch Channel, clusterID string) []byte {
+	return append(append(b, byte(ch), byte(len(clusterID))), clusterID...)
+}
+
+func clusterID(cfg Config) string {
+	if cfg.ClusterID == nil {
+		return ""
+	}
+	return cfg.ClusterID()
 }
 
 // Conn is an accepted connection with the node id of its caller: verified
@@ -257,13 +280,23 @@ func (l *Listener) handshake(c net.Conn) (*Conn, Channel, error) {
 		}
 		conn = tc
 	}
-	var b [1]byte
-	if _, err := conn.Read(b[:]); err != nil {
-		return nil, 0, fmt.Errorf("reading the channel of %q: %w", id, err)
+	var b [2]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		return nil, 0, fmt.Errorf("reading the opening of %q: %w", id, err)
 	}
 	ch := Channel(b[0])
 	if ch != ChannelRaft && ch != ChannelRPC {
 		return nil, 0, fmt.Errorf("%q asked for unknown channel %q", id, b[0])
+	}
+	if b[1] > maxClusterIDLen {
+		return nil, 0, fmt.Errorf("%q sent a cluster id of %d bytes", id, b[1])
+	}
+	theirs := make([]byte, b[1])
+	if _, err := io.ReadFull(conn, theirs); err != nil {
+		return nil, 0, fmt.Errorf("reading the cluster id of %q: %w", id, err)
+	}
+	if ours := clusterID(l.cfg); ours != "" && len(theirs) > 0 && string(theirs) != ours {
+		return nil, 0, &ClusterMismatch{Peer: id, Theirs: string(theirs), Ours: ours}
 	}
 	if l.cfg.Admit != nil {
 		if err := l.cfg.Admit(id); err != nil {
@@ -271,6 +304,18 @@ func (l *Listener) handshake(c net.Conn) (*Conn, Channel, error) {
 		}
 	}
 	return &Conn{Conn: conn, Peer: id}, ch, nil
+}
+
+// ClusterMismatch is a connection refused because its caller belongs to
+// another cluster: its state came from another cluster's data, or it is
+// the node of another cluster that reached this port.
+type ClusterMismatch struct {
+	Peer, Theirs, Ours string
+}
+
+// Error says what to check.
+func (e *ClusterMismatch) Error() string {
+	return fmt.Sprintf("%q belongs to cluster %s, this node to cluster %s: a data directory from another cluster, or a node of another cluster at a member's address (docs/fault-model.md)", e.Peer, e.Theirs, e.Ours)
 }
 
 // subListener is one channel's net.Listener: it hands out the connections

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,9 +114,10 @@ func TestListenerRefusesStrangers(t *testing.T) {
 		}
 	}
 	raw([]byte("GET /v1/kv/x HTTP/1.1\r\nHost: x\r\n\r\n"))
-	raw([]byte("TRP1\x02n2X"))                      // unknown channel
-	raw(append([]byte("TRP1\x02n3"), 'H'))          // not a member
+	raw([]byte("TRP1\x02n2X\x00"))                  // unknown channel
+	raw(append([]byte("TRP1\x02n3"), 'H', 0))       // not a member
 	raw(append([]byte("TRP1\x02n3"), 'R', 0, 1, 2)) // not a member, Raft
+	raw(append([]byte("TRP1\x02n2"), 'H', 200))     // a cluster id past the limit
 	if _, err := Dial(ctxFor(t, 5*time.Second), Config{Network: faultnet.Plain("n9")}, l.Addr().String(), ChannelRPC); err != nil {
 		t.Fatal(err) // the refusal comes after the dial, as a closed connection
 	}
@@ -173,5 +175,51 @@ func TestListenerReportsFailure(t *testing.T) {
 	case err := <-faults:
 		t.Fatalf("Close reported a fault: %v", err)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// TestClusterIDMustMatch: a caller from another cluster is refused; a
+// caller or a callee that has no cluster id yet (a new node being added)
+// is not.
+func TestClusterIDMustMatch(t *testing.T) {
+	var ours atomic.Value
+	ours.Store("c-ours")
+	l := listen(t, Config{Network: faultnet.Plain("n1"), ClusterID: func() string { return ours.Load().(string) }})
+	delivered := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := l.RPC().Accept()
+			if err != nil {
+				return
+			}
+			delivered <- c
+		}
+	}()
+	dial := func(id string) bool {
+		t.Helper()
+		c, err := Dial(ctxFor(t, 5*time.Second), Config{Network: faultnet.Plain("n2"), ClusterID: func() string { return id }}, l.Addr().String(), ChannelRPC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		select {
+		case in := <-delivered:
+			in.Close()
+			return true
+		case <-time.After(time.Second):
+			return false
+		}
+	}
+	if dial("c-other") {
+		t.Fatal("a caller from another cluster was delivered")
+	}
+	for _, id := range []string{"c-ours", ""} {
+		if !dial(id) {
+			t.Fatalf("caller with cluster id %q refused", id)
+		}
+	}
+	ours.Store("")
+	if !dial("c-other") {
+		t.Fatal("a node without a cluster id refused a caller")
 	}
 }

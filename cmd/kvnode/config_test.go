@@ -65,6 +65,7 @@ var settingValue = map[string]func(c *Config) string{
 	"advertise_raft":            func(c *Config) string { return c.AdvertiseRaft },
 	"initial_cluster":           func(c *Config) string { return formatCluster(c.InitialCluster) },
 	"join":                      func(c *Config) string { return strings.Join(c.Join, ",") },
+	"initial_cluster_token":     func(c *Config) string { return c.InitialClusterToken },
 	"datacenter":                func(c *Config) string { return c.Datacenter },
 	"log_level":                 func(c *Config) string { return c.LogLevel },
 	"log_format":                func(c *Config) string { return c.LogFormat },
