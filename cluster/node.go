@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
@@ -82,6 +85,9 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		}
 	}()
 
+	if err := removeSnapshotLeftovers(cfg.DataDir, cfg.Logger); err != nil {
+		return nil, err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
@@ -667,4 +673,33 @@ func (n *Node) TransferLeadership() error {
 		return nil // nobody to hand over to
 	}
 	return n.raft.LeadershipTransfer().Error()
+}
+
+// removeSnapshotLeftovers deletes what an interrupted snapshot left in
+// the snapshot directory: raft writes a snapshot into "<name>.tmp" and
+// renames it when done, ignores such directories when it lists
+// snapshots, and never deletes them, so each crash during a snapshot
+// would otherwise leave a copy of the state behind for good.
+func removeSnapshotLeftovers(dataDir string, logger hclog.Logger) error {
+	dir := filepath.Join(dataDir, "snapshots")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("snapshot directory: %w", err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		if err := os.RemoveAll(path); err != nil {
+			return fmt.Errorf("removing the unfinished snapshot %s: %w", path, err)
+		}
+		if logger != nil {
+			logger.Warn("removed an unfinished snapshot left by an interrupted run", "path", path)
+		}
+	}
+	return nil
 }

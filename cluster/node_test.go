@@ -1005,3 +1005,37 @@ func TestReadIndexCountsOnlyNewAnswers(t *testing.T) {
 		t.Fatalf("read index %d confirmed by answers to heartbeats sent before the followers cut the leader off", idx)
 	}
 }
+
+// TestUnfinishedSnapshotIsRemoved: what a crash in the middle of a
+// snapshot leaves (raft's "<name>.tmp" directory, which it never deletes)
+// is removed when the node opens again; finished snapshots stay.
+func TestUnfinishedSnapshotIsRemoved(t *testing.T) {
+	c := startCluster(t, 3, testTiming())
+	leader := waitLeader(t, c.members)
+	f := c.others(leader)[0]
+	last := apply(t, leader, setCmd("k", "v")).Index
+	waitApplied(t, f.store, last, f.id)
+	if _, err := f.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t)
+	snapDir := filepath.Join(f.cfg.DataDir, "snapshots")
+	leftover := filepath.Join(snapDir, "2-99-1234.tmp")
+	if err := os.MkdirAll(leftover, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(leftover, "state.bin"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.open(t)
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the unfinished snapshot is still there: %v", err)
+	}
+	entries, err := os.ReadDir(snapDir)
+	if err != nil || len(entries) == 0 {
+		t.Fatalf("the finished snapshot went too: %v %v", entries, err)
+	}
+	if st := f.node.Status(); st.LastSnapshotIndex == 0 {
+		t.Fatalf("the node lost its snapshot: %+v", st)
+	}
+}

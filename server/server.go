@@ -75,6 +75,10 @@ type Config struct {
 	// TLSVerifyIncoming requires client certificates from the cluster CA
 	// on the client port too.
 	TLSVerifyIncoming bool
+	// RepairStateFile lets a node whose state file is damaged move it aside
+	// and rebuild it from its newest snapshot and the Raft log; without
+	// it such a node refuses to start and says so.
+	RepairStateFile bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
 	// ACLEnabled turns on ACL enforcement on the HTTP API (api.Options).
@@ -122,7 +126,7 @@ func Start(cfg Config) (*Node, error) {
 	if err := claimDataDir(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
-	store, err := storage.Open(filepath.Join(cfg.DataDir, StateFileName))
+	store, err := openStateFile(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -310,3 +314,26 @@ func peerTLS(r *certs.Reloader) peerlink.TLS {
 type peerCerts struct{ *certs.Reloader }
 
 func (peerCerts) PeerID(cs tls.ConnectionState) (string, error) { return certs.PeerID(cs) }
+
+// openStateFile opens kv.db. A damaged one (cut short, unreadable
+// metadata) is refused with its name and what to do; with
+// RepairStateFile it is moved aside and the node starts from an empty
+// state file, which Open fills from the newest snapshot and the Raft log
+// replays, as after a lost state file.
+func openStateFile(cfg Config) (*storage.Store, error) {
+	path := filepath.Join(cfg.DataDir, StateFileName)
+	store, err := storage.Open(path)
+	var damaged *storage.DamagedError
+	if !errors.As(err, &damaged) {
+		return store, err
+	}
+	if !cfg.RepairStateFile {
+		return nil, fmt.Errorf("%w; to rebuild it from the newest snapshot and the Raft log, start once with repair_state_file: true (docs/operations.md)", err)
+	}
+	aside := fmt.Sprintf("%s.damaged-%s", path, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(path, aside); err != nil {
+		return nil, fmt.Errorf("repair_state_file: moving %s aside: %w", path, err)
+	}
+	cfg.Logger.Warn("the state file was damaged: moved aside, rebuilding it from the newest snapshot and the Raft log", "damaged", aside, "cause", damaged.Err)
+	return storage.Open(path)
+}

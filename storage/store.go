@@ -98,7 +98,10 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := openDB(path, noSync)
+	if err := checkWhole(path); err != nil {
+		return nil, err
+	}
+	db, err := openGuarded(path, func() (*bolt.DB, error) { return openDB(path, noSync) })
 	if err != nil {
 		return nil, err
 	}

@@ -84,6 +84,7 @@ var settingValue = map[string]func(c *Config) string{
 	"raft_trailing_logs":        func(c *Config) string { return strconv.FormatUint(c.Timing.TrailingLogs, 10) },
 	"raft_log_segment_size":     func(c *Config) string { return strconv.Itoa(c.LogSegmentSize) },
 	"chaos":                     func(c *Config) string { return strconv.FormatBool(c.Chaos) },
+	"repair_state_file":         func(c *Config) string { return strconv.FormatBool(c.RepairStateFile) },
 	"tls_ca_file":               func(c *Config) string { return tlsFiles(c).CA },
 	"tls_cert_file":             func(c *Config) string { return tlsFiles(c).Cert },
 	"tls_key_file":              func(c *Config) string { return tlsFiles(c).Key },
