@@ -292,15 +292,12 @@ func (c *Client) Ready() error {
 	return err
 }
 
-// Join adds a voter through the leader, once the leader has reached it at
-// its Raft address and it answered with its id.
-func (c *Client) Join(ctx context.Context, req peerlink.JoinRequest, token string) error {
-	return c.membership(ctx, &membership{join: &req, token: token})
-}
-
-// Remove removes a member through the leader.
-func (c *Client) Remove(ctx context.Context, id string, token string) error {
-	return c.membership(ctx, &membership{remove: id, token: token})
+// ChangeMembership adds a voter (once the leader has reached it at its
+// Raft address and it answered with its id) or removes a member, through
+// the leader. Unless forced, a change that would leave the reachable
+// voters short of a quorum is refused.
+func (c *Client) ChangeMembership(ctx context.Context, req peerlink.MembershipRequest) error {
+	return c.membership(ctx, &membership{req: req})
 }
 
 func (c *Client) membership(ctx context.Context, m *membership) error {

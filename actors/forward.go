@@ -208,7 +208,7 @@ func (a *forwardActor) membership(ctx actor.Context, m *forwardMembership) {
 	go func() {
 		c, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		err := link.Membership(c, m.addr, peerlink.MembershipRequest{Join: m.req.join, Remove: m.req.remove, Token: m.req.token})
+		err := link.Membership(c, m.addr, m.req.req)
 		m.req.answer(&done{err: err})
 	}()
 }

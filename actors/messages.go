@@ -71,15 +71,11 @@ type readIndexResult struct {
 	leaderChanged <-chan struct{}
 }
 
-// membership asks for a member to be added (join set) or removed (remove
-// set) through the leader. The reply is a *done.
+// membership asks for a member to be added or removed through the leader
+// (see peerlink.MembershipRequest). The reply is a *done.
 type membership struct {
 	asked
-	join   *peerlink.JoinRequest
-	remove string
-	// token is the client's ACL token, carried to the leader so it can
-	// check it again (see peerHandler.Membership).
-	token    string
+	req      peerlink.MembershipRequest
 	deadline time.Time
 	fromPeer bool
 }

@@ -42,5 +42,5 @@ func (h peerHandler) Membership(ctx context.Context, req peerlink.MembershipRequ
 	if h.c.tree.cfg.ACLEnabled && !h.c.isManagement(req.Token) {
 		return &peerlink.RemoteError{Status: http.StatusForbidden, Message: "Permission denied: changing the membership needs a management token (operator:write)"}
 	}
-	return h.c.membership(ctx, &membership{join: req.Join, remove: req.Remove, token: req.Token, fromPeer: true})
+	return h.c.membership(ctx, &membership{req: req, fromPeer: true})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -266,23 +267,80 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout
-	link := a.tree.link
+	link, client, self := a.tree.link, a.tree.client, a.tree.cfg.Raft.NodeID
 	a.async(m.asked, func(n *cluster.Node) any {
-		if m.join != nil {
-			if err := reachable(n, link, m.join, timeout); err != nil {
+		if !m.req.Force {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			h, err := client.Health(ctx)
+			cancel()
+			if err != nil {
+				return &done{err: err}
+			}
+			members, err := n.Members()
+			if err != nil {
+				return &done{err: err}
+			}
+			if err := keepsQuorum(members, h, self, m.req); err != nil {
+				return &done{err: err}
+			}
+		}
+		if j := m.req.Join; j != nil {
+			if err := reachable(n, link, j, timeout); err != nil {
 				return &done{err: err}
 			}
 			// The new node registers its own client address once it is
 			// a member: only it may.
-			return &done{err: n.AddVoter(m.join.ID, m.join.RaftAddr, timeout)}
+			return &done{err: n.AddVoter(j.ID, j.RaftAddr, timeout)}
 		}
-		err := n.RemoveServer(m.remove, timeout)
+		err := n.RemoveServer(m.req.Remove, timeout)
 		if err == nil {
-			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: m.remove}
+			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: m.req.Remove}
 			_, err = n.Apply(cmd.Encode(), timeout)
 		}
 		return &done{err: err}
 	})
+}
+
+// keepsQuorum refuses a change after which the voters this leader can
+// reach (itself, the peers its failure detector calls alive, and a node
+// being added, which is checked to answer) would be fewer than a quorum
+// of the new configuration: the cluster would stop committing, perhaps
+// for good (etcd's strict reconfiguration check). MembershipRequest.Force
+// skips it, for an operator who knows better.
+func keepsQuorum(members []cluster.Member, h *cluster.Health, self string, req peerlink.MembershipRequest) error {
+	alive := map[string]bool{self: true}
+	for _, p := range h.Peers {
+		alive[p.ID] = p.State == cluster.PeerAlive
+	}
+	voters, reached := 0, 0
+	var unreached []string
+	known := false
+	for _, m := range members {
+		if !m.Voter || m.ID == req.Remove {
+			continue
+		}
+		if req.Join != nil && m.ID == req.Join.ID {
+			known = true
+		}
+		voters++
+		if alive[m.ID] {
+			reached++
+		} else {
+			unreached = append(unreached, m.ID)
+		}
+	}
+	if req.Join != nil && !known {
+		voters++
+		reached++
+	}
+	if quorum := voters/2 + 1; reached < quorum {
+		what := "removing " + req.Remove
+		if req.Join != nil {
+			what = "adding " + req.Join.ID
+		}
+		return fmt.Errorf("%s would leave %d voters, of which this leader reaches %d (not alive: %s), and a quorum needs %d: the cluster would stop committing; bring the others back first, or pass ?force=true", what, voters, reached, strings.Join(unreached, ", "), quorum)
+	}
+	return nil
 }
 
 // reachable checks, before a voter is added, that the address is no

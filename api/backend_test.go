@@ -152,23 +152,20 @@ func (f *fakeBackend) Peers() ([]string, error) {
 
 func (f *fakeBackend) Ready() error { return f.get(&f.readyErr) }
 
-func (f *fakeBackend) Join(ctx context.Context, req peerlink.JoinRequest, token string) error {
+func (f *fakeBackend) ChangeMembership(ctx context.Context, req peerlink.MembershipRequest) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.joinErr != nil {
-		return f.joinErr
+	if req.Join != nil {
+		if f.joinErr != nil {
+			return f.joinErr
+		}
+		f.joins = append(f.joins, *req.Join)
+		return nil
 	}
-	f.joins = append(f.joins, req)
-	return nil
-}
-
-func (f *fakeBackend) Remove(ctx context.Context, id string, token string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.removeErr != nil {
 		return f.removeErr
 	}
-	f.removes = append(f.removes, id)
+	f.removes = append(f.removes, req.Remove)
 	return nil
 }
 

@@ -73,7 +73,12 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Cluster.Join(ctx, req, requestToken(r)); err != nil {
+	force, err := forceParam(r)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.b.Cluster.ChangeMembership(ctx, peerlink.MembershipRequest{Join: &req, Token: requestToken(r), Force: force}); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
@@ -121,7 +126,12 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := s.requestContext(r)
 	defer cancel()
-	if err := s.b.Cluster.Remove(ctx, id, requestToken(r)); err != nil {
+	force, err := forceParam(r)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.b.Cluster.ChangeMembership(ctx, peerlink.MembershipRequest{Remove: id, Token: requestToken(r), Force: force}); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
@@ -202,4 +212,20 @@ func (s *Server) chaosCrash(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"crashed": name})
+}
+
+// forceParam reads ?force: a membership change that would leave the
+// reachable voters short of a quorum is made anyway.
+func forceParam(r *http.Request) (bool, error) {
+	v, ok := r.URL.Query()["force"]
+	if !ok {
+		return false, nil
+	}
+	if len(v) == 1 && (v[0] == "" || v[0] == "true") {
+		return true, nil
+	}
+	if len(v) == 1 && v[0] == "false" {
+		return false, nil
+	}
+	return false, fmt.Errorf("force must be true or false, not %q", strings.Join(v, ","))
 }

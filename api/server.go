@@ -41,11 +41,10 @@ type Cluster interface {
 	Members() ([]cluster.Member, error)
 	Peers() ([]string, error)
 	Ready() error
-	// Join and Remove change the membership through the leader; token
-	// is the caller's ACL token, which the leader checks again when the
-	// request reaches it through another node.
-	Join(ctx context.Context, req peerlink.JoinRequest, token string) error
-	Remove(ctx context.Context, id string, token string) error
+	// ChangeMembership adds or removes a member through the leader; the
+	// request carries the caller's ACL token, which the leader checks
+	// again when the request reaches it through another node.
+	ChangeMembership(ctx context.Context, req peerlink.MembershipRequest) error
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
 	Health(ctx context.Context) (*cluster.Health, error)

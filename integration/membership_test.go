@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,35 @@ func TestJoinAndRemove(t *testing.T) {
 	// The two remaining members still commit (a quorum of two).
 	if code, body := put(t, survivor, "after-removals", "3"); code != 200 || body != "true" {
 		t.Fatalf("write after removals: %d %q", code, body)
+	}
+}
+
+// TestRemovalThatLosesQuorumIsRefused: with one of three nodes dead,
+// removing a live one would leave one reachable voter of two; the leader
+// refuses, and nothing changes. Removing the dead one is fine, and the
+// two that are left keep committing.
+func TestRemovalThatLosesQuorumIsRefused(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{})
+	leader := c.WaitLeader(20 * time.Second)
+	followers := c.Followers(leader)
+	live, dead := followers[0], followers[1]
+	dead.Kill()
+	waitView(t, leader, dead.ID, "dead")
+
+	code, body, _, err := leader.Do(http.MethodDelete, "/v1/cluster/members/"+live.ID, nil)
+	if err != nil || code != http.StatusConflict || !strings.Contains(string(body), "force=true") {
+		t.Fatalf("removing a live node while another is dead: %d %q %v", code, body, err)
+	}
+	if ms := members(t, leader); len(ms) != 3 {
+		t.Fatalf("members after a refused removal: %+v", ms)
+	}
+	if code, body, _, err := live.Do(http.MethodDelete, "/v1/cluster/members/"+dead.ID, nil); err != nil || code != 200 {
+		t.Fatalf("removing the dead node through a follower: %d %q %v", code, body, err)
+	}
+	if ms := waitMembers(t, leader, 2, "after removing the dead node"); ms[dead.ID].ID != "" {
+		t.Fatalf("members: %+v", ms)
+	}
+	if code, body := put(t, live, "after", "1"); code != 200 || body != "true" {
+		t.Fatalf("write after the removal: %d %q", code, body)
 	}
 }

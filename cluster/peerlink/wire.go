@@ -50,13 +50,16 @@ type JoinRequest struct {
 	RaftAddr string `json:"raft_addr"`
 }
 
-// MembershipRequest is a membership change a member forwards to the
-// leader on behalf of a client: exactly one of Join and Remove is set.
-// Token is the client's ACL token, so the leader can check it again.
+// MembershipRequest is a membership change, made by the leader on behalf
+// of a client: exactly one of Join and Remove is set. Token is the
+// client's ACL token, so the leader can check it again when a member
+// passes the change on. Force skips the check that the change leaves the
+// reachable voters a quorum.
 type MembershipRequest struct {
 	Join   *JoinRequest `json:"join,omitempty"`
 	Remove string       `json:"remove,omitempty"`
 	Token  string       `json:"token,omitempty"`
+	Force  bool         `json:"force,omitempty"`
 }
 
 // validate checks that exactly one change is asked for.
