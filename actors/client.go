@@ -148,6 +148,11 @@ func (c *Client) propose(ctx context.Context, data []byte, fromPeer bool) (stora
 // this call began, and this node has applied everything the leader had
 // committed at that moment.
 func (c *Client) ReadBarrier(ctx context.Context) error {
+	if err := c.tree.disk.Err(); err != nil {
+		// It cannot take new entries, so it would only wait to time out
+		// and then blame the quorum.
+		return fmt.Errorf("%w; read through another node", err)
+	}
 	idx, err := c.readIndex(ctx, false)
 	if err != nil {
 		return err
@@ -288,8 +293,11 @@ func (c *Client) Ready() error {
 		return err
 	}
 	q := newAsked()
-	_, err := quick[*done](c, &getReady{q}, q)
-	return err
+	r, err := quick[*done](c, &getReady{q}, q)
+	if err != nil {
+		return err
+	}
+	return r.err
 }
 
 // ChangeMembership adds a voter (once the leader has reached it at its

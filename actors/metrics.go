@@ -58,6 +58,8 @@ func newMetrics(t *Tree) *metrics {
 			status(func(s cluster.Status) float64 { return float64(s.CommitIndex) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_applied_index", Help: "Highest log index applied to the state file."},
 			status(func(s cluster.Status) float64 { return float64(s.AppliedIndex) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_log_writable", Help: "1 while this node's last write of its Raft log succeeded; 0 after a failure (a full disk), until a write succeeds."},
+			func() float64 { return b2f(t.disk.Err() == nil) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_last_contact_seconds", Help: "Time since this node last heard from a leader (0 on the leader)."},
 			status(func(s cluster.Status) float64 { return float64(s.LastContactMS) / 1000 })),
 	)

@@ -19,6 +19,9 @@ func (h peerHandler) Ping() peerlink.PingReply {
 	if err := h.c.tree.clientPort.err(time.Now()); err != nil {
 		r.ClientPortError = err.Error()
 	}
+	if err := h.c.tree.disk.Err(); err != nil {
+		r.DiskError = err.Error()
+	}
 	return r
 }
 

@@ -129,6 +129,7 @@ type probeResult struct {
 	at         time.Time
 	clientPort string // the peer's client-port trouble, as it reported it
 	httpAddr   string // the client address the peer advertises
+	disk       string // the peer's trouble writing its Raft log
 }
 
 // peerAddr tells a monitor where its peer is: the peer port it probes,
@@ -155,7 +156,7 @@ type monitorActor struct {
 
 	rtts                     []time.Duration
 	probes, fails, raftFails uint64
-	clientPort               string
+	clientPort, disk         string
 }
 
 func (a *monitorActor) Receive(ctx actor.Context) {
@@ -184,7 +185,7 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		if m.ok {
 			a.det.Heartbeat(m.at)
 			a.streak++
-			a.clientPort = m.clientPort
+			a.clientPort, a.disk = m.clientPort, m.disk
 			if m.httpAddr != "" {
 				// Its own word is fresher than the registry, which lags
 				// a new member by a maintenance tick.
@@ -229,7 +230,7 @@ func (a *monitorActor) probe(ctx actor.Context) {
 		// An answer from a different node at that address is no sign of
 		// life of this peer.
 		ok := err == nil && got.ID == id
-		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, httpAddr: got.HTTPAddr})
+		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, disk: got.DiskError, httpAddr: got.HTTPAddr})
 	}()
 }
 
@@ -282,7 +283,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: math.Round(phi*100) / 100,
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
-		ClientPortError: a.clientPort,
+		ClientPortError: a.clientPort, DiskError: a.disk,
 	}
 }
 

@@ -479,6 +479,9 @@ func (a *raftActor) crash(ctx actor.Context, m *crash) {
 // ready reports whether this node can serve linearizable requests right
 // now: a leader is known and this node is not far behind it.
 func (a *raftActor) ready() error {
+	if err := a.tree.disk.Err(); err != nil {
+		return err
+	}
 	st := a.node.Status()
 	if st.LeaderID == "" {
 		return cluster.ErrNoLeader

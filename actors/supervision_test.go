@@ -321,3 +321,90 @@ func TestFullDiskPastRestartBudgetStopsTheNode(t *testing.T) {
 		t.Fatal("the node kept restarting against a full disk past its budget")
 	}
 }
+
+// TestFollowerWithFullDisk: a follower whose Raft log sits on a full disk
+// cannot take new entries. It says so instead of looking healthy: /readyz
+// and a linearizable read through it name the disk (not the quorum), its
+// peers' view of it shows the disk error, and the metric drops to 0. The
+// others keep committing. With room again it catches up and serves.
+func TestFollowerWithFullDisk(t *testing.T) {
+	disk, fill, free := smallDisk(t, 16<<20)
+	nodes := inproc.Start(t, 3, inproc.Options{
+		LogSegmentSize: 64 << 10,
+		DataDir: func(id string) string {
+			dir := filepath.Join(t.TempDir(), id)
+			if id == "n2" {
+				if err := os.MkdirAll(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Symlink(disk, filepath.Join(dir, "wal")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return dir
+		},
+	})
+	leaderOf(t, nodes)
+	small, other := nodes[1], nodes[0]
+	// If the node with the full disk leads, its first failed append makes
+	// it step down, and with a log that falls behind it cannot win again.
+	fill()
+	value := strings.Repeat("x", 4<<10)
+	for i := 0; i < 100; i++ {
+		applyEventually(t, other.Client(), fmt.Sprintf("k%03d", i), value)
+	}
+	leader := leaderOf(t, nodes)
+	if leader == small {
+		t.Fatal("the node that cannot write its log leads")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for small.Client().Ready() == nil {
+		if time.Now().After(deadline) {
+			st, _ := small.Client().Status()
+			lst, _ := leader.Client().Status()
+			out, _ := exec.Command("sh", "-c", "df -k "+disk+"; ls -la "+disk).CombinedOutput()
+			t.Fatalf("the follower with a full disk still calls itself ready: %+v leader %+v\n%s", st, lst, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := small.Client().Ready(); !errors.Is(err, cluster.ErrDisk) {
+		t.Fatalf("ready: %v, want the disk named", err)
+	}
+	code, body, err := httpDo(http.MethodGet, "http://"+small.HTTPAddr+"/v1/kv/k000", "")
+	if err != nil || code != 503 || !strings.Contains(body, "cannot write its Raft log") || strings.Contains(body, "quorum") {
+		t.Fatalf("linearizable read through the full follower: %d %q %v", code, body, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		h, err := leader.Client().Health(t.Context())
+		seen := false
+		for _, p := range h.Peers {
+			seen = seen || err == nil && p.ID == small.ID && strings.Contains(p.DiskError, "cannot write its Raft log")
+		}
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader's view of %s shows no disk error: %+v", small.ID, h)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, metrics, _ := httpDo(http.MethodGet, "http://"+small.HTTPAddr+"/metrics", ""); !strings.Contains(metrics, "troupe_raft_log_writable 0") {
+		t.Fatal("the metric does not show the unwritable log")
+	}
+
+	free()
+	deadline = time.Now().Add(30 * time.Second)
+	for small.Client().Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower did not recover: %v", small.Client().Ready())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < 100; i += 33 {
+		code, body, err := httpDo(http.MethodGet, "http://"+small.HTTPAddr+fmt.Sprintf("/v1/kv/k%03d?raw", i), "")
+		if err != nil || code != 200 || body != value {
+			t.Fatalf("k%03d through the recovered follower: %d %v", i, code, err)
+		}
+	}
+}

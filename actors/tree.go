@@ -100,6 +100,9 @@ type Tree struct {
 
 	// clientPort is the client port's latest trouble (see portHealth).
 	clientPort portHealth
+	// disk is the Raft log's latest write failure; it outlives Raft
+	// restarts.
+	disk cluster.DiskHealth
 
 	// spawning is held for writing while an actor (re)creates children
 	// that others send to by name, and for reading by those senders:
@@ -156,6 +159,7 @@ func New(cfg Config) *Tree {
 	}
 	t.client = &Client{tree: t}
 	t.cfg.Raft.PeerHandler = peerHandler{t.client}
+	t.cfg.Raft.Disk = &t.disk
 	t.metrics = newMetrics(t)
 	return t
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/troupe-kv/troupe/chaos/faultplan"
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -221,5 +222,43 @@ func TestLeaderRecordsClusterID(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestIsolatedNodeIsNotReady: a node cut off from every peer loses its
+// leader and says so on /readyz; healed, it is ready again.
+func TestIsolatedNodeIsNotReady(t *testing.T) {
+	nodes := inproc.Start(t, 3, inproc.Options{Chaos: true})
+	leader := leaderOf(t, nodes)
+	var f *node
+	for _, n := range nodes {
+		if n != leader {
+			f = n
+		}
+	}
+	if err := f.Client().Ready(); err != nil {
+		t.Fatalf("ready before: %v", err)
+	}
+	isolate(t, nodes, f)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, err := httpDo(http.MethodGet, "http://"+f.HTTPAddr+"/readyz", "")
+		if err == nil && code == 503 && strings.Contains(body, "no leader") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an isolated node's /readyz: %d %q %v", code, body, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := f.Client().SetFaults(faultnet.Rules{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for f.Client().Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after the heal: %v", f.Client().Ready())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

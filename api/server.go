@@ -233,7 +233,7 @@ func errorStatus(err error) (status int, outcome string) {
 		return http.StatusTooManyRequests, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		return http.StatusServiceUnavailable, OutcomeUnknown
-	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader):
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrDisk):
 		return http.StatusServiceUnavailable, OutcomeNotApplied
 	case errors.Is(err, storage.ErrBadCommand):
 		return http.StatusBadRequest, OutcomeNotApplied

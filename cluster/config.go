@@ -119,6 +119,9 @@ type Config struct {
 	PeerTLS peerlink.TLS
 	// PeerLogger hears of connections the peer port refused; nil discards.
 	PeerLogger *slog.Logger
+	// Disk hears of every write of the Raft log, failed or not; nil keeps
+	// no record.
+	Disk *DiskHealth
 	// MaxCommandBytes is the largest command another node may forward.
 	MaxCommandBytes int64
 	// RequestTimeout bounds a forwarded request's wait for this node.

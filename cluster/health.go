@@ -40,6 +40,9 @@ type PeerStatus struct {
 	// ClientPortError is why the peer said, at its last answer, that its
 	// client port cannot serve; "" when it can.
 	ClientPortError string `json:"client_port_error,omitempty"`
+	// DiskError is why the peer said, at its last answer, that it cannot
+	// write its Raft log; "" when it can.
+	DiskError string `json:"disk_error,omitempty"`
 }
 
 // Health is this node's view of its peers and of the leader, for

@@ -73,10 +73,11 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	logStore, err := openLogStore(cfg.DataDir, cfg.LogSegmentSize, cfg.Logger)
+	wal, err := openLogStore(cfg.DataDir, cfg.LogSegmentSize, cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
+	var logStore logStore = watchedLogStore{logStore: wal, health: cfg.Disk}
 	n := &Node{cfg: cfg, logStore: logStore, store: store, leaderCh: make(chan struct{})}
 	ok := false
 	defer func() {

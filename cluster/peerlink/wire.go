@@ -40,6 +40,8 @@ type PingReply struct {
 	// HTTPAddr is the client address the callee advertises.
 	HTTPAddr        string `json:"http_addr,omitempty"`
 	ClientPortError string `json:"client_port_error,omitempty"`
+	// DiskError is why the callee cannot write its Raft log, if it cannot.
+	DiskError string `json:"disk_error,omitempty"`
 }
 
 // JoinRequest adds a voter: its node id and the Raft address its peers

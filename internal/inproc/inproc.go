@@ -32,6 +32,11 @@ type Options struct {
 	Chaos bool
 	// HTTPLimits bound client connections (zero: the defaults).
 	HTTPLimits actors.HTTPLimits
+	// DataDir, when set, gives a node its data directory (default: a new
+	// temporary one), e.g. to put one node's files on a small disk.
+	DataDir func(id string) string
+	// LogSegmentSize is each node's Raft log segment size (0: default).
+	LogSegmentSize int
 	// ACLEnabled turns on ACL enforcement on every node.
 	ACLEnabled bool
 }
@@ -103,9 +108,14 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 	}
 	for _, nd := range nodes {
 		logger := slog.New(slog.NewTextHandler(nd.Logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		dataDir := filepath.Join(t.TempDir(), nd.ID)
+		if opts.DataDir != nil {
+			dataDir = opts.DataDir(nd.ID)
+		}
 		node, err := server.Start(server.Config{
 			NodeID:         nd.ID,
-			DataDir:        filepath.Join(t.TempDir(), nd.ID),
+			DataDir:        dataDir,
+			LogSegmentSize: opts.LogSegmentSize,
 			HTTPAddr:       nd.HTTPAddr,
 			RaftAddr:       nd.RaftAddr,
 			InitialCluster: initial,
