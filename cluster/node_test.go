@@ -1039,3 +1039,57 @@ func TestUnfinishedSnapshotIsRemoved(t *testing.T) {
 		t.Fatalf("the node lost its snapshot: %+v", st)
 	}
 }
+
+// TestRecoverAfterLosingTheMajority: two of three members are gone for
+// good; the survivor, recovered offline with itself as the only member,
+// comes back as a one-node cluster with every write it had, and commits
+// again.
+func TestRecoverAfterLosingTheMajority(t *testing.T) {
+	c := startCluster(t, 3, testTiming())
+	leader := waitLeader(t, c.members)
+	var last uint64
+	for i := 0; i < 20; i++ {
+		last = apply(t, leader, setCmd(fmt.Sprintf("k%d", i), "v")).Index
+	}
+	survivor := c.others(leader)[0]
+	waitApplied(t, survivor.store, last, survivor.id)
+	if _, err := survivor.node.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 20; i < 30; i++ {
+		last = apply(t, leader, setCmd(fmt.Sprintf("k%d", i), "v")).Index
+	}
+	waitApplied(t, survivor.store, last, survivor.id)
+	for _, m := range c.members {
+		m.close(t)
+	}
+	// Without the others the survivor cannot elect a leader.
+	survivor.open(t)
+	time.Sleep(2 * testTiming().ElectionTimeout)
+	if survivor.node.IsLeader() {
+		t.Fatal("a lone member of three elected itself")
+	}
+	survivor.close(t)
+
+	if err := Recover(survivor.id, survivor.cfg.DataDir, survivor.store, []Server{{ID: survivor.id, Addr: survivor.addr}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	survivor.open(t)
+	eventually(t, "the recovered node to lead", survivor.node.IsLeader)
+	for i := 0; i < 30; i++ {
+		expectValue(t, survivor.store, fmt.Sprintf("k%d", i), "v", survivor.id)
+	}
+	if res := apply(t, survivor, setCmd("after-recovery", "1")); res.Index <= last {
+		t.Fatalf("write after recovery at %d, not after %d", res.Index, last)
+	}
+	if ms, err := survivor.node.Members(); err != nil || len(ms) != 1 || ms[0].ID != survivor.id {
+		t.Fatalf("members after recovery: %+v %v", ms, err)
+	}
+	// Refused: a member list without this node, and a node without state.
+	if err := Recover(survivor.id, survivor.cfg.DataDir, survivor.store, []Server{{ID: "nX", Addr: "127.0.0.1:1"}}, nil); err == nil {
+		t.Fatal("a recovery without this node was accepted")
+	}
+	if err := Recover("n9", t.TempDir(), survivor.store, []Server{{ID: "n9", Addr: "127.0.0.1:1"}}, nil); err == nil {
+		t.Fatal("a recovery of a node without state was accepted")
+	}
+}

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +144,62 @@ func TestRemovalThatLosesQuorumIsRefused(t *testing.T) {
 	}
 	if code, body := put(t, live, "after", "1"); code != 200 || body != "true" {
 		t.Fatalf("write after the removal: %d %q", code, body)
+	}
+}
+
+// TestRecoverAfterLosingTheMajority: two of three nodes are gone for good
+// (killed, their disks wiped); the survivor cannot elect a leader. Stopped
+// and recovered with `kvnode recover` as the only member, it comes back
+// as a one-node cluster with every acknowledged write, and commits again.
+func TestRecoverAfterLosingTheMajority(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{})
+	leader := c.WaitLeader(20 * time.Second)
+	for i := 0; i < 30; i++ {
+		if code, body := put(t, c.Nodes[i%3], fmt.Sprintf("k/%02d", i), "v"); code != 200 || body != "true" {
+			t.Fatalf("PUT %d: %d %q", i, code, body)
+		}
+	}
+	survivor := c.Followers(leader)[0]
+	st, err := leader.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	survivor.WaitApplied(st.CommitIndex, 20*time.Second)
+	for _, n := range c.Nodes {
+		if n != survivor {
+			n.Kill()
+			n.Wipe()
+		}
+	}
+	if code, _ := put(t, survivor, "without-quorum", "1"); code != 503 {
+		t.Fatalf("a lone survivor committed a write: %d", code)
+	}
+	survivor.Stop()
+
+	out, err := exec.Command(testcluster.Binary(t), "recover", "--members", survivor.ID+"="+survivor.RaftAddr,
+		"--node-id", survivor.ID, "--data-dir", survivor.DataDir, "--http-addr", survivor.HTTPAddr, "--raft-addr", survivor.RaftAddr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "recovered "+survivor.ID) {
+		t.Fatalf("kvnode recover: %v\n%s", err, out)
+	}
+	survivor.Start()
+	survivor.WaitHTTP(20 * time.Second)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := put(t, survivor, "after-recovery", "1")
+		if code == 200 && body == "true" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no write after the recovery: %d %q", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for i := 0; i < 30; i++ {
+		if code, p := get(t, survivor, fmt.Sprintf("k/%02d", i), ""); code != 200 || string(p.Value) != "v" {
+			t.Fatalf("k/%02d after the recovery: %d", i, code)
+		}
+	}
+	if ms := members(t, survivor); len(ms) != 1 {
+		t.Fatalf("members after the recovery: %+v", ms)
 	}
 }

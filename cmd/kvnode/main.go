@@ -26,6 +26,17 @@ import (
 const exitConfig = 78
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "recover" {
+		err := runRecover(os.Args[2:])
+		switch {
+		case errors.Is(err, errHelp):
+			os.Exit(0)
+		case err != nil:
+			fmt.Fprintf(os.Stderr, "kvnode: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg, err := loadConfig(os.Args[1:])
 	if errors.Is(err, errHelp) {
 		os.Exit(0)
