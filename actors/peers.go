@@ -280,7 +280,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		dev = math.Sqrt(dev / n)
 	}
 	return &cluster.PeerStatus{
-		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: math.Round(phi*100) / 100,
+		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: roundPhi(phi),
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
 		ClientPortError: a.clientPort, DiskError: a.disk,
@@ -289,3 +289,13 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 
 // roundMS turns nanoseconds into milliseconds with three decimals.
 func roundMS(ns float64) float64 { return math.Round(ns/1e3) / 1e3 }
+
+// roundPhi keeps two decimals, and never reports -0 (a tiny negative
+// phi rounds to it, and "-0.00" reads like a bug).
+func roundPhi(phi float64) float64 {
+	r := math.Round(phi*100) / 100
+	if r == 0 {
+		return 0
+	}
+	return r
+}

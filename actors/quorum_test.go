@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"math"
 	"strings"
 	"testing"
 
@@ -54,5 +55,14 @@ func TestKeepsQuorum(t *testing.T) {
 				t.Fatalf("the refusal does not say how to override: %v", err)
 			}
 		})
+	}
+}
+
+func TestRoundPhiHasNoNegativeZero(t *testing.T) {
+	if got := roundPhi(-0.001); got != 0 || math.Signbit(got) {
+		t.Fatalf("roundPhi(-0.001) = %v (signbit %v)", got, math.Signbit(got))
+	}
+	if got := roundPhi(3.14159); got != 3.14 {
+		t.Fatalf("roundPhi(3.14159) = %v", got)
 	}
 }
