@@ -45,9 +45,12 @@ const (
 	// OpACLBootstrap creates the token in Value unless a bootstrap has
 	// already happened.
 	OpACLBootstrap Op = 13
+	// OpTxn applies the operations in Txn atomically: all of them, or, if
+	// any fails its check, none (see TxnResult).
+	OpTxn Op = 14
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpACLBootstrap
+	opLast = OpTxn
 )
 
 // String is the operation's name, for logs and errors.
@@ -79,6 +82,8 @@ func (o Op) String() string {
 		return "acl-delete-token"
 	case OpACLBootstrap:
 		return "acl-bootstrap"
+	case OpTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -101,6 +106,9 @@ type Command struct {
 	Flags   uint64
 	Index   uint64 // expected ModifyIndex for OpCAS and OpDeleteCAS
 	Session string // reserved for lock operations
+	// Txn is OpTxn's operations; it takes the place of Value, which an
+	// OpTxn does not carry.
+	Txn []TxnOp
 }
 
 // Encode returns the versioned binary form of c:
@@ -109,9 +117,13 @@ type Command struct {
 //	len(key)(uvarint) key  len(session)(uvarint) session  value(rest)
 //
 // Varints keep small commands small; the value goes last so it needs no
-// length prefix.
+// length prefix. An OpTxn puts its operations where the value goes (see
+// appendTxn).
 func (c *Command) Encode() []byte {
 	n := 2 + 3*binary.MaxVarintLen64 + len(c.Key) + binary.MaxVarintLen64 + len(c.Session) + len(c.Value)
+	if c.Op == OpTxn {
+		n += txnEncodedSize(c.Txn)
+	}
 	return c.AppendEncode(make([]byte, 0, n))
 }
 
@@ -125,11 +137,14 @@ func (c *Command) AppendEncode(b []byte) []byte {
 	b = append(b, c.Key...)
 	b = binary.AppendUvarint(b, uint64(len(c.Session)))
 	b = append(b, c.Session...)
+	if c.Op == OpTxn {
+		return appendTxn(b, c.Txn)
+	}
 	return append(b, c.Value...)
 }
 
 // DecodeCommand parses the output of Command.Encode. The returned Command's
-// Value aliases data.
+// Value, and its operations' values, alias data.
 func DecodeCommand(data []byte) (*Command, error) {
 	if len(data) < 2 {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrBadCommand, len(data))
@@ -148,6 +163,14 @@ func DecodeCommand(data []byte) (*Command, error) {
 	c.Session = string(d.bytes())
 	if d.err != nil {
 		return nil, d.err
+	}
+	if c.Op == OpTxn {
+		ops, err := decodeTxn(d.b)
+		if err != nil {
+			return nil, err
+		}
+		c.Txn = ops
+		return c, nil
 	}
 	if len(d.b) > 0 {
 		c.Value = d.b
