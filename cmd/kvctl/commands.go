@@ -326,7 +326,11 @@ like a read: linearizable, or from any node's local copy with --stale.`,
 					return nil
 				}
 				if meta.Index != 0 {
-					fmt.Fprintf(inv.stdout, "applied %d operations (index %d)\n", len(ops), meta.Index)
+					plural := "s"
+					if len(ops) == 1 {
+						plural = ""
+					}
+					fmt.Fprintf(inv.stdout, "applied %d operation%s (index %d)\n", len(ops), plural, meta.Index)
 				}
 				pairs := make([]*client.KVPair, 0, len(resp.Results))
 				for _, r := range resp.Results {
