@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/storage"
@@ -233,15 +232,9 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("Transaction is too large: it encodes to %d bytes, over the %d-byte limit of one replicated command", n, limit))
 		return
 	}
-	ctx, cancel := s.requestContext(r)
-	defer cancel()
-	res, err := s.b.KV.Apply(ctx, cmd)
-	if err != nil {
-		writeError(w, err)
-		return
+	if res, ok := s.replicate(w, r, cmd); ok {
+		s.writeTxn(w, a, res.Txn)
 	}
-	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
-	s.writeTxn(w, a, res.Txn)
 }
 
 // readTxnBody reads the body up to twice the value limit. Consul's limit
