@@ -378,3 +378,59 @@ func TestTxnVerb_Names(t *testing.T) {
 		}
 	}
 }
+
+// FuzzApplyTxn applies arbitrary transactions to one store (four bytes an
+// operation: verb, key, index, value). Applying must never fail or panic,
+// and a transaction is all or nothing: a rolled-back one leaves the file
+// byte for byte as it was (but for the applied index), and an applied one
+// changes only keys its writes name, each to the transaction's index.
+func FuzzApplyTxn(f *testing.F) {
+	f.Add([]byte{1, 1, 0, 'x', 5, 1, 0, 0})
+	f.Add([]byte{1, 2, 0, 'x', 2, 2, 1, 'y', 7, 2, 0, 0})
+	f.Add([]byte{11, 0, 0, 0, 1, 3, 0, 'z', 6, 1, 0, 0})
+	f.Add([]byte{3, 4, 0, 'l', 4, 4, 0, 0, 8, 4, 0, 0})
+	keys := []string{"", "a", "a/b", "a/c", "b", "ab"}
+	s := openStore(f)
+	s.sessions = func(id string) bool { return id == "s1" }
+	idx := uint64(0)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ops []TxnOp
+		for i := 0; i+3 < len(data) && len(ops) < 32; i += 4 {
+			op := TxnOp{Verb: TxnVerb(data[i]%uint8(txnVerbLast) + 1), Key: keys[int(data[i+1])%len(keys)], Index: idx - min(idx, uint64(data[i+2]%4))}
+			if data[i+3] != 0 {
+				op.Value = []byte{data[i+3]}
+			}
+			if data[i+1]&0x80 != 0 {
+				op.Session = "s1"
+			}
+			ops = append(ops, op)
+		}
+		before := dumpRaw(t, s)
+		idx++
+		r := applyTxn(t, s, idx, ops...)
+		after := dumpRaw(t, s)
+		if !r.OK {
+			requireSameState(t, withoutApplied(after), withoutApplied(before))
+			return
+		}
+		for k := range mergeKeys(before["kv"], after["kv"]) {
+			b, a := before["kv"][k], after["kv"][k]
+			if a == b {
+				continue
+			}
+			named := false
+			for _, op := range ops {
+				named = named || op.Verb.IsWrite() && (op.Key == k || op.Verb == TxnDeleteTree && strings.HasPrefix(k, op.Key))
+			}
+			if !named {
+				t.Fatalf("key %q changed, but no write of %+v names it", k, ops)
+			}
+			if a != "" && entryModifyIndex([]byte(a)) != idx {
+				t.Fatalf("key %q changed with ModifyIndex %d, want the txn's %d", k, entryModifyIndex([]byte(a)), idx)
+			}
+		}
+		if !reflect.DeepEqual(before["kv"], after["kv"]) && mustKVIndex(t, s) != idx {
+			t.Fatalf("keys changed but the KV index is %d, not %d", mustKVIndex(t, s), idx)
+		}
+	})
+}
