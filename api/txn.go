@@ -209,8 +209,7 @@ func (s *Server) txn(w http.ResponseWriter, r *http.Request) {
 	if len(opErrs) > 0 {
 		// Refused in the pre-check: nothing reached Raft or the state.
 		slices.SortStableFunc(opErrs, func(a, b TxnError) int { return a.OpIndex - b.OpIndex })
-		w.Header().Set(OutcomeHeader, OutcomeNotApplied)
-		writeJSON(w, http.StatusConflict, TxnResponse{Errors: opErrs})
+		writeRollback(w, opErrs)
 		return
 	}
 
@@ -261,6 +260,13 @@ func (s *Server) readTxnBody(w http.ResponseWriter, r *http.Request) ([]byte, bo
 	return body, true
 }
 
+// writeRollback answers 409: the transaction certainly did not apply, so
+// a client may retry it anywhere once it has dealt with the errors.
+func writeRollback(w http.ResponseWriter, errs []TxnError) {
+	w.Header().Set(OutcomeHeader, OutcomeNotApplied)
+	writeJSON(w, http.StatusConflict, TxnResponse{Errors: errs})
+}
+
 // writeTxn renders a transaction's outcome: 200 with Results, or 409 with
 // Errors. With ACLs on, entries the token may not read are left out, as
 // a listing leaves them out (a get-tree may cover keys it cannot see).
@@ -276,7 +282,7 @@ func (s *Server) writeTxn(w http.ResponseWriter, a *authz, res *storage.TxnResul
 		for i, e := range res.Errors {
 			errs[i] = TxnError{OpIndex: e.OpIndex, What: e.What}
 		}
-		writeJSON(w, http.StatusConflict, TxnResponse{Errors: errs})
+		writeRollback(w, errs)
 		return
 	}
 	results := make([]TxnResult, 0, len(res.Entries))

@@ -96,6 +96,9 @@ func TestTxn_RollbackIs409AndStoresNothing(t *testing.T) {
 		kvOp("get", "missing", "", 0, ""),
 	))
 	wantStatus(t, w, 409)
+	if w.Header().Get(OutcomeHeader) != OutcomeNotApplied {
+		t.Errorf("a rollback says outcome %q", w.Header().Get(OutcomeHeader))
+	}
 	if !strings.Contains(w.Body.String(), `"Results":null`) {
 		t.Errorf("body %s: want \"Results\":null", w.Body.String())
 	}
