@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -241,11 +242,12 @@ func (s *scratchState) list(prefix string) ([]Entry, error) {
 		}
 	}
 	for k, e := range s.pending {
-		if e != nil && len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+		if e != nil && strings.HasPrefix(k, prefix) {
 			out = append(out, *e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Entry) int { return bytes.Compare([]byte(a.Key), []byte(b.Key)) })
+	// Go orders strings byte by byte, as bbolt orders keys.
+	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
 	return out, nil
 }
 
