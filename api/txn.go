@@ -159,6 +159,9 @@ func (s *Server) parseTxn(body []byte) ([]storage.TxnOp, []TxnError, error) {
 func txnDenied(a *authz, ops []storage.TxnOp) []TxnError {
 	var errs []TxnError
 	for i, op := range ops {
+		if op.Verb == 0 || op.Key == "" && op.Verb != storage.TxnDeleteTree {
+			continue // failed in parseTxn already: one error an operation
+		}
 		var ok bool
 		perm, resource := "key:read", op.Key
 		switch {

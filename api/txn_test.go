@@ -289,6 +289,14 @@ func TestTxn_ACL(t *testing.T) {
 			t.Fatal("a refused txn leaked a value")
 		}
 	})
+	// An operation that fails for itself is not also reported as denied.
+	f.b.unchanged(t, "catalog op and missing key with a read token", func() {
+		w := call(t, f.s, "PUT", "/v1/txn", []byte(`[{"Node":{"Verb":"get"}},{"KV":{"Verb":"set","Key":""}},{"KV":{"Verb":"get","Key":"secret/s"}}]`), tok(f.read)...)
+		r := decodeTxn(t, w.Body.Bytes())
+		if w.Code != 409 || len(r.Errors) != 3 || r.Errors[0].OpIndex != 0 || r.Errors[1].OpIndex != 1 || r.Errors[2].OpIndex != 2 || !strings.Contains(r.Errors[2].What, "Permission denied") {
+			t.Fatalf("%d %+v", w.Code, r.Errors)
+		}
+	})
 	// A get-tree shows only what the token may read.
 	mkPolicy(t, f.s, f.mgmt, "a-only", `key "app/a" { policy = "read" }`)
 	narrow := mkToken(t, f.s, f.mgmt, "a-only")
