@@ -61,11 +61,17 @@ func (a *authz) mayReadUnder(dir string) bool {
 
 // denied answers 403 with the reason, in the form Consul's tools print.
 func (a *authz) denied(w http.ResponseWriter, perm, resource string) {
+	aclRefusal(w, http.StatusForbidden, a.deniedMessage(perm, resource))
+}
+
+// deniedMessage says what the token lacks, for a 403 or a transaction's
+// error.
+func (a *authz) deniedMessage(perm, resource string) string {
 	msg := fmt.Sprintf("Permission denied: token with AccessorID '%s' lacks permission '%s'", a.accessor, perm)
 	if resource != "" {
 		msg += fmt.Sprintf(" on %q", resource)
 	}
-	aclRefusal(w, http.StatusForbidden, msg)
+	return msg
 }
 
 // aclRefusal answers a request refused for its token. The outcome header
@@ -117,7 +123,7 @@ const (
 func classify(r *http.Request) (routeClass, string) {
 	p := r.URL.Path
 	switch {
-	case p == "/v1/kv" || strings.HasPrefix(p, "/v1/kv/"):
+	case p == "/v1/kv" || strings.HasPrefix(p, "/v1/kv/") || p == "/v1/txn":
 		return classKV, ""
 	case p == "/healthz" || p == "/readyz" || p == "/v1/status/leader" || p == "/v1/status/peers":
 		// Consul leaves these open too: probes and load balancers have

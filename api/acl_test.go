@@ -173,6 +173,9 @@ var aclRequests = []aclRequest{
 	{"health", "GET", "/v1/cluster/health", ""},
 	{"token-self", "GET", "/v1/acl/token/self", ""},
 	{"healthz", "GET", "/healthz", ""},
+	{"txn-read", "PUT", "/v1/txn", `[{"KV":{"Verb":"get","Key":"app/a"}}]`},
+	{"txn-write", "PUT", "/v1/txn", `[{"KV":{"Verb":"set","Key":"app/a","Value":"eA=="}}]`},
+	{"txn-delete-tree", "PUT", "/v1/txn", `[{"KV":{"Verb":"delete-tree","Key":"other/"}}]`},
 	{"leader", "GET", "/v1/status/leader", ""},
 	{"peers", "GET", "/v1/status/peers", ""},
 }
@@ -204,8 +207,13 @@ var wantByToken = map[string][4]int{
 	"health":            {401, 200, 200, 200},
 	"token-self":        {401, 200, 200, 200},
 	"healthz":           {200, 200, 200, 200},
-	"leader":            {200, 200, 200, 200},
-	"peers":             {200, 200, 200, 200},
+	// A transaction refused for its token is a rolled-back one, as in
+	// Consul: 409 with the op's "Permission denied" in Errors.
+	"txn-read":        {401, 200, 409, 200},
+	"txn-write":       {401, 409, 409, 200},
+	"txn-delete-tree": {401, 409, 200, 200},
+	"leader":          {200, 200, 200, 200},
+	"peers":           {200, 200, 200, 200},
 }
 
 // Every endpoint class against no token, a read token, a write token on
@@ -248,12 +256,12 @@ func TestACL_EndpointClasses(t *testing.T) {
 					if !strings.Contains(w.Body.String(), "ACL not found") {
 						t.Errorf("401 body %q lacks \"ACL not found\"", w.Body.String())
 					}
-				case 403:
+				case 403, 409:
 					if !strings.Contains(w.Body.String(), "Permission denied") || !strings.Contains(w.Body.String(), "lacks permission") {
-						t.Errorf("403 body %q gives no reason", w.Body.String())
+						t.Errorf("%d body %q gives no reason", code, w.Body.String())
 					}
 				}
-				if code == 401 || code == 403 {
+				if code == 401 || code == 403 || code == 409 {
 					if after := f.b.state(t); !reflect.DeepEqual(before, after) {
 						t.Errorf("rejected %s with %s token changed the node:\nbefore %+v\nafter  %+v", rq.class, tok.name, before, after)
 					}

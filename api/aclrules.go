@@ -307,6 +307,11 @@ func (p *hclParser) str() (string, error) {
 	if err != nil {
 		return "", p.errorf("bad string %s: %v", p.src[p.pos:i+1], err)
 	}
+	if !utf8.ValidString(s) {
+		// An escape (\200, \x80) can make bytes no key can hold: keys
+		// are UTF-8 (the KV endpoints refuse others).
+		return "", p.errorf("string %s is not valid UTF-8 once unescaped", p.src[p.pos:i+1])
+	}
 	p.pos = i + 1
 	return s, nil
 }

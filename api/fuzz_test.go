@@ -3,9 +3,11 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -233,4 +235,75 @@ func fuzzKVRequest(t *testing.T, m uint8, target string, body []byte) (*http.Req
 		req.ContentLength = int64(len(body))
 	}
 	return req, ctx
+}
+
+// FuzzTxnJSON sends arbitrary bodies to PUT /v1/txn. The handler must
+// never panic and never answer 5xx (the fake backend never fails); a 400
+// or 413 must leave the store exactly as it was and never reach Apply; a
+// 409 must leave every key as it was (a rollback at apply time is an
+// applied entry, so only the applied index may move); a 200 is a
+// well-formed TxnResponse without null results.
+func FuzzTxnJSON(f *testing.F) {
+	op := func(verb, key, value string) string {
+		return `{"KV":{"Verb":"` + verb + `","Key":"` + key + `","Value":` + value + `,"Flags":0,"Index":0,"Session":""},"Node":null,"Service":null,"Check":null}`
+	}
+	for _, s := range []string{
+		"[" + op("set", "a", `"eA=="`) + "," + op("get", "a", "null") + "]",
+		"[" + op("get-tree", "a", "null") + "]",
+		"[" + op("delete-tree", "", "null") + "]",
+		"[" + op("lock", "a", "null") + "," + op("get", "a", "null") + "]",
+		"[" + op("check-not-exists", "b", "null") + "," + op("cas", "b", `"eQ=="`) + "]",
+		`[{"KV":{"Verb":"delete-cas","Key":"a","Index":18446744073709551615}}]`,
+		`[{"KV":{"Verb":"check-index","Key":"a","Index":1}},{"KV":{"Verb":"unlock","Key":"a","Session":"s"}}]`,
+		`[{"Node":{"Verb":"set"}}]`, `[{}]`, `[]`, `null`, `{}`, `[`, `[1]`, `["x"]`,
+		`[{"KV":{"Verb":"set","Key":"a//b"}}]`, `[{"KV":{"Verb":"set","Key":"a","Value":"!!"}}]`,
+		`[{"KV":{"Verb":"set","Key":"a","Flags":1e3}}]`, `[{"kv":{"verb":"get","key":"a"}}]`,
+		`[{"KV":{"Verb":"get","Key":"a"}}] x`, `[{"KV":{"Verb":"get","Key":"\u0000"}}]`,
+	} {
+		f.Add(uint8(0), []byte(s))
+		f.Add(uint8(1), []byte(s))
+	}
+	const maxValue = 64
+	b := newFakeBackend(f, f.TempDir())
+	s := New(Backends{KV: b, Cluster: b}, Options{MaxValueSize: maxValue, TxnMaxOps: 8, RequestTimeout: time.Second})
+	queries := []string{"", "?stale", "?consistent", "?stale&consistent"}
+	f.Fuzz(func(t *testing.T, q uint8, body []byte) {
+		target := "/v1/txn" + queries[int(q)%len(queries)]
+		before, calls := snapshotStore(t, b.store), b.applyCalls.Load()
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest("PUT", target, bytes.NewReader(body))
+		s.ServeHTTP(w, req)
+		after := snapshotStore(t, b.store)
+		applied := b.applyCalls.Load() != calls
+		switch {
+		case w.Code == 400 || w.Code == 413:
+			if applied || !reflect.DeepEqual(before, after) {
+				t.Fatalf("%s %q: %d %q, but the store changed (applied %v)", target, body, w.Code, w.Body.String(), applied)
+			}
+			if w.Code == 413 && len(body) <= maxValue && !strings.Contains(w.Body.String(), "operations") {
+				t.Fatalf("%q: 413 %q for a body within every size limit", body, w.Body.String())
+			}
+		case w.Code == 409:
+			before.applied, after.applied = 0, 0
+			if !reflect.DeepEqual(before, after) {
+				t.Fatalf("%q: 409 but the keys changed:\n%+v\n%+v", body, before, after)
+			}
+			var r TxnResponse
+			if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil || len(r.Errors) == 0 || r.Results != nil {
+				t.Fatalf("%q: 409 body %q (%v)", body, w.Body.String(), err)
+			}
+		case w.Code == 200:
+			var r struct{ Results []*TxnResult }
+			if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil || r.Results == nil {
+				t.Fatalf("%q: 200 body %q (%v)", body, w.Body.String(), err)
+			}
+			for _, res := range r.Results {
+				if res == nil || res.KV == nil {
+					t.Fatalf("%q: null result in %q", body, w.Body.String())
+				}
+			}
+		default:
+			t.Fatalf("%s %q: unexpected %d %q", target, body, w.Code, w.Body.String())
+		}
+	})
 }

@@ -359,20 +359,31 @@ func (s *Server) kvDelete(w http.ResponseWriter, r *http.Request, q url.Values, 
 
 // applyKV replicates a write and answers Consul's "true"/"false".
 func (s *Server) applyKV(w http.ResponseWriter, r *http.Request, cmd *storage.Command) {
-	ctx, cancel := s.requestContext(r)
-	defer cancel()
-	res, err := s.b.KV.Apply(ctx, cmd)
-	if err != nil {
-		writeError(w, err)
+	res, ok := s.replicate(w, r, cmd)
+	if !ok {
 		return
 	}
-	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
 	w.Header().Set("Content-Type", "application/json")
 	if res.OK {
 		_, _ = io.WriteString(w, "true")
 	} else {
 		_, _ = io.WriteString(w, "false")
 	}
+}
+
+// replicate applies cmd through the leader and sets X-Consul-Index to
+// the index it was applied at; on failure it answers the error itself and
+// reports false.
+func (s *Server) replicate(w http.ResponseWriter, r *http.Request, cmd *storage.Command) (storage.Result, bool) {
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	res, err := s.b.KV.Apply(ctx, cmd)
+	if err != nil {
+		writeError(w, err)
+		return res, false
+	}
+	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
+	return res, true
 }
 
 func btoi(b bool) int {

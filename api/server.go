@@ -85,6 +85,9 @@ type Options struct {
 	UnsafeReads bool
 	// Pprof mounts Go's profiler at /debug/pprof/.
 	Pprof bool
+	// TxnMaxOps is the most operations one /v1/txn may carry; past it
+	// 413. Zero means DefaultTxnMaxOps.
+	TxnMaxOps int
 	// MaxBlockingQueries caps the blocking queries (?index) held at once;
 	// past it one is refused with 429. Zero means DefaultMaxBlockingQueries.
 	MaxBlockingQueries int
@@ -140,6 +143,9 @@ func New(b Backends, opts Options) *Server {
 	if opts.MaxBlockingQueries <= 0 {
 		opts.MaxBlockingQueries = DefaultMaxBlockingQueries
 	}
+	if opts.TxnMaxOps <= 0 {
+		opts.TxnMaxOps = DefaultTxnMaxOps
+	}
 	if opts.ACLEnabled && b.ACL == nil {
 		// Enforcing with nothing to resolve tokens against would refuse
 		// everything; that is a wiring bug, not a configuration.
@@ -154,6 +160,7 @@ func (s *Server) routes() {
 	m := s.mux
 	m.HandleFunc("GET /v1/status/leader", s.statusLeader)
 	m.HandleFunc("GET /v1/status/peers", s.statusPeers)
+	m.HandleFunc("PUT /v1/txn", s.txn)
 
 	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
 	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)

@@ -45,6 +45,8 @@ func TestParity_ServerTypes(t *testing.T) {
 	decodeStrict(t, cluster.Status{ID: "n1", State: "Leader", Term: 1, CommitIndex: 2, AppliedIndex: 3, LastLogIndex: 4,
 		LastSnapshotIndex: 5, LastContactMS: 6, LeaderID: "n1", LeaderRaftAddr: "r", LeaderHTTPAddr: "h"}, &client.Status{})
 	decodeStrict(t, peerlink.JoinRequest{ID: "n4", RaftAddr: "r"}, &client.JoinRequest{})
+	decodeStrict(t, api.TxnResponse{Results: []api.TxnResult{{KV: &api.KVPair{Key: "k", Flags: semaphoreFlags, Value: []byte("v"), ModifyIndex: 3}}}}, &client.TxnResponse{})
+	decodeStrict(t, api.TxnResponse{Errors: []api.TxnError{{OpIndex: 2, What: "missing session"}}}, &client.TxnResponse{})
 	if client.OutcomeHeader != api.OutcomeHeader || client.OutcomeNotApplied != api.OutcomeNotApplied || client.OutcomeUnknown != api.OutcomeUnknown {
 		t.Fatal("outcome header or values differ from package api")
 	}

@@ -5,7 +5,6 @@
 package server
 
 import (
-	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -61,7 +60,9 @@ type Config struct {
 	// MaxBlockingQueries, RateLimit and RateBurst: see api.Options.
 	MaxBlockingQueries int
 	RateLimit          float64
-	RateBurst          int
+	// TxnMaxOps: see api.Options.
+	TxnMaxOps int
+	RateBurst int
 	// Chaos turns on the fault layer on every node-to-node connection and
 	// mounts /v1/chaos/*. Never in production.
 	Chaos bool
@@ -167,8 +168,9 @@ func Start(cfg Config) (*Node, error) {
 			LogSegmentSize: cfg.LogSegmentSize,
 			PeerLogger:     cfg.Logger.With("component", "peer-port"),
 			PeerTLS:        peerTLS(cfg.TLS),
-			// A forwarded command carries at most one value and its key.
-			MaxCommandBytes: cmp.Or(cfg.MaxValueSize, api.DefaultMaxValueSize) + 2*api.MaxKeySize + 1024,
+			// The API proposes nothing larger (a transaction that would
+			// be is refused there).
+			MaxCommandBytes: api.CommandLimit(cfg.MaxValueSize),
 		},
 		Store:          store,
 		HTTPAddr:       cfg.HTTPAddr,
@@ -200,6 +202,7 @@ func Start(cfg Config) (*Node, error) {
 		UnsafeReads:        cfg.UnsafeReads,
 		Pprof:              cfg.Pprof,
 		MaxBlockingQueries: cfg.MaxBlockingQueries,
+		TxnMaxOps:          cfg.TxnMaxOps,
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
 		ACLEnabled:         cfg.ACLEnabled,

@@ -45,9 +45,11 @@ const (
 	// OpACLBootstrap creates the token in Value unless a bootstrap has
 	// already happened.
 	OpACLBootstrap Op = 13
+	// OpTxn applies the operations in Txn atomically: all of them, or, if
+	// any fails its check, none (see TxnResult).
+	OpTxn Op = 14
 	// OpSetClusterID records Key as the cluster's id, once: a later one
-	// with another id changes nothing (Result.OK false). 14 is left to
-	// the transaction command.
+	// with another id changes nothing (Result.OK false).
 	OpSetClusterID Op = 15
 
 	// opLast is the highest Op a decoder accepts.
@@ -56,8 +58,9 @@ const (
 
 // known reports whether o is an operation this release can apply: a
 // command the decoder accepts must never fail to apply, or it would stop
-// every node that meets it in the log.
-func (o Op) known() bool { return o != 14 }
+// every node that meets it in the log. Every number up to opLast is one
+// today; a gap left in the numbering must be refused here.
+func (o Op) known() bool { return o >= OpSet && o <= opLast }
 
 // String is the operation's name, for logs and errors.
 func (o Op) String() string {
@@ -88,6 +91,8 @@ func (o Op) String() string {
 		return "acl-delete-token"
 	case OpACLBootstrap:
 		return "acl-bootstrap"
+	case OpTxn:
+		return "txn"
 	case OpSetClusterID:
 		return "set-cluster-id"
 	}
@@ -112,6 +117,9 @@ type Command struct {
 	Flags   uint64
 	Index   uint64 // expected ModifyIndex for OpCAS and OpDeleteCAS
 	Session string // reserved for lock operations
+	// Txn is OpTxn's operations; it takes the place of Value, which an
+	// OpTxn does not carry.
+	Txn []TxnOp
 }
 
 // Encode returns the versioned binary form of c:
@@ -120,9 +128,13 @@ type Command struct {
 //	len(key)(uvarint) key  len(session)(uvarint) session  value(rest)
 //
 // Varints keep small commands small; the value goes last so it needs no
-// length prefix.
+// length prefix. An OpTxn puts its operations where the value goes (see
+// appendTxn).
 func (c *Command) Encode() []byte {
 	n := 2 + 3*binary.MaxVarintLen64 + len(c.Key) + binary.MaxVarintLen64 + len(c.Session) + len(c.Value)
+	if c.Op == OpTxn {
+		n += txnEncodedSize(c.Txn)
+	}
 	return c.AppendEncode(make([]byte, 0, n))
 }
 
@@ -136,11 +148,14 @@ func (c *Command) AppendEncode(b []byte) []byte {
 	b = append(b, c.Key...)
 	b = binary.AppendUvarint(b, uint64(len(c.Session)))
 	b = append(b, c.Session...)
+	if c.Op == OpTxn {
+		return appendTxn(b, c.Txn)
+	}
 	return append(b, c.Value...)
 }
 
 // DecodeCommand parses the output of Command.Encode. The returned Command's
-// Value aliases data.
+// Value, and its operations' values, alias data.
 func DecodeCommand(data []byte) (*Command, error) {
 	if len(data) < 2 {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrBadCommand, len(data))
@@ -159,6 +174,14 @@ func DecodeCommand(data []byte) (*Command, error) {
 	c.Session = string(d.bytes())
 	if d.err != nil {
 		return nil, d.err
+	}
+	if c.Op == OpTxn {
+		ops, err := decodeTxn(d.b)
+		if err != nil {
+			return nil, err
+		}
+		c.Txn = ops
+		return c, nil
 	}
 	if len(d.b) > 0 {
 		c.Value = d.b

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -14,11 +15,29 @@ import (
 const semaphoreFlags uint64 = 16210313421097356768
 
 var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop,
-	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpSetClusterID}
+	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpTxn, OpSetClusterID}
 
 func commandsEqual(a, b *Command) bool {
+	if len(a.Txn) != len(b.Txn) {
+		return false
+	}
+	for i := range a.Txn {
+		x, y := a.Txn[i], b.Txn[i]
+		if x.Verb != y.Verb || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.Flags != y.Flags || x.Index != y.Index || x.Session != y.Session {
+			return false
+		}
+	}
 	return a.Op == b.Op && a.Key == b.Key && bytes.Equal(a.Value, b.Value) &&
 		a.Flags == b.Flags && a.Index == b.Index && a.Session == b.Session
+}
+
+// sampleTxn has every verb once, with the awkward field values.
+func sampleTxn(big []byte) []TxnOp {
+	var ops []TxnOp
+	for v := TxnSet; v <= txnVerbLast; v++ {
+		ops = append(ops, TxnOp{Verb: v, Key: fmt.Sprintf("k/%d", v), Value: []byte{byte(v), 0, 0xff}, Flags: semaphoreFlags, Index: uint64(v) << 40, Session: "s"})
+	}
+	return append(ops, TxnOp{Verb: TxnSet}, TxnOp{Verb: TxnGet, Key: "\x00\xff/ü", Value: big, Flags: math.MaxUint64, Index: math.MaxUint64, Session: strings.Repeat("s", 200)})
 }
 
 // sampleCommands covers every op and the awkward field values.
@@ -33,6 +52,17 @@ func sampleCommands() []*Command {
 			&Command{Op: op, Key: "\x00\xff/ü", Value: []byte{0}, Flags: math.MaxUint64, Index: math.MaxUint64},
 			&Command{Op: op, Key: strings.Repeat("k", 300), Value: big, Flags: 1 << 63, Index: 1<<63 + 1, Session: strings.Repeat("s", 200)},
 		)
+	}
+	for _, c := range cmds {
+		if c.Op == OpTxn {
+			// A transaction carries operations where others carry a value.
+			c.Value = nil
+			if len(c.Key) > 1 {
+				c.Txn = sampleTxn(big)
+			} else if c.Key == "k" {
+				c.Txn = sampleTxn(nil)
+			}
+		}
 	}
 	return cmds
 }
@@ -90,7 +120,7 @@ func TestCommand_Encode_Golden(t *testing.T) {
 		t.Fatalf("Encode = %#v, want %#v", got, want)
 	}
 	ops := map[Op]uint8{OpSet: 1, OpCAS: 2, OpDelete: 3, OpDeleteCAS: 4, OpDeleteTree: 5, OpRegisterNode: 6, OpDeregisterNode: 7, OpNoop: 8,
-		OpACLSetPolicy: 9, OpACLDeletePolicy: 10, OpACLSetToken: 11, OpACLDeleteToken: 12, OpACLBootstrap: 13}
+		OpACLSetPolicy: 9, OpACLDeletePolicy: 10, OpACLSetToken: 11, OpACLDeleteToken: 12, OpACLBootstrap: 13, OpTxn: 14}
 	for op, n := range ops {
 		if uint8(op) != n {
 			t.Errorf("%v renumbered to %d, want %d", op, uint8(op), n)
@@ -126,7 +156,7 @@ func TestDecodeCommand_Rejects(t *testing.T) {
 		{"version 0", append([]byte{0}, valid[1:]...)},
 		{"version 2", append([]byte{2}, valid[1:]...)},
 		{"op 0", []byte{1, 0, 0, 0, 0, 0}},
-		{"op 14", []byte{1, 14, 0, 0, 0, 0}},
+		{"op past the last", []byte{1, byte(opLast + 1), 0, 0, 0, 0}},
 		{"op 255", []byte{1, 255, 0, 0, 0, 0}},
 		{"no flags", []byte{1, 1}},
 		{"truncated flags varint", []byte{1, 1, 0x80}},
@@ -226,8 +256,17 @@ func FuzzDecodeCommand(f *testing.F) {
 func FuzzCommandRoundTrip(f *testing.F) {
 	f.Add(uint8(OpSet), "k", []byte("v"), semaphoreFlags, uint64(0), "")
 	f.Add(uint8(OpCAS), "", []byte(nil), uint64(math.MaxUint64), uint64(math.MaxUint64), "sess")
+	f.Add(uint8(8), "k", []byte("v"), uint64(1), uint64(2), "s")
 	f.Fuzz(func(t *testing.T, op uint8, key string, value []byte, flags, index uint64, session string) {
 		c := &Command{Op: Op(op%8 + 1), Key: key, Value: value, Flags: flags, Index: index, Session: session}
+		if op%9 == 8 {
+			// A transaction of one op per verb the inputs pick, each
+			// carrying the fuzzed fields in a different order.
+			c = &Command{Op: OpTxn, Key: key, Flags: flags, Index: index, Session: session}
+			for i, v := range value {
+				c.Txn = append(c.Txn, TxnOp{Verb: TxnVerb(v%uint8(txnVerbLast) + 1), Key: session, Value: value[i:], Flags: index, Index: flags + uint64(i), Session: key})
+			}
+		}
 		got, err := DecodeCommand(c.Encode())
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ const (
 	QueryGet  QueryKind = iota // one key
 	QueryList                  // every entry under a prefix (?recurse)
 	QueryKeys                  // the keys under a prefix (?keys), folded at Separator
+	QueryTxn                   // a read-only transaction (Txn), run against one consistent state
 )
 
 // Query is one read of the state file.
@@ -20,13 +21,17 @@ type Query struct {
 	Kind      QueryKind
 	Key       string // the key, or the prefix for QueryList and QueryKeys
 	Separator string // QueryKeys only
+	// Txn is QueryTxn's operations; a write among them is refused
+	// (ErrBadCommand): writes go through Raft as an OpTxn.
+	Txn []TxnOp
 }
 
 // QueryResult is what a Query found. Index is the index a reader reports
 // and a blocking reader waits past (see Get, List and Keys).
 type QueryResult struct {
-	Entries []Entry  // QueryGet (at most one) and QueryList
-	Keys    []string // QueryKeys
+	Entries []Entry    // QueryGet (at most one) and QueryList
+	Keys    []string   // QueryKeys
+	Txn     *TxnResult // QueryTxn
 	Found   bool
 	Index   uint64
 }
@@ -36,6 +41,9 @@ func (s *Store) Query(q Query) (QueryResult, error) {
 	var r QueryResult
 	var err error
 	switch q.Kind {
+	case QueryTxn:
+		r.Txn, err = s.readTxn(q.Txn)
+		r.Found = err == nil
 	case QueryKeys:
 		r.Keys, r.Index, err = s.Keys(q.Key, q.Separator)
 		// An empty prefix is the root, which always exists.

@@ -44,8 +44,12 @@ const MaxKeySize = bolt.MaxKeySize
 type Result struct {
 	Index uint64 // log index the command was applied at
 	// OK is the outcome of a conditional write. It is true for unconditional
-	// ones, except a write refused for its key (see MaxKeySize).
+	// ones, except a write refused for its key (see MaxKeySize), and for an
+	// OpTxn whether it was applied.
 	OK bool
+	// Txn is an OpTxn's outcome; nil for every other command, so a plain
+	// write's result costs no allocation.
+	Txn *TxnResult
 }
 
 // Applied is one committed log entry handed to ApplyBatch. A nil Cmd marks an
@@ -87,6 +91,10 @@ type Store struct {
 
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
+
+	// sessions stands in for the session table in tests of the lock
+	// rules (see writer.sessionExists).
+	sessions func(id string) bool
 }
 
 // Open opens or creates the state file at path.
@@ -250,6 +258,8 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 			meta:  tx.Bucket(bucketMeta),
 			nodes: tx.Bucket(bucketNodes),
 			acl:   tx.Bucket(bucketACL),
+
+			sessions: s.sessions,
 		}
 		for i, a := range batch {
 			results[i].Index = a.Index
@@ -258,6 +268,14 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 			}
 			last = a.Index
 			if a.Cmd == nil {
+				continue
+			}
+			if a.Cmd.Op == OpTxn {
+				res, err := w.applyTxn(a.Index, a.Cmd.Txn)
+				if err != nil {
+					return err
+				}
+				results[i].OK, results[i].Txn = len(res.Errors) == 0, res
 				continue
 			}
 			ok, err := w.apply(a.Index, a.Cmd)
@@ -316,6 +334,8 @@ func (s *Store) ClusterID() string {
 // writer applies commands inside one write transaction.
 type writer struct {
 	kv, tombs, meta, nodes, acl *bolt.Bucket
+
+	sessions func(id string) bool
 }
 
 func (w writer) apply(idx uint64, c *Command) (bool, error) {
@@ -391,7 +411,12 @@ func (w writer) set(idx uint64, key, value []byte, flags uint64) error {
 		}
 		e.CreateIndex, e.LockIndex, e.Session = old.CreateIndex, old.LockIndex, old.Session
 	}
-	if err := w.kv.Put(key, encodeEntry(&e)); err != nil {
+	return w.putEntry(idx, key, &e)
+}
+
+// putEntry stores e under key as written at idx.
+func (w writer) putEntry(idx uint64, key []byte, e *Entry) error {
+	if err := w.kv.Put(key, encodeEntry(e)); err != nil {
 		return err
 	}
 	// A live key makes its own tombstone redundant for index computations.

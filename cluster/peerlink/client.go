@@ -47,7 +47,7 @@ func (c *Client) Apply(ctx context.Context, addr string, cmd []byte) (storage.Re
 	if err := c.call(ctx, addr, pathApply, cmd, &reply); err != nil {
 		return storage.Result{}, err
 	}
-	return storage.Result{Index: reply.Index, OK: reply.OK}, nil
+	return storage.Result{Index: reply.Index, OK: reply.OK, Txn: reply.Txn}, nil
 }
 
 // ApplyBatch sends several encoded commands to the leader in one request;

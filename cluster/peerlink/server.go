@@ -146,7 +146,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, applyReply{Index: res.Index, OK: res.OK})
+	writeJSON(w, applyReply{Index: res.Index, OK: res.OK, Txn: res.Txn})
 }
 
 func (s *Server) applyBatch(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -159,5 +160,55 @@ func TestAnswerLostAfterApply(t *testing.T) {
 	}
 	if n, _ := h.seen(); n != 1 {
 		t.Fatalf("the leader applied %d commands, want 1", n)
+	}
+}
+
+// txnHandler answers every command with a transaction's outcome, as a
+// leader's state machine does for an OpTxn.
+type txnHandler struct {
+	recordingHandler
+	res storage.Result
+}
+
+func (h *txnHandler) Apply(ctx context.Context, cmd []byte) (storage.Result, error) {
+	return h.res, nil
+}
+
+func (h *txnHandler) ApplyBatch(ctx context.Context, cmds [][]byte) []BatchItemReply {
+	out := make([]BatchItemReply, len(cmds))
+	for i := range cmds {
+		out[i] = ReplyFor(h.res, nil)
+	}
+	return out
+}
+
+// TestTxnResultSurvivesForwarding: a follower forwarding a transaction
+// gets the leader's results and errors back intact, alone or in a batch.
+func TestTxnResultSurvivesForwarding(t *testing.T) {
+	want := storage.Result{Index: 9, OK: true, Txn: &storage.TxnResult{Entries: []storage.Entry{
+		{Key: "a", Value: []byte{0, 0xff, 'v'}, Flags: 16210313421097356768, CreateIndex: 3, ModifyIndex: 9, LockIndex: 2, Session: "s"},
+		{Key: "b", ModifyIndex: 9},
+	}}}
+	failed := storage.Result{Index: 10, Txn: &storage.TxnResult{Errors: []storage.TxnError{{OpIndex: 0, What: "missing session"}, {OpIndex: 3, What: `key "k" doesn't exist`}}}}
+	for _, res := range []storage.Result{want, failed} {
+		h := &txnHandler{res: res}
+		l := listen(t, Config{Network: faultnet.Plain("n1")})
+		s := Serve(l.RPC(), h, ServerOptions{MaxCommandBytes: 1024})
+		t.Cleanup(func() { s.Close() })
+		c, _ := newTestClient(t, "n2")
+		cmd := (&storage.Command{Op: storage.OpTxn, Txn: []storage.TxnOp{{Verb: storage.TxnGet, Key: "a"}}}).Encode()
+		got, err := c.Apply(ctxFor(t, 5*time.Second), l.Addr().String(), cmd)
+		if err != nil || !reflect.DeepEqual(got, res) {
+			t.Fatalf("Apply: %+v %v\nwant %+v", got, err, res)
+		}
+		replies, err := c.ApplyBatch(ctxFor(t, 5*time.Second), l.Addr().String(), [][]byte{cmd, cmd})
+		if err != nil || len(replies) != 2 {
+			t.Fatalf("ApplyBatch: %v %v", replies, err)
+		}
+		for _, r := range replies {
+			if got, err := r.Result(); err != nil || !reflect.DeepEqual(got, res) {
+				t.Fatalf("batch item: %+v %v\nwant %+v", got, err, res)
+			}
+		}
 	}
 }

@@ -24,6 +24,9 @@ const (
 type applyReply struct {
 	Index uint64 `json:"index"`
 	OK    bool   `json:"ok"`
+	// Txn is a transaction's outcome, computed by the leader's state
+	// machine; absent for every other command.
+	Txn *storage.TxnResult `json:"txn,omitempty"`
 }
 
 // readIndexReply answers a read-index request.
@@ -114,10 +117,11 @@ func decodeBatch(b []byte) ([][]byte, error) {
 
 // BatchItemReply is the leader's answer for one command of a batch.
 type BatchItemReply struct {
-	Index uint64 `json:"index,omitempty"`
-	OK    bool   `json:"ok,omitempty"`
-	Code  string `json:"code,omitempty"`
-	Error string `json:"error,omitempty"`
+	Index uint64             `json:"index,omitempty"`
+	OK    bool               `json:"ok,omitempty"`
+	Txn   *storage.TxnResult `json:"txn,omitempty"` // as in applyReply
+	Code  string             `json:"code,omitempty"`
+	Error string             `json:"error,omitempty"`
 	// Status is the HTTP-like status of a refusal without a code (a
 	// command the sender may not send is 403, a malformed one 400).
 	Status int `json:"status,omitempty"`
@@ -131,7 +135,7 @@ func (r BatchItemReply) Result() (storage.Result, error) {
 		}
 		return storage.Result{}, errorFromCode(r.Code, r.Error)
 	}
-	return storage.Result{Index: r.Index, OK: r.OK}, nil
+	return storage.Result{Index: r.Index, OK: r.OK, Txn: r.Txn}, nil
 }
 
 // ReplyFor is the batch reply for one command's outcome.
@@ -144,5 +148,5 @@ func ReplyFor(res storage.Result, err error) BatchItemReply {
 		}
 		return r
 	}
-	return BatchItemReply{Index: res.Index, OK: res.OK}
+	return BatchItemReply{Index: res.Index, OK: res.OK, Txn: res.Txn}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -271,6 +272,77 @@ exits with status 1 otherwise.`,
 		},
 	},
 	{
+		name: "txn", group: kv, args: "[file|-]", minArgs: 0, maxArgs: 1,
+		summary: "apply several operations atomically (Consul's /v1/txn)",
+		long: `Run a transaction: every operation applies, or none does. The operations are
+read from file, or from standard input when it is "-" or absent, in the JSON
+form of Consul's /v1/txn body, so the same file works with curl:
+
+  [{"KV": {"Verb": "cas", "Key": "cfg/a", "Value": "<base64>", "Index": 42}},
+   {"KV": {"Verb": "get", "Key": "cfg/b"}}]
+
+Verbs: set, cas, get, get-or-empty, get-tree, check-index, check-not-exists,
+check-session, delete, delete-tree, delete-cas, lock, unlock (lock needs a
+session, and sessions do not exist yet, so lock always fails). Value is
+base64; Index is what cas, check-index and delete-cas compare ModifyIndex
+with. At most 128 operations (the server's txn_max_ops).
+
+On success kvctl prints the entries the operations report (get and get-tree
+with their values; set and cas with their new indexes). When the transaction
+is rolled back, nothing is applied, the failed operations are named on
+stderr and kvctl exits with status 1. A transaction of reads only is served
+like a read: linearizable, or from any node's local copy with --stale.`,
+		example: `  kvctl txn ops.json
+  echo '[{"KV":{"Verb":"check-not-exists","Key":"locks/a"}},{"KV":{"Verb":"set","Key":"locks/a","Value":"aG9zdC0x"}}]' | kvctl txn
+  kvctl -o json txn ops.json | jq '.Results[].KV.ModifyIndex'`,
+		setup: func(fs *pflag.FlagSet) action {
+			stale := fs.Bool("stale", false, "a read-only transaction may be answered from any node's local copy (may lag)")
+			return func(inv *invocation, args []string) error {
+				ops, err := inv.readTxn(args)
+				if err != nil {
+					return err
+				}
+				ok, resp, meta, err := inv.client.Txn(inv.ctx, ops, client.ReadOptions{Stale: *stale})
+				if err != nil {
+					return err
+				}
+				if inv.json {
+					if err := inv.printJSON(resp); err != nil {
+						return err
+					}
+				}
+				if !ok {
+					var lines []string
+					for _, e := range resp.Errors {
+						what := fmt.Sprintf("op %d", e.OpIndex)
+						if e.OpIndex >= 0 && e.OpIndex < len(ops) {
+							what += fmt.Sprintf(" (%s %s)", ops[e.OpIndex].Verb, ops[e.OpIndex].Key)
+						}
+						lines = append(lines, what+": "+e.What)
+					}
+					return no("transaction rolled back, nothing applied: %s", strings.Join(lines, "; "))
+				}
+				if inv.json {
+					return nil
+				}
+				if meta.Index != 0 {
+					plural := "s"
+					if len(ops) == 1 {
+						plural = ""
+					}
+					fmt.Fprintf(inv.stdout, "applied %d operation%s (index %d)\n", len(ops), plural, meta.Index)
+				}
+				pairs := make([]*client.KVPair, 0, len(resp.Results))
+				for _, r := range resp.Results {
+					if r.KV != nil {
+						pairs = append(pairs, r.KV)
+					}
+				}
+				return printPairs(inv.stdout, pairs)
+			}
+		},
+	},
+	{
 		name: "ls", aliases: []string{"list"}, group: kv, args: "[prefix]", minArgs: 0, maxArgs: 1,
 		summary: "list keys under a prefix",
 		long: `List the keys that start with prefix (all keys without one). Like a directory
@@ -511,6 +583,44 @@ func (inv *invocation) value(arg string) ([]byte, error) {
 		return nil, fmt.Errorf("reading the value from stdin: %w", err)
 	}
 	return b, nil
+}
+
+// readTxn reads a transaction in Consul's /v1/txn form from the file
+// named in args, or stdin. It is decoded strictly, so a misspelt field is
+// reported here rather than dropped.
+func (inv *invocation) readTxn(args []string) ([]client.TxnOp, error) {
+	src, name := inv.stdin, "stdin"
+	if len(args) == 1 && args[0] != "-" {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		src, name = f, args[0]
+	}
+	dec := json.NewDecoder(src)
+	dec.DisallowUnknownFields()
+	var in []struct {
+		KV *client.TxnOp
+		// Consul's Go client writes the catalog members as null.
+		Node, Service, Check json.RawMessage
+	}
+	if err := dec.Decode(&in); err != nil {
+		return nil, usagef("%s: not a transaction in /v1/txn's JSON form ([{\"KV\": {\"Verb\": ..., \"Key\": ...}}, ...]): %v", name, err)
+	}
+	ops := make([]client.TxnOp, len(in))
+	for i, op := range in {
+		for _, m := range []json.RawMessage{op.Node, op.Service, op.Check} {
+			if len(m) > 0 && string(m) != "null" {
+				return nil, usagef("%s: operation %d is a catalog operation; Troupe has key-value operations only", name, i)
+			}
+		}
+		if op.KV == nil {
+			return nil, usagef("%s: operation %d has no KV member", name, i)
+		}
+		ops[i] = *op.KV
+	}
+	return ops, nil
 }
 
 // wrote reports a write: the JSON result, or a line saying what happened.

@@ -57,6 +57,7 @@ var settings = []setting{
 	{"log_level", kString, "info", "debug, info, warn or error"},
 	{"log_format", kString, "text", "text or json"},
 	{"max_value_size", kInt, "524288", "largest value a PUT accepts, in bytes"},
+	{"txn_max_ops", kInt, "128", "most operations one /v1/txn may carry; past it 413"},
 	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
 	{"http_read_header_timeout", kDuration, "10s", "how long a client may take to send a request's headers"},
@@ -240,6 +241,7 @@ func build(v *viper.Viper) (*Config, error) {
 		ACLEnabled:          p.boolean("acl_enabled"),
 		ACLToken:            p.str("acl_token"),
 		MaxBlockingQueries:  p.positiveInt("http_max_blocking_queries"),
+		TxnMaxOps:           p.positiveInt("txn_max_ops"),
 		RateLimit:           p.nonNegativeFloat("http_rate_limit"),
 		RateBurst:           p.positiveInt("http_rate_burst"),
 		HTTPLimits: actors.HTTPLimits{
