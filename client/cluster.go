@@ -93,22 +93,40 @@ func (c *Client) Ready(ctx context.Context) error {
 	return err
 }
 
+// MembershipOption changes how a join or a removal is made.
+type MembershipOption func(url.Values)
+
+// Force makes a join or a removal even when the leader reckons it would
+// leave the reachable voters short of a quorum (?force=true).
+func Force() MembershipOption { return func(q url.Values) { q.Set("force", "true") } }
+
+func membershipQuery(opts []MembershipOption) url.Values {
+	if len(opts) == 0 {
+		return nil
+	}
+	q := url.Values{}
+	for _, o := range opts {
+		o(q)
+	}
+	return q
+}
+
 // Join adds a voter. Any node accepts it and forwards it to the leader;
 // joining a member that is already in place is a no-op.
-func (c *Client) Join(ctx context.Context, req JoinRequest) error {
+func (c *Client) Join(ctx context.Context, req JoinRequest, opts ...MembershipOption) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
-	_, err = c.do(ctx, &request{method: http.MethodPost, path: "/v1/cluster/join", body: body,
+	_, err = c.do(ctx, &request{method: http.MethodPost, path: "/v1/cluster/join", query: membershipQuery(opts), body: body,
 		contentType: "application/json", accept: []int{200}})
 	return err
 }
 
 // Remove takes a member out of the Raft configuration. Removing the leader
 // makes it hand leadership over first.
-func (c *Client) Remove(ctx context.Context, id string) error {
-	_, err := c.do(ctx, &request{method: http.MethodDelete, path: "/v1/cluster/members/" + id, accept: []int{200}})
+func (c *Client) Remove(ctx context.Context, id string, opts ...MembershipOption) error {
+	_, err := c.do(ctx, &request{method: http.MethodDelete, path: "/v1/cluster/members/" + id, query: membershipQuery(opts), accept: []int{200}})
 	return err
 }
 

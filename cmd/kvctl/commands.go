@@ -515,8 +515,13 @@ the request and passes it to the leader. Joining a member that is already
 there with the same address is a no-op.`,
 		example: `  kvctl join n4 10.0.0.4:8300`,
 		setup: func(fs *pflag.FlagSet) action {
+			force := fs.Bool("force", false, "join even if the voters the leader reaches would be fewer than a quorum afterwards")
 			return func(inv *invocation, args []string) error {
-				if err := inv.client.Join(inv.ctx, client.JoinRequest{ID: args[0], RaftAddr: args[1]}); err != nil {
+				var opts []client.MembershipOption
+				if *force {
+					opts = append(opts, client.Force())
+				}
+				if err := inv.client.Join(inv.ctx, client.JoinRequest{ID: args[0], RaftAddr: args[1]}, opts...); err != nil {
 					return err
 				}
 				if inv.json {
@@ -533,10 +538,16 @@ there with the same address is a no-op.`,
 		long: `Remove a member from the Raft configuration, e.g. a node that is gone for
 good, so it no longer counts towards the quorum. Removing the leader makes it
 hand leadership over first.`,
-		example: `  kvctl remove n3`,
+		example: `  kvctl remove n3
+  kvctl remove --force n2   # even if the leader reckons the rest could not form a quorum`,
 		setup: func(fs *pflag.FlagSet) action {
+			force := fs.Bool("force", false, "remove even if the voters the leader reaches would be fewer than a quorum afterwards")
 			return func(inv *invocation, args []string) error {
-				if err := inv.client.Remove(inv.ctx, args[0]); err != nil {
+				var opts []client.MembershipOption
+				if *force {
+					opts = append(opts, client.Force())
+				}
+				if err := inv.client.Remove(inv.ctx, args[0], opts...); err != nil {
 					return err
 				}
 				if inv.json {
