@@ -18,9 +18,11 @@
 //  2. with TLS on, a mutual TLS handshake against the cluster CA; the
 //     caller's certificate must name the node id its preamble claimed,
 //     and the callee's the id the caller expects at that address;
-//  3. one byte naming the channel: Raft or the forwarding protocol.
+//  3. one byte naming the channel (Raft or the forwarding protocol), then
+//     the caller's cluster id, length first.
 //
-// The receiver then admits the caller only if it is a member (Config.Admit).
+// The receiver then admits the caller only if its cluster id is the
+// receiver's (when both have one) and it is a member (Config.Admit).
 // Without TLS the node id is a claim, not a proof: anyone who can reach
 // the port can act as a member (docs/security.md).
 package peerlink

@@ -60,7 +60,8 @@ const (
 )
 
 // handshakeTimeout bounds the whole opening of a connection (preamble,
-// TLS, channel byte), so a silent caller cannot hold a slot for long.
+// TLS, channel and cluster id), so a silent caller cannot hold a slot for
+// long.
 const handshakeTimeout = 10 * time.Second
 
 // maxHandshakes caps connections being opened at once: past it a new
@@ -122,6 +123,9 @@ const maxClusterIDLen = 64
 // appendOpening appends what a caller sends once its connection is
 // authenticated: the channel, then its cluster id, length first.
 func appendOpening(b []byte, ch Channel, clusterID string) []byte {
+	if len(clusterID) > maxClusterIDLen {
+		clusterID = "" // cannot happen with derived ids; never send a bad length
+	}
 	return append(append(b, byte(ch), byte(len(clusterID))), clusterID...)
 }
 
