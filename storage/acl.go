@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // bucketACL holds the ACL tables under key prefixes rather than in buckets
@@ -219,8 +217,8 @@ func (w writer) aclBootstrap(idx uint64, c *Command) (bool, error) {
 
 // ACLPolicy returns the policy with id.
 func (s *Store) ACLPolicy(id string) (p ACLPolicy, found bool, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketACL).Get(aclKey(aclPolicyPrefix, id))
+	err = s.view(func(r reader) error {
+		v := r.table(bucketACL).Get(aclKey(aclPolicyPrefix, id))
 		if v == nil {
 			return nil
 		}
@@ -233,8 +231,8 @@ func (s *Store) ACLPolicy(id string) (p ACLPolicy, found bool, err error) {
 // ACLPolicies returns every stored policy, ordered by ID.
 func (s *Store) ACLPolicies() ([]ACLPolicy, error) {
 	var out []ACLPolicy
-	err := s.view(func(tx *bolt.Tx) error {
-		return forEachPrefix(tx.Bucket(bucketACL), aclPolicyPrefix, func(v []byte) error {
+	err := s.view(func(r reader) error {
+		return forEachPrefix(r.table(bucketACL), aclPolicyPrefix, func(v []byte) error {
 			var p ACLPolicy
 			if err := decodeACL(v, &p); err != nil {
 				return err
@@ -248,8 +246,8 @@ func (s *Store) ACLPolicies() ([]ACLPolicy, error) {
 
 // ACLToken returns the token with accessor id.
 func (s *Store) ACLToken(accessor string) (t ACLToken, found bool, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketACL).Get(aclKey(aclTokenPrefix, accessor))
+	err = s.view(func(r reader) error {
+		v := r.table(bucketACL).Get(aclKey(aclTokenPrefix, accessor))
 		if v == nil {
 			return nil
 		}
@@ -262,8 +260,8 @@ func (s *Store) ACLToken(accessor string) (t ACLToken, found bool, err error) {
 // ACLTokenBySecret returns the token whose secret hashes to hash (see
 // HashSecret).
 func (s *Store) ACLTokenBySecret(hash []byte) (t ACLToken, found bool, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketACL)
+	err = s.view(func(r reader) error {
+		b := r.table(bucketACL)
 		acc := b.Get(aclKey(aclSecretPrefix, string(hash)))
 		if acc == nil {
 			return nil
@@ -281,8 +279,8 @@ func (s *Store) ACLTokenBySecret(hash []byte) (t ACLToken, found bool, err error
 // ACLTokens returns every token, ordered by accessor ID.
 func (s *Store) ACLTokens() ([]ACLToken, error) {
 	var out []ACLToken
-	err := s.view(func(tx *bolt.Tx) error {
-		return forEachPrefix(tx.Bucket(bucketACL), aclTokenPrefix, func(v []byte) error {
+	err := s.view(func(r reader) error {
+		return forEachPrefix(r.table(bucketACL), aclTokenPrefix, func(v []byte) error {
 			var t ACLToken
 			if err := decodeACL(v, &t); err != nil {
 				return err
@@ -297,39 +295,19 @@ func (s *Store) ACLTokens() ([]ACLToken, error) {
 // ACLBootstrapped reports whether the ACL bootstrap has happened, and at
 // which index.
 func (s *Store) ACLBootstrapped() (done bool, index uint64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketACL).Get(aclBootstrapKey)
+	err = s.view(func(r reader) error {
+		v := r.table(bucketACL).Get(aclBootstrapKey)
 		done, index = v != nil, decodeUint(v)
 		return nil
 	})
 	return done, index, err
 }
 
-func forEachPrefix(b *bolt.Bucket, prefix []byte, fn func(v []byte) error) error {
+func forEachPrefix(b table, prefix []byte, fn func(v []byte) error) error {
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		if err := fn(v); err != nil {
 			return err
-		}
-	}
-	return nil
-}
-
-// checkACLRecords decodes every policy and token record of a state file
-// being restored, so a snapshot with a corrupt ACL table is refused before
-// it replaces a good one. A file without the bucket predates ACLs and is
-// fine: opening it creates the bucket empty.
-func checkACLRecords(tx *bolt.Tx) error {
-	b := tx.Bucket(bucketACL)
-	if b == nil {
-		return nil
-	}
-	for _, pre := range [][]byte{aclPolicyPrefix, aclTokenPrefix} {
-		if err := forEachPrefix(b, pre, func(v []byte) error {
-			var m map[string]any
-			return decodeACL(v, &m)
-		}); err != nil {
-			return fmt.Errorf("snapshot is corrupt: %v", err)
 		}
 	}
 	return nil

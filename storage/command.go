@@ -51,9 +51,13 @@ const (
 	// OpSetClusterID records Key as the cluster's id, once: a later one
 	// with another id changes nothing (Result.OK false).
 	OpSetClusterID Op = 15
+	// OpCheckpoint changes nothing; every node hashes its whole state as
+	// of this entry's index (see Store.StateChecks), so nodes can compare
+	// their states at one index.
+	OpCheckpoint Op = 16
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpSetClusterID
+	opLast = OpCheckpoint
 )
 
 // known reports whether o is an operation this release can apply: a
@@ -95,6 +99,8 @@ func (o Op) String() string {
 		return "txn"
 	case OpSetClusterID:
 		return "set-cluster-id"
+	case OpCheckpoint:
+		return "checkpoint"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +94,12 @@ type Store struct {
 	// sessions stands in for the session table in tests of the lock
 	// rules (see writer.sessionExists).
 	sessions func(id string) bool
+
+	// checking is set while a checkpoint's state hash runs; checks holds
+	// the recent results (see StateChecks).
+	checking atomic.Bool
+	checksMu sync.Mutex
+	checks   []StateCheck
 }
 
 // Open opens or creates the state file at path.
@@ -140,7 +145,7 @@ func openDB(path string, noSync bool) (*bolt.DB, error) {
 				return err
 			}
 		}
-		return nil
+		return migrate(tx)
 	})
 	if err != nil {
 		db.Close()
@@ -149,10 +154,12 @@ func openDB(path string, noSync bool) (*bolt.DB, error) {
 	return db, nil
 }
 
+// readApplied reads the applied index of db, a file whose values Open has
+// verified (a damaged one reads as 0, and the log replays it all).
 func readApplied(db *bolt.DB) uint64 {
 	var v uint64
 	_ = db.View(func(tx *bolt.Tx) error {
-		v = getUint(tx.Bucket(bucketMeta), metaApplied)
+		v = getUint(newReader(tx, db.Path()).table(bucketMeta), metaApplied)
 		return nil
 	})
 	return v
@@ -248,16 +255,38 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 	if s.closed {
 		return nil, ErrClosed
 	}
+	// A checkpoint ends a commit: the state as of its index is pinned in
+	// a read transaction and hashed in the background, while the rest of
+	// the batch commits on top of it.
+	for start := 0; start < len(batch); {
+		end := start
+		for end < len(batch)-1 && (batch[end].Cmd == nil || batch[end].Cmd.Op != OpCheckpoint) {
+			end++
+		}
+		if err := s.applyRun(batch[start:end+1], results[start:end+1]); err != nil {
+			return nil, err
+		}
+		if last := batch[end]; last.Cmd != nil && last.Cmd.Op == OpCheckpoint && last.Index == s.applied.Load() {
+			s.startStateCheck()
+		}
+		start = end + 1
+	}
+	return results, nil
+}
+
+// applyRun applies entries in one bbolt transaction (see ApplyBatch).
+func (s *Store) applyRun(batch []Applied, results []Result) error {
 	applied := s.applied.Load()
 	last := applied
 	nodesChanged := false
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		r := newReader(tx, s.path)
 		w := writer{
-			kv:    tx.Bucket(bucketKV),
-			tombs: tx.Bucket(bucketTombs),
-			meta:  tx.Bucket(bucketMeta),
-			nodes: tx.Bucket(bucketNodes),
-			acl:   tx.Bucket(bucketACL),
+			kv:    r.table(bucketKV),
+			tombs: r.table(bucketTombs),
+			meta:  r.table(bucketMeta),
+			nodes: r.table(bucketNodes),
+			acl:   r.table(bucketACL),
 
 			sessions: s.sessions,
 		}
@@ -285,16 +314,19 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 			results[i].OK = ok
 			nodesChanged = nodesChanged || a.Cmd.Op == OpRegisterNode || a.Cmd.Op == OpDeregisterNode || a.Cmd.Op == OpSetClusterID
 		}
+		if err := r.check.err(); err != nil {
+			return err
+		}
 		if last == applied {
 			return nil
 		}
 		return putUint(w.meta, metaApplied, last)
 	})
-	if errors.Is(err, ErrBadCommand) {
-		return nil, err
+	if errors.Is(err, ErrBadCommand) || errors.Is(err, ErrCorrupt) {
+		return err
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrCommit, s.path, err)
+		return fmt.Errorf("%w: %s: %v", ErrCommit, s.path, err)
 	}
 	if nodesChanged {
 		s.loadNodes(s.db)
@@ -303,7 +335,7 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 		s.applied.Store(last)
 		s.notify()
 	}
-	return results, nil
+	return nil
 }
 
 // loadNodes refreshes the caches of the node registry and the cluster id
@@ -312,8 +344,9 @@ func (s *Store) loadNodes(db *bolt.DB) {
 	m := map[string]string{}
 	var id string
 	_ = db.View(func(tx *bolt.Tx) error {
-		id = string(tx.Bucket(bucketMeta).Get(metaClusterID))
-		return tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+		r := newReader(tx, db.Path())
+		id = string(r.table(bucketMeta).Get(metaClusterID))
+		return r.table(bucketNodes).ForEach(func(k, v []byte) error {
 			m[string(k)] = string(v)
 			return nil
 		})
@@ -333,7 +366,7 @@ func (s *Store) ClusterID() string {
 
 // writer applies commands inside one write transaction.
 type writer struct {
-	kv, tombs, meta, nodes, acl *bolt.Bucket
+	kv, tombs, meta, nodes, acl table
 
 	sessions func(id string) bool
 }
@@ -372,7 +405,7 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return true, w.nodes.Put(key, c.Value)
 	case OpDeregisterNode:
 		return true, w.nodes.Delete(key)
-	case OpNoop:
+	case OpNoop, OpCheckpoint:
 		return true, nil
 	case OpSetClusterID:
 		if len(key) == 0 {
@@ -474,7 +507,7 @@ func (w writer) deleteTree(idx uint64, prefix []byte) error {
 
 // keysWithPrefix copies out the keys of b that start with prefix, so the
 // caller can delete them (deleting under a live cursor skips keys).
-func keysWithPrefix(b *bolt.Bucket, prefix []byte) [][]byte {
+func keysWithPrefix(b table, prefix []byte) [][]byte {
 	var keys [][]byte
 	c := b.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -484,22 +517,22 @@ func keysWithPrefix(b *bolt.Bucket, prefix []byte) [][]byte {
 }
 
 // view runs fn in a read transaction, guarding against a concurrent Restore.
-func (s *Store) view(fn func(tx *bolt.Tx) error) error {
+func (s *Store) view(fn func(r reader) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
 	}
-	return s.db.View(fn)
+	return s.db.View(func(tx *bolt.Tx) error { return newReader(tx, s.path).run(fn) })
 }
 
 // Get returns the entry for key and the index a reader should report: the
 // key's ModifyIndex if it exists, otherwise the KV-wide index.
 func (s *Store) Get(key string) (e Entry, found bool, index uint64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketKV).Get([]byte(key))
+	err = s.view(func(r reader) error {
+		v := r.table(bucketKV).Get([]byte(key))
 		if v == nil {
-			index = getUint(tx.Bucket(bucketMeta), metaKVIndex)
+			index = getUint(r.table(bucketMeta), metaKVIndex)
 			return nil
 		}
 		found = true
@@ -513,9 +546,9 @@ func (s *Store) Get(key string) (e Entry, found bool, index uint64, err error) {
 // List returns every entry whose key starts with prefix, in byte order, and
 // the prefix index (see PrefixIndex).
 func (s *Store) List(prefix string) (entries []Entry, index uint64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(r reader) error {
 		p := []byte(prefix)
-		c := tx.Bucket(bucketKV).Cursor()
+		c := r.table(bucketKV).Cursor()
 		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
 			e, err := decodeEntry(k, v)
 			if err != nil {
@@ -524,7 +557,7 @@ func (s *Store) List(prefix string) (entries []Entry, index uint64, err error) {
 			entries = append(entries, e)
 			index = max(index, e.ModifyIndex)
 		}
-		index = prefixIndex(tx, p, index)
+		index = prefixIndex(r, p, index)
 		return nil
 	})
 	return entries, index, err
@@ -534,10 +567,10 @@ func (s *Store) List(prefix string) (entries []Entry, index uint64, err error) {
 // continue past the next separator are folded into one "directory" entry
 // ending in the separator, as Consul's ?keys&separator does.
 func (s *Store) Keys(prefix, separator string) (keys []string, index uint64, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
+	err = s.view(func(r reader) error {
 		p := []byte(prefix)
 		sep := []byte(separator)
-		c := tx.Bucket(bucketKV).Cursor()
+		c := r.table(bucketKV).Cursor()
 		k, v := c.Seek(p)
 		for k != nil && bytes.HasPrefix(k, p) {
 			index = max(index, entryModifyIndex(v))
@@ -548,7 +581,7 @@ func (s *Store) Keys(prefix, separator string) (keys []string, index uint64, err
 				// Every key in the folded directory shares dir as a prefix,
 				// so the scan can jump past all of them; their indexes still
 				// count towards the prefix index.
-				index = max(index, maxModifyIndex(tx.Bucket(bucketKV), dir))
+				index = max(index, maxModifyIndex(r.table(bucketKV), dir))
 				end := prefixEnd(dir)
 				if end == nil {
 					break
@@ -559,13 +592,13 @@ func (s *Store) Keys(prefix, separator string) (keys []string, index uint64, err
 			keys = append(keys, string(k))
 			k, v = c.Next()
 		}
-		index = prefixIndex(tx, p, index)
+		index = prefixIndex(r, p, index)
 		return nil
 	})
 	return keys, index, err
 }
 
-func maxModifyIndex(b *bolt.Bucket, prefix []byte) uint64 {
+func maxModifyIndex(b table, prefix []byte) uint64 {
 	var m uint64
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -577,13 +610,13 @@ func maxModifyIndex(b *bolt.Bucket, prefix []byte) uint64 {
 // prefixIndex folds the tombstones under prefix into live, the largest
 // ModifyIndex of the live keys under it. An empty prefix, or one nothing has
 // ever touched, reports the KV-wide index.
-func prefixIndex(tx *bolt.Tx, prefix []byte, live uint64) uint64 {
-	kvIndex := getUint(tx.Bucket(bucketMeta), metaKVIndex)
+func prefixIndex(r reader, prefix []byte, live uint64) uint64 {
+	kvIndex := getUint(r.table(bucketMeta), metaKVIndex)
 	if len(prefix) == 0 {
 		return kvIndex
 	}
 	idx := live
-	c := tx.Bucket(bucketTombs).Cursor()
+	c := r.table(bucketTombs).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 		idx = max(idx, decodeUint(v))
 	}
@@ -609,8 +642,8 @@ func prefixEnd(prefix []byte) []byte {
 // KVIndex is the index of the last write that changed any key.
 func (s *Store) KVIndex() (uint64, error) {
 	var idx uint64
-	err := s.view(func(tx *bolt.Tx) error {
-		idx = getUint(tx.Bucket(bucketMeta), metaKVIndex)
+	err := s.view(func(r reader) error {
+		idx = getUint(r.table(bucketMeta), metaKVIndex)
 		return nil
 	})
 	return idx, err
@@ -661,10 +694,20 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 }
 
 // Index is the applied index the snapshot captured.
-func (sn *Snapshot) Index() uint64 { return getUint(sn.tx.Bucket(bucketMeta), metaApplied) }
+func (sn *Snapshot) Index() uint64 {
+	return getUint(newReader(sn.tx, sn.s.path).table(bucketMeta), metaApplied)
+}
 
-// WriteTo streams a consistent copy of the bbolt file to w.
-func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) { return sn.tx.WriteTo(w) }
+// WriteTo checks every value of the pinned state (verifyState), then
+// streams a consistent copy of the bbolt file to w. A snapshot replaces
+// older ones and may be sent to other nodes: one taken of a damaged
+// state must fail here rather than spread the damage.
+func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	if _, err := verifyState(sn.tx, sn.s.path, sn.tx.Size()); err != nil {
+		return 0, err
+	}
+	return sn.tx.WriteTo(w)
+}
 
 // Release ends the snapshot's read transaction.
 func (sn *Snapshot) Release() {
@@ -729,15 +772,13 @@ func (s *Store) Restore(r io.Reader) error {
 	return nil
 }
 
-// checkStateFile makes sure path holds a complete, readable state file before
-// anything opens it for writing. bbolt trusts its file: it initialises an
-// empty file as a new, empty database; on a truncated copy it faults on the
-// pages past the end (SIGBUS, which no recover catches); a corrupt page trips
-// an assertion that panics in one of bbolt's own goroutines. So the file is
-// opened read-only (which reads only the meta pages), its length is checked
-// against the size its meta page claims, every page and entry is read here,
-// in this goroutine, with memory faults turned into panics that are
-// recovered, and only then does bbolt's consistency check run.
+// checkStateFile makes sure path holds a complete state file whose every
+// value passes its seal before anything opens it for writing. bbolt trusts
+// its file: it initialises an empty file as a new, empty database; on a
+// truncated copy it faults on the pages past the end (SIGBUS, which no
+// recover catches). So the file is opened read-only (which reads only the
+// meta pages), its length is checked against the size its meta page
+// claims, and only then is every page read (verifyState).
 func checkStateFile(path string) error {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -745,6 +786,9 @@ func checkStateFile(path string) error {
 	}
 	if fi.Size() == 0 {
 		return errors.New("snapshot is empty")
+	}
+	if err := checkPages(path); err != nil {
+		return err
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
@@ -755,61 +799,9 @@ func checkStateFile(path string) error {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("snapshot is truncated: %d of %d bytes", fi.Size(), tx.Size())
 		}
-		if err := readStateFile(tx, fi.Size()); err != nil {
-			return err
-		}
-		var first error
-		for err := range tx.Check() {
-			if first == nil {
-				first = err
-			}
-		}
-		return first
-	})
-}
-
-// readStateFile reads every bucket, key and entry of tx, a file of size
-// bytes, so that every page reachable in it has been visited once without
-// crashing the process.
-func readStateFile(tx *bolt.Tx, size int64) (err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("snapshot is corrupt: %v", r)
-		}
-	}()
-	for _, name := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes} {
-		if tx.Bucket(name) == nil {
-			return fmt.Errorf("snapshot has no %q bucket", name)
-		}
-	}
-	var walk func(b *bolt.Bucket, entries bool) error
-	walk = func(b *bolt.Bucket, entries bool) error {
-		return b.ForEach(func(k, v []byte) error {
-			// A corrupt length would have decodeEntry copy gigabytes.
-			if int64(len(k))+int64(len(v)) > size {
-				return fmt.Errorf("snapshot is corrupt: a %d-byte entry", len(k)+len(v))
-			}
-			if v == nil {
-				if sub := b.Bucket(k); sub != nil {
-					return walk(sub, false)
-				}
-			}
-			if entries {
-				_, err := decodeEntry(k, v)
-				return err
-			}
-			return nil
-		})
-	}
-	if err := tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-		return walk(b, bytes.Equal(name, bucketKV))
-	}); err != nil {
+		_, err := verifyState(tx, path, fi.Size())
 		return err
-	}
-	// The ACL bucket is not in the required list above: a snapshot taken
-	// before ACLs existed has none, and restoring it creates it empty.
-	return checkACLRecords(tx)
+	})
 }
 
 func writeFileSync(path string, r io.Reader) error {
@@ -867,13 +859,13 @@ func (s *Store) FileSize() int64 {
 	return fi.Size()
 }
 
-func putUint(b *bolt.Bucket, key []byte, v uint64) error {
+func putUint(b table, key []byte, v uint64) error {
 	var buf [8]byte
 	binary.BigEndian.PutUint64(buf[:], v)
 	return b.Put(key, buf[:])
 }
 
-func getUint(b *bolt.Bucket, key []byte) uint64 { return decodeUint(b.Get(key)) }
+func getUint(b table, key []byte) uint64 { return decodeUint(b.Get(key)) }
 
 func decodeUint(v []byte) uint64 {
 	if len(v) != 8 {

@@ -103,7 +103,7 @@ type rawState map[string]map[string]string
 func dumpRaw(t testing.TB, s *Store) rawState {
 	t.Helper()
 	st := rawState{}
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			m := map[string]string{}
 			st[string(name)] = m
@@ -152,7 +152,7 @@ func mergeKeys[V any](a, b map[string]V) map[string]bool {
 func putRawEntry(t testing.TB, s *Store, e Entry) {
 	t.Helper()
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketKV).Put([]byte(e.Key), encodeEntry(&e))
+		return newReader(tx, s.path).table(bucketKV).Put([]byte(e.Key), encodeEntry(&e))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -423,7 +423,7 @@ func TestStore_Noop(t *testing.T) {
 		t.Fatalf("AppliedIndex = %d, want 2", s.AppliedIndex())
 	}
 	after := dumpRaw(t, s)
-	if decodeUint([]byte(after["meta"]["applied"])) != 2 {
+	if v, ok := unseal(bucketMeta, metaApplied, []byte(after["meta"]["applied"])); !ok || decodeUint(v) != 2 {
 		t.Fatal("applied index not stored")
 	}
 	delete(before["meta"], "applied")

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // TxnVerb is what one operation of a transaction does, with Consul's KV
@@ -216,7 +214,7 @@ func (s fileState) delTree(idx uint64, prefix string) error {
 // savepoints, and a transaction shares its bbolt transaction with the rest
 // of its batch, so a transaction that fails must never have written.
 type scratchState struct {
-	kv      *bolt.Bucket
+	kv      table
 	pending map[string]*Entry // nil: deleted
 }
 
@@ -270,7 +268,7 @@ func (s *scratchState) delTree(idx uint64, prefix string) error {
 	return err
 }
 
-func getEntry(kv *bolt.Bucket, key string) (Entry, bool, error) {
+func getEntry(kv table, key string) (Entry, bool, error) {
 	v := kv.Get([]byte(key))
 	if v == nil {
 		return Entry{}, false, nil
@@ -279,7 +277,7 @@ func getEntry(kv *bolt.Bucket, key string) (Entry, bool, error) {
 	return e, err == nil, err
 }
 
-func listEntries(kv *bolt.Bucket, prefix string) ([]Entry, error) {
+func listEntries(kv table, prefix string) ([]Entry, error) {
 	var out []Entry
 	p := []byte(prefix)
 	c := kv.Cursor()
@@ -500,9 +498,9 @@ func (s *Store) readTxn(ops []TxnOp) (*TxnResult, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, errWriteInReadTxn)
 	}
 	var res *TxnResult
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.view(func(r reader) error {
 		var err error
-		res, err = runTxn(&scratchState{kv: tx.Bucket(bucketKV), pending: map[string]*Entry{}}, 0, ops, func(string) bool { return false })
+		res, err = runTxn(&scratchState{kv: r.table(bucketKV), pending: map[string]*Entry{}}, 0, ops, func(string) bool { return false })
 		return err
 	})
 	return res, err
