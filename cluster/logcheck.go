@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
@@ -29,8 +30,9 @@ import (
 //
 //	magic "trc" | version 1 | CRC32C (little endian)
 //
-// The CRC covers the index, term and type, the length and bytes of the
-// data, and the length and bytes of the original extensions: a frame read
+// The CRC covers the index, term and type, the time the leader appended
+// the entry, the length and bytes of the data, and the length and bytes of
+// the original extensions: a frame read
 // from the wrong place (a flipped offset in a segment's index block) has
 // another index and fails, and bytes cannot move between data and
 // extensions unnoticed.
@@ -96,6 +98,24 @@ var (
 	errMissingEntry = errors.New("missing from the log")
 )
 
+// writtenThroughKey is the stable-store key recording an index up to
+// which the log was written (StoreLogs returned) and not since cut short
+// by Raft. raft-wal, opening its tail segment, takes a batch that fails
+// its CRC, or frames it cannot follow, for a write torn by a crash and
+// silently drops them and everything after them in that segment: a flipped
+// byte there made a node forget entries it had acknowledged, which a voter
+// must never do. A log that opens shorter than this mark is refused.
+//
+// Writing the mark costs a metadata commit (an fsync), so StoreLogs
+// writes it at most once per markEvery; Close writes the exact last index.
+// After a crash, a loss within the last markEvery of writes goes unseen
+// here; Open still refuses a log that ends below what the state file has
+// applied.
+var writtenThroughKey = []byte("troupe_log_written_through")
+
+// markEvery bounds how often StoreLogs records writtenThroughKey.
+const markEvery = time.Second
+
 // checkedLog is the checksumming layer over the WAL; see the comment at
 // the top of this file.
 type checkedLog struct {
@@ -110,6 +130,15 @@ type checkedLog struct {
 	onCorrupt func(*LogCorruptError)
 	reported  atomic.Bool
 
+	// markMu guards the written-through mark: Raft writes and cuts the
+	// log from one goroutine, Close from another.
+	markMu   sync.Mutex
+	mark     uint64
+	markedAt time.Time
+	// markEvery is how often StoreLogs records the mark (tests set 0:
+	// every batch).
+	markEvery time.Duration
+
 	pool sync.Pool // *storeBuf
 }
 
@@ -122,49 +151,132 @@ type storeBuf struct {
 	ext  []byte
 }
 
-// newCheckedLog wraps w and settles where checksummed entries start: a log
-// opened for the first time with this build records its next index.
+// newCheckedLog wraps w. It settles where checksummed entries start (a
+// log opened for the first time with this build records its next index),
+// and refuses a log shorter than its written-through mark.
 func newCheckedLog(w *walStore) (*checkedLog, error) {
-	c := &checkedLog{walStore: w}
+	c := &checkedLog{walStore: w, markEvery: markEvery}
 	c.pool.New = func() any { return new(storeBuf) }
-	raw, err := w.Get(checksumsFromKey)
-	if err != nil {
-		return nil, fmt.Errorf("raft log: reading %s: %w", checksumsFromKey, err)
-	}
-	if raw != nil {
-		from, ok := decodeFrom(raw)
-		if !ok {
-			return nil, &LogCorruptError{File: w.metaFile(), Err: fmt.Errorf("the record %q is damaged", checksumsFromKey)}
-		}
-		c.from.Store(from)
-		return c, nil
-	}
 	last, err := w.LastIndex()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.setFrom(last + 1); err != nil {
+	from, found, err := c.getIndex(checksumsFromKey)
+	switch {
+	case err != nil:
+		return nil, err
+	case found:
+		c.from.Store(from)
+	default:
+		if err := c.setFrom(last + 1); err != nil {
+			return nil, err
+		}
+	}
+	mark, _, err := c.getIndex(writtenThroughKey)
+	if err != nil {
 		return nil, err
 	}
+	if last < mark {
+		return nil, &LogCorruptError{File: w.segmentFile(last + 1), Index: last + 1,
+			Err: fmt.Errorf("the log ends at entry %d, but entries up to %d were written to it: raft-wal dropped the rest as a torn write", last, mark)}
+	}
+	c.mark = mark
 	return c, nil
 }
 
-func (c *checkedLog) setFrom(index uint64) error {
+// getIndex reads an index recorded under key with putIndex.
+func (c *checkedLog) getIndex(key []byte) (index uint64, found bool, err error) {
+	raw, err := c.walStore.Get(key)
+	if err != nil {
+		return 0, false, fmt.Errorf("raft log: reading %s: %w", key, err)
+	}
+	if raw == nil {
+		return 0, false, nil
+	}
+	if len(raw) != 12 || binary.LittleEndian.Uint32(raw[8:]) != crc32.Checksum(raw[:8], castagnoli) {
+		return 0, false, &LogCorruptError{File: c.metaFile(), Err: fmt.Errorf("the record %q is damaged", key)}
+	}
+	return binary.LittleEndian.Uint64(raw[:8]), true, nil
+}
+
+// putIndex records index under key, with a CRC32C of it.
+func (c *checkedLog) putIndex(key []byte, index uint64) error {
 	var b [12]byte
 	binary.LittleEndian.PutUint64(b[:8], index)
 	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
-	if err := c.walStore.Set(checksumsFromKey, b[:]); err != nil {
-		return fmt.Errorf("raft log: recording %s: %w", checksumsFromKey, err)
+	if err := c.walStore.Set(key, b[:]); err != nil {
+		return fmt.Errorf("raft log: recording %s: %w", key, err)
+	}
+	return nil
+}
+
+func (c *checkedLog) setFrom(index uint64) error {
+	if err := c.putIndex(checksumsFromKey, index); err != nil {
+		return err
 	}
 	c.from.Store(index)
 	return nil
 }
 
-func decodeFrom(b []byte) (uint64, bool) {
-	if len(b) != 12 || binary.LittleEndian.Uint32(b[8:]) != crc32.Checksum(b[:8], castagnoli) {
-		return 0, false
+// markWritten records that the log holds everything up to last, if
+// markEvery has passed since the last record (or force).
+func (c *checkedLog) markWritten(last uint64, force bool) error {
+	c.markMu.Lock()
+	defer c.markMu.Unlock()
+	if last <= c.mark || !force && time.Since(c.markedAt) < c.markEvery {
+		return nil
 	}
-	return binary.LittleEndian.Uint64(b[:8]), true
+	if err := c.putIndex(writtenThroughKey, last); err != nil {
+		return err
+	}
+	c.mark, c.markedAt = last, time.Now()
+	return nil
+}
+
+// DeleteRange lowers the written-through mark before Raft cuts the log's
+// tail (entries that conflict with a new leader's, or the whole log after
+// a snapshot is installed), so that the cut is not taken for a loss.
+func (c *checkedLog) DeleteRange(lo, hi uint64) error {
+	if lo > 0 && hi >= c.currentMark() {
+		if err := c.lowerMark(lo - 1); err != nil {
+			return err
+		}
+	}
+	return c.walStore.DeleteRange(lo, hi)
+}
+
+func (c *checkedLog) currentMark() uint64 {
+	c.markMu.Lock()
+	defer c.markMu.Unlock()
+	return c.mark
+}
+
+// lowerMark records to as the written-through mark if it is below the
+// current one.
+func (c *checkedLog) lowerMark(to uint64) error {
+	c.markMu.Lock()
+	defer c.markMu.Unlock()
+	if to >= c.mark {
+		return nil
+	}
+	if err := c.putIndex(writtenThroughKey, to); err != nil {
+		return err
+	}
+	c.mark = to
+	return nil
+}
+
+// Close records the exact last index, so that the next open notices the
+// loss of any entry, then closes the WAL.
+func (c *checkedLog) Close() error {
+	var err error
+	if last, lerr := c.walStore.LastIndex(); lerr == nil {
+		err = c.markWritten(last, true)
+	}
+	if cerr := c.walStore.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // StoreLog stores one entry with its trailer.
@@ -180,10 +292,16 @@ func (c *checkedLog) StoreLogs(logs []*raft.Log) error {
 	// stored is below logs[0]. An append below from (after the log was
 	// emptied, or its tail dropped, during an upgrade) moves from down to
 	// it first, so that everything at or above from carries a trailer.
-	if first := logs[0].Index; first < c.from.Load() {
+	first := logs[0].Index
+	if first < c.from.Load() {
 		if err := c.setFrom(first); err != nil {
 			return err
 		}
+	}
+	// Likewise the written-through mark may not stay above entries that
+	// are gone (DeleteRange lowers it; this covers any other way).
+	if err := c.lowerMark(first - 1); err != nil {
+		return err
 	}
 	b := c.pool.Get().(*storeBuf)
 	defer c.pool.Put(b)
@@ -205,7 +323,10 @@ func (c *checkedLog) StoreLogs(logs []*raft.Log) error {
 	}
 	err := c.walStore.StoreLogs(b.ptrs)
 	clear(b.logs) // drop references to raft's data before pooling
-	return err
+	if err != nil {
+		return err
+	}
+	return c.markWritten(logs[len(logs)-1].Index, false)
 }
 
 func grow(b []byte, n int) []byte {
@@ -224,19 +345,22 @@ func growLogs(l []raft.Log, n int) []raft.Log {
 
 // appendTrailer appends l's trailer to ext, which holds l's extensions.
 func appendTrailer(ext []byte, l *raft.Log) []byte {
-	sum := entrySum(l.Index, l.Term, l.Type, l.Data, ext)
+	sum := entrySum(l, ext)
 	ext = append(ext, trailerMagic...)
 	ext = append(ext, trailerVersion)
 	return binary.LittleEndian.AppendUint32(ext, sum)
 }
 
-func entrySum(index, term uint64, typ raft.LogType, data, ext []byte) uint32 {
-	var h [33]byte
-	binary.LittleEndian.PutUint64(h[0:], index)
-	binary.LittleEndian.PutUint64(h[8:], term)
-	h[16] = byte(typ)
-	binary.LittleEndian.PutUint64(h[17:], uint64(len(data)))
+func entrySum(l *raft.Log, ext []byte) uint32 {
+	var h [45]byte
+	binary.LittleEndian.PutUint64(h[0:], l.Index)
+	binary.LittleEndian.PutUint64(h[8:], l.Term)
+	h[16] = byte(l.Type)
+	binary.LittleEndian.PutUint64(h[17:], uint64(len(l.Data)))
 	binary.LittleEndian.PutUint64(h[25:], uint64(len(ext)))
+	binary.LittleEndian.PutUint64(h[33:], uint64(l.AppendedAt.Unix()))
+	binary.LittleEndian.PutUint32(h[41:], uint32(l.AppendedAt.Nanosecond()))
+	data := l.Data
 	sum := crc32.Update(0, castagnoli, h[:])
 	sum = crc32.Update(sum, castagnoli, data)
 	return crc32.Update(sum, castagnoli, ext)
@@ -285,7 +409,7 @@ func (c *checkedLog) read(index uint64, l *raft.Log) (err error) {
 		return errNoTrailer
 	}
 	ext := l.Extensions[:n]
-	if binary.LittleEndian.Uint32(l.Extensions[n+len(trailerMagic)+1:]) != entrySum(l.Index, l.Term, l.Type, l.Data, ext) {
+	if binary.LittleEndian.Uint32(l.Extensions[n+len(trailerMagic)+1:]) != entrySum(l, ext) {
 		return errChecksum
 	}
 	if n == 0 {
