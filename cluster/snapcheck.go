@@ -96,7 +96,7 @@ func settleSnapshots(dataDir, node string, snaps raft.SnapshotStore, logs raft.L
 		}
 		_, r, err := snaps.Open(s.id)
 		if err != nil {
-			s.err = err
+			s.err = fmt.Errorf("its state file: %w", err)
 			damaged = append(damaged, s)
 			continue
 		}
@@ -121,7 +121,7 @@ func settleSnapshots(dataDir, node string, snaps raft.SnapshotStore, logs raft.L
 		}
 		if last < d.index || first > snapIndex+1 {
 			return &SnapshotCorruptError{Dir: filepath.Join(dir, d.id), Node: node,
-				Err: fmt.Errorf("%v, and this node has nothing to take its place: %s", d.err, coverage(first, last, chosen))}
+				Err: fmt.Errorf("%v; nothing on this node can take its place: %s", d.err, coverage(first, last, chosen))}
 		}
 	}
 	if last > 0 && first > snapIndex+1 {
@@ -157,7 +157,15 @@ func snapshotsOnDisk(dir string, snaps raft.SnapshotStore) ([]*snapshotOnDisk, e
 	var all []*snapshotOnDisk
 	for _, m := range list {
 		listed[m.ID] = true
-		all = append(all, &snapshotOnDisk{id: m.ID, index: m.Index, meta: m})
+		s := &snapshotOnDisk{id: m.ID, index: m.Index, meta: m}
+		// meta.json has no checksum, and raft takes the index and term
+		// in it on trust (as applied, with NoSnapshotRestoreOnStart):
+		// check them against the name raft gave the directory.
+		if term, index, ok := parseSnapshotName(m.ID); ok && (term != m.Term || index != m.Index) {
+			s.meta, s.index = nil, index
+			s.err = fmt.Errorf("its meta.json says term %d index %d, its name term %d index %d", m.Term, m.Index, term, index)
+		}
+		all = append(all, s)
 	}
 	entries, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -168,14 +176,24 @@ func snapshotsOnDisk(dir string, snaps raft.SnapshotStore) ([]*snapshotOnDisk, e
 		if !e.IsDir() || listed[name] || strings.HasSuffix(name, ".tmp") {
 			continue
 		}
-		var index uint64
-		if parts := strings.Split(name, "-"); len(parts) == 3 {
-			index, _ = strconv.ParseUint(parts[1], 10, 64)
-		}
+		_, index, _ := parseSnapshotName(name)
 		all = append(all, &snapshotOnDisk{id: name, index: index, err: errors.New("its meta.json cannot be read")})
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].index > all[j].index })
 	return all, nil
+}
+
+// parseSnapshotName reads the term and index from the name raft gives a
+// snapshot directory, "<term>-<index>-<unix ms>".
+func parseSnapshotName(name string) (term, index uint64, ok bool) {
+	parts := strings.Split(name, "-")
+	if len(parts) != 3 {
+		return 0, 0, false
+	}
+	term, err1 := strconv.ParseUint(parts[0], 10, 64)
+	index, err2 := strconv.ParseUint(parts[1], 10, 64)
+	_, err3 := strconv.ParseUint(parts[2], 10, 64)
+	return term, index, err1 == nil && err2 == nil && err3 == nil
 }
 
 func logBounds(logs raft.LogStore) (first, last uint64, err error) {
