@@ -149,6 +149,7 @@ type storeBuf struct {
 	logs []raft.Log
 	ptrs []*raft.Log
 	ext  []byte
+	hdr  sumHeader
 }
 
 // newCheckedLog wraps w. It settles where checksummed entries start (a
@@ -316,7 +317,7 @@ func (c *checkedLog) StoreLogs(logs []*raft.Log) error {
 	for i, l := range logs {
 		ext := b.ext[off : off : off+len(l.Extensions)+trailerLen]
 		ext = append(ext, l.Extensions...)
-		ext = appendTrailer(ext, l)
+		ext = appendTrailer(ext, l, &b.hdr)
 		off += len(ext)
 		b.logs[i] = raft.Log{Index: l.Index, Term: l.Term, Type: l.Type, Data: l.Data, Extensions: ext, AppendedAt: l.AppendedAt}
 		b.ptrs = append(b.ptrs, &b.logs[i])
@@ -344,15 +345,21 @@ func growLogs(l []raft.Log, n int) []raft.Log {
 }
 
 // appendTrailer appends l's trailer to ext, which holds l's extensions.
-func appendTrailer(ext []byte, l *raft.Log) []byte {
-	sum := entrySum(l, ext)
+func appendTrailer(ext []byte, l *raft.Log, h *sumHeader) []byte {
+	sum := entrySum(l, ext, h)
 	ext = append(ext, trailerMagic...)
 	ext = append(ext, trailerVersion)
 	return binary.LittleEndian.AppendUint32(ext, sum)
 }
 
-func entrySum(l *raft.Log, ext []byte) uint32 {
-	var h [45]byte
+// sumHeader is entrySum's scratch space for the fixed-size fields:
+// crc32.Update makes any slice it is given escape, so a local array would
+// cost an allocation per entry.
+type sumHeader [45]byte
+
+var sumHeaders = sync.Pool{New: func() any { return new(sumHeader) }}
+
+func entrySum(l *raft.Log, ext []byte, h *sumHeader) uint32 {
 	binary.LittleEndian.PutUint64(h[0:], l.Index)
 	binary.LittleEndian.PutUint64(h[8:], l.Term)
 	h[16] = byte(l.Type)
@@ -409,7 +416,10 @@ func (c *checkedLog) read(index uint64, l *raft.Log) (err error) {
 		return errNoTrailer
 	}
 	ext := l.Extensions[:n]
-	if binary.LittleEndian.Uint32(l.Extensions[n+len(trailerMagic)+1:]) != entrySum(l, ext) {
+	h := sumHeaders.Get().(*sumHeader)
+	sum := entrySum(l, ext, h)
+	sumHeaders.Put(h)
+	if binary.LittleEndian.Uint32(l.Extensions[n+len(trailerMagic)+1:]) != sum {
 		return errChecksum
 	}
 	if n == 0 {
