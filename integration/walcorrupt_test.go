@@ -30,11 +30,7 @@ func TestCorruptLogEntry(t *testing.T) {
 		}
 	}
 	victim := c.Followers(leader)[0]
-	st, err := leader.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim.WaitApplied(st.CommitIndex, 20*time.Second)
+	waitCaughtUp(t, leader, victim)
 	victim.Stop()
 
 	files, _ := filepath.Glob(filepath.Join(victim.DataDir, "wal", "*.wal"))
