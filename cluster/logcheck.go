@@ -31,11 +31,10 @@ import (
 //	magic "trc" | version 1 | CRC32C (little endian)
 //
 // The CRC covers the index, term and type, the time the leader appended
-// the entry, the length and bytes of the data, and the length and bytes of
-// the original extensions: a frame read
-// from the wrong place (a flipped offset in a segment's index block) has
-// another index and fails, and bytes cannot move between data and
-// extensions unnoticed.
+// the entry, the length and bytes of the data, and the length and bytes
+// of the original extensions: a frame read from the wrong place (a flipped
+// offset in a segment's index block) has another index and fails, and
+// bytes cannot move between data and extensions unnoticed.
 const (
 	trailerMagic   = "trc"
 	trailerVersion = 1
@@ -135,9 +134,6 @@ type checkedLog struct {
 	markMu   sync.Mutex
 	mark     uint64
 	markedAt time.Time
-	// markEvery is how often StoreLogs records the mark (tests set 0:
-	// every batch).
-	markEvery time.Duration
 
 	pool sync.Pool // *storeBuf
 }
@@ -156,7 +152,7 @@ type storeBuf struct {
 // log opened for the first time with this build records its next index),
 // and refuses a log shorter than its written-through mark.
 func newCheckedLog(w *walStore) (*checkedLog, error) {
-	c := &checkedLog{walStore: w, markEvery: markEvery}
+	c := &checkedLog{walStore: w}
 	c.pool.New = func() any { return new(storeBuf) }
 	last, err := w.LastIndex()
 	if err != nil {
@@ -224,7 +220,7 @@ func (c *checkedLog) setFrom(index uint64) error {
 func (c *checkedLog) markWritten(last uint64, force bool) error {
 	c.markMu.Lock()
 	defer c.markMu.Unlock()
-	if last <= c.mark || !force && time.Since(c.markedAt) < c.markEvery {
+	if last <= c.mark || !force && time.Since(c.markedAt) < markEvery {
 		return nil
 	}
 	if err := c.putIndex(writtenThroughKey, last); err != nil {
@@ -235,21 +231,24 @@ func (c *checkedLog) markWritten(last uint64, force bool) error {
 }
 
 // DeleteRange lowers the written-through mark before Raft cuts the log's
-// tail (entries that conflict with a new leader's, or the whole log after
-// a snapshot is installed), so that the cut is not taken for a loss.
+// tail (entries that conflict with a new leader's), or empties it (after
+// a snapshot is installed, or by kvnode recover), so that the cut is not
+// taken for a loss. Cutting the head (compaction) leaves the mark alone.
 func (c *checkedLog) DeleteRange(lo, hi uint64) error {
-	if lo > 0 && hi >= c.currentMark() {
-		if err := c.lowerMark(lo - 1); err != nil {
+	first, last, err := logBounds(c.walStore)
+	if err != nil {
+		return err
+	}
+	if lo <= last && hi >= last {
+		to := lo - 1
+		if lo <= first {
+			to = 0 // raft-wal's log is empty afterwards: LastIndex is 0
+		}
+		if err := c.lowerMark(to); err != nil {
 			return err
 		}
 	}
 	return c.walStore.DeleteRange(lo, hi)
-}
-
-func (c *checkedLog) currentMark() uint64 {
-	c.markMu.Lock()
-	defer c.markMu.Unlock()
-	return c.mark
 }
 
 // lowerMark records to as the written-through mark if it is below the

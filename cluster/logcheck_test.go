@@ -541,3 +541,67 @@ func TestLogWrittenBeforeChecksums(t *testing.T) {
 		t.Fatalf("a checksummed entry without its magic: %v, want entry 15 refused for its trailer", err)
 	}
 }
+
+// TestLogCutsAreNotTakenForLosses: the log records how far it was written,
+// and refuses to open shorter; Raft's own cuts must not trip that. Its
+// compaction (the head), a conflict with a new leader (the tail), and an
+// installed snapshot or kvnode recover (the whole log, then appends after
+// the snapshot) all reopen, and a tail lost behind Raft's back does not.
+func TestLogCutsAreNotTakenForLosses(t *testing.T) {
+	dir := t.TempDir()
+	reopen := func(s *checkedLog, wantLast uint64) *checkedLog {
+		t.Helper()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := openLogStore(dir, 0, nil)
+		if err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		if last, _ := s.LastIndex(); last != wantLast {
+			t.Fatalf("last index %d after reopening, want %d", last, wantLast)
+		}
+		return s
+	}
+	s, err := openLogStore(dir, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreLogs(testEntries(1, 50)); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(s, 50)
+	if err := s.DeleteRange(1, 20); err != nil { // compaction
+		t.Fatal(err)
+	}
+	s = reopen(s, 50)
+	if err := s.DeleteRange(40, 50); err != nil { // a conflicting tail
+		t.Fatal(err)
+	}
+	s = reopen(s, 39)
+	if err := s.DeleteRange(21, 39); err != nil { // a snapshot installed
+		t.Fatal(err)
+	}
+	s = reopen(s, 0)
+	if err := s.StoreLogs(testEntries(101, 10)); err != nil { // after the snapshot
+		t.Fatal(err)
+	}
+	s = reopen(s, 110)
+
+	// Entries lost behind Raft's back: the tail batch dropped as if torn.
+	if err := s.StoreLogs(testEntries(111, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, walDirName, "*.wal"))
+	slices.Sort(segs)
+	tail := segs[len(segs)-1]
+	flipByte(t, tail, writtenLen(t, tail)-12, 0x01) // inside the last batch
+	_, err = openLogStore(dir, 0, nil)
+	var lc *LogCorruptError
+	if !errors.As(err, &lc) || lc.Index != 111 || lc.File != tail {
+		t.Fatalf("a log that lost its last batch: %v, want entry 111 refused in %s", err, tail)
+	}
+}
