@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -289,4 +290,32 @@ func mustIndex(t *testing.T, name string) uint64 {
 		t.Fatalf("snapshot name %q", name)
 	}
 	return idx
+}
+
+// TestRecoverRefusesDamagedData: kvnode recover applies the whole log to
+// the state file, so it checks first, as a start does: a corrupt entry or
+// a damaged snapshot the log cannot stand in for is refused before the
+// state file is touched, with advice that fits a cluster without quorum.
+func TestRecoverRefusesDamagedData(t *testing.T) {
+	f := newSnapshotFixture(t, 1, 30, 10)
+	file, off := findInWAL(t, f.dataDir, "v25")
+	flipByte(t, file, off, 0x01)
+	store := openStore(t, filepath.Join(t.TempDir(), "kv.db"))
+	err := Recover("n1", f.dataDir, store, []Server{{ID: "n1", Addr: "127.0.0.1:1"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "entry 25 in "+file) || !strings.Contains(err.Error(), "recover another survivor") {
+		t.Fatalf("recover on a corrupt log: %v", err)
+	}
+	if store.AppliedIndex() != 0 {
+		t.Fatalf("the refused recovery applied up to %d", store.AppliedIndex())
+	}
+
+	f = newSnapshotFixture(t, 15, 30, 10, 20)
+	flipByte(t, filepath.Join(f.dir(1), "state.bin"), 80, 0x04)
+	err = Recover("n1", f.dataDir, store, []Server{{ID: "n1", Addr: "127.0.0.1:1"}}, nil)
+	if err == nil || !strings.Contains(err.Error(), f.dir(1)) || !strings.Contains(err.Error(), "recover another survivor") {
+		t.Fatalf("recover with a damaged snapshot and no cover: %v", err)
+	}
+	if store.AppliedIndex() != 0 {
+		t.Fatalf("the refused recovery applied up to %d", store.AppliedIndex())
+	}
 }
