@@ -164,6 +164,12 @@ func (a *raftActor) open(ctx actor.Context) {
 	cfg.OnFault = func(err error) { root.Send(self, &raftFault{token: token, err: err}) }
 	node, err := cluster.Open(cfg, a.tree.cfg.Store)
 	if err != nil {
+		if damagedData(err) {
+			// Every retry would meet the same bytes: stop now, with
+			// the error's own line (file, entry, what to do).
+			ctx.Send(ctx.Parent(), &giveUp{err: err})
+			return
+		}
 		// Failing Started is a crash like any other: the supervisor retries
 		// within its budget, then the node exits.
 		panic(fmt.Sprintf("open raft: %v", err))
@@ -442,8 +448,8 @@ func (a *raftActor) nameCluster(ctx actor.Context) {
 }
 
 // fault decides what a failure reported by Raft costs. An entry that
-// cannot be applied on any replay stops the node: a restart would meet it
-// again. Anything else (a failed commit of the state file, a dead Raft
+// cannot be applied on any replay, or a log entry that fails its checksum,
+// stops the node: a restart would meet it again. Anything else (a failed commit of the state file, a dead Raft
 // listener) crashes this actor, so its supervisor reopens Raft from disk,
 // which replays the log from the state file's applied index; if the cause
 // lasts, the restart budget runs out and the node stops.
@@ -456,7 +462,20 @@ func (a *raftActor) fault(ctx actor.Context, m *raftFault) {
 		ctx.Send(ctx.Parent(), &giveUp{err: fmt.Errorf("raft: %w; every replay of the log meets this entry again, so the node stops (docs/operations.md: recovering a node)", m.err)})
 		return
 	}
+	if damagedData(m.err) {
+		ctx.Send(ctx.Parent(), &giveUp{err: m.err})
+		return
+	}
 	panic(fmt.Sprintf("raft: %v", m.err))
+}
+
+// damagedData reports a Raft log or snapshot that failed its checksum:
+// reopening meets the same bytes again, and the node must not serve from
+// them, so it stops for good.
+func damagedData(err error) bool {
+	var lc *cluster.LogCorruptError
+	var sc *cluster.SnapshotCorruptError
+	return errors.As(err, &lc) || errors.As(err, &sc)
 }
 
 // crash injects one of CrashFaults.

@@ -107,8 +107,9 @@ type Config struct {
 	// (see PeerHeartbeat). It must not block.
 	OnPeerHeartbeat func(PeerHeartbeat)
 	// OnFault, when set, hears of failures Raft cannot get over by itself:
-	// the state machine stopped applying (an *ApplyFault) or the Raft
-	// listener died (a *TransportFault). It must not block.
+	// the state machine stopped applying (an *ApplyFault), the Raft
+	// listener died (a *TransportFault), or a read of the log met a
+	// corrupt entry (a *LogCorruptError). It must not block.
 	OnFault func(error)
 	// PeerHandler serves what other nodes ask of this one over the peer
 	// port (forwarded writes, read-index requests, membership changes,

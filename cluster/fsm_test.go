@@ -145,6 +145,17 @@ func TestCatchUpFromSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The log the snapshots were taken from: it holds every entry the
+	// state files below have applied.
+	logs := raft.NewInmemStore()
+	for i := uint64(1); i <= 4; i++ {
+		if err := logs.StoreLog(&raft.Log{Index: i, Term: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUpFromSnapshot := func(snaps raft.SnapshotStore, store *storage.Store) error {
+		return settleSnapshots(dir, "n1", snaps, logs, store, nil)
+	}
 
 	// Nothing to restore from.
 	empty := openStore(t, filepath.Join(dir, "empty.db"))

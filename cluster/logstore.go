@@ -1,13 +1,17 @@
 package cluster
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/fs"
 	"github.com/hashicorp/raft-wal/metadb"
+	"github.com/hashicorp/raft-wal/segment"
+	"github.com/hashicorp/raft-wal/types"
 )
 
 // The Raft log and stable store live in a write-ahead log of segment files
@@ -27,13 +31,28 @@ type logStore interface {
 	Close() error
 }
 
-// openLogStore opens the node's Raft log under dataDir.
-func openLogStore(dataDir string, segmentSize int, logger hclog.Logger) (logStore, error) {
+// openLogStore opens the node's Raft log under dataDir, with a checksum
+// on every entry (checkedLog), and verifies every entry in it: a corrupt
+// one is a *LogCorruptError naming its segment file, and the log is not
+// opened.
+func openLogStore(dataDir string, segmentSize int, logger hclog.Logger) (*checkedLog, error) {
 	dir := filepath.Join(dataDir, walDirName)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return openWAL(dir, segmentSize, logger)
+	w, err := openWAL(dir, segmentSize, logger)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newCheckedLog(w)
+	if err == nil {
+		err = c.verify()
+	}
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // walStore is a WAL that closes its metadata file when it closes:
@@ -42,9 +61,10 @@ func openLogStore(dataDir string, segmentSize int, logger hclog.Logger) (logStor
 type walStore struct {
 	*wal.WAL
 	meta *metadb.BoltMetaDB
+	dir  string
 }
 
-func (s walStore) Close() error {
+func (s *walStore) Close() error {
 	err := s.WAL.Close()
 	if merr := s.meta.Close(); err == nil {
 		err = merr
@@ -52,7 +72,7 @@ func (s walStore) Close() error {
 	return err
 }
 
-func openWAL(dir string, segmentSize int, logger hclog.Logger) (walStore, error) {
+func openWAL(dir string, segmentSize int, logger hclog.Logger) (*walStore, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
@@ -60,7 +80,62 @@ func openWAL(dir string, segmentSize int, logger hclog.Logger) (walStore, error)
 	w, err := wal.Open(dir, wal.WithLogger(logger.Named("wal")), wal.WithMetaStore(meta), wal.WithSegmentSize(segmentSize))
 	if err != nil {
 		meta.Close()
-		return walStore{}, err
+		if errors.Is(err, wal.ErrCorrupt) {
+			// raft-wal checks segment headers and the tail's last batch
+			// here, and says what is wrong but not in which file.
+			return nil, &LogCorruptError{File: damagedSegment(dir), Err: err}
+		}
+		return nil, err
 	}
-	return walStore{WAL: w, meta: meta}, nil
+	return &walStore{WAL: w, meta: meta, dir: dir}, nil
+}
+
+// metaFile is raft-wal's metadata file: the list of segments, and the
+// stable store (term, vote).
+func (s *walStore) metaFile() string { return filepath.Join(s.dir, metadb.FileName) }
+
+// segmentFile names the segment file that holds index, for errors: the
+// one whose range holds it, else the one with the greatest base index at
+// or below it; the WAL directory if the segment list cannot be read.
+func (s *walStore) segmentFile(index uint64) string {
+	st, err := s.meta.Load(s.dir)
+	if err != nil {
+		return s.dir
+	}
+	return segmentFor(s.dir, st.Segments, index)
+}
+
+func segmentFor(dir string, segs []types.SegmentInfo, index uint64) string {
+	var best *types.SegmentInfo
+	for i := range segs {
+		si := &segs[i]
+		if si.BaseIndex <= index && (best == nil || si.BaseIndex > best.BaseIndex) {
+			best = si
+		}
+	}
+	if best == nil {
+		return dir
+	}
+	return filepath.Join(dir, segment.FileName(*best))
+}
+
+// damagedSegment names the first segment whose header raft-wal rejects,
+// or the WAL directory when none is (the damage is elsewhere, such as in
+// the tail's last batch, which raft-wal does not name either).
+func damagedSegment(dir string) string {
+	meta := &metadb.BoltMetaDB{}
+	defer meta.Close()
+	st, err := meta.Load(dir)
+	if err != nil {
+		return filepath.Join(dir, metadb.FileName)
+	}
+	files := segment.NewFiler(dir, fs.New())
+	for _, si := range st.Segments {
+		r, err := files.Open(si)
+		if err != nil {
+			return filepath.Join(dir, segment.FileName(si))
+		}
+		r.Close()
+	}
+	return dir
 }

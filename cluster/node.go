@@ -75,10 +75,17 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	}
 	wal, err := openLogStore(cfg.DataDir, cfg.LogSegmentSize, cfg.Logger)
 	if err != nil {
+		var corrupt *LogCorruptError
+		if errors.As(err, &corrupt) {
+			corrupt.Node = cfg.NodeID
+			return nil, corrupt // one line that says it all
+		}
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	var logStore logStore = watchedLogStore{logStore: wal, health: cfg.Disk}
 	n := &Node{cfg: cfg, logStore: logStore, store: store, leaderCh: make(chan struct{})}
+	wal.node = cfg.NodeID
+	wal.onCorrupt = n.logCorrupt
 	ok := false
 	defer func() {
 		if !ok {
@@ -93,7 +100,7 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
-	if err := catchUpFromSnapshot(snaps, store); err != nil {
+	if err := settleSnapshots(cfg.DataDir, cfg.NodeID, snaps, logStore, store, cfg.Logger); err != nil {
 		return nil, err
 	}
 
@@ -187,28 +194,6 @@ func raftConfig(cfg Config) *raft.Config {
 // ValidateTiming reports the first timing relation raft would reject.
 func ValidateTiming(t Timing) error {
 	return raft.ValidateConfig(raftConfig(Config{NodeID: "validate", Timing: t}))
-}
-
-// catchUpFromSnapshot restores the newest snapshot if the state file is
-// older than it (e.g. the file was lost). Raft is told not to restore on
-// start, because normally the file is already ahead of every snapshot.
-func catchUpFromSnapshot(snaps raft.SnapshotStore, store *storage.Store) error {
-	list, err := snaps.List()
-	if err != nil {
-		return fmt.Errorf("list snapshots: %w", err)
-	}
-	if len(list) == 0 || list[0].Index <= store.AppliedIndex() {
-		return nil
-	}
-	_, rc, err := snaps.Open(list[0].ID)
-	if err != nil {
-		return fmt.Errorf("open snapshot %s: %w", list[0].ID, err)
-	}
-	defer rc.Close()
-	if err := store.Restore(rc); err != nil {
-		return fmt.Errorf("restore snapshot %s: %w", list[0].ID, err)
-	}
-	return nil
 }
 
 // logTail returns the last index in the log and the index of the newest
@@ -323,6 +308,18 @@ func (n *Node) fault(err error) {
 	if n.cfg.OnFault != nil {
 		n.cfg.OnFault(err)
 	}
+}
+
+// logCorrupt hears of a corrupt log entry met while the node runs. The
+// line goes to the log first: if Raft needed the entry to apply it, it
+// panics as soon as the read returns, and the process ends there (exit
+// status 2, the panic naming the same entry). Otherwise the owner stops
+// the node (see Config.OnFault).
+func (n *Node) logCorrupt(err *LogCorruptError) {
+	if n.cfg.Logger != nil {
+		n.cfg.Logger.Error("corrupt raft log entry: this node stops", "error", err.Error())
+	}
+	n.fault(err)
 }
 
 // Running reports whether Raft is still running: false once it has shut

@@ -42,12 +42,19 @@ func Recover(nodeID, dataDir string, store *storage.Store, servers []Server, log
 	}
 	logs, err := openLogStore(dataDir, 0, logger)
 	if err != nil {
-		return fmt.Errorf("recover: open the raft log: %w", err)
+		return fmt.Errorf("recover: open the raft log: %w", recoverAdvice(err))
 	}
 	defer logs.Close()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dataDir, 2, logger)
 	if err != nil {
 		return fmt.Errorf("recover: open the snapshots: %w", err)
+	}
+	// The same checks as at start, before anything is applied: a corrupt
+	// entry must not reach the state file, and RecoverCluster would skip
+	// a damaged snapshot for an older one whether the log bridges the
+	// gap or not.
+	if err := settleSnapshots(dataDir, nodeID, snaps, logs, store, logger); err != nil {
+		return fmt.Errorf("recover: %w", recoverAdvice(err))
 	}
 	exists, err := raft.HasExistingState(logs, logs, snaps)
 	if err != nil {
@@ -92,3 +99,17 @@ func (s releasingSnapshot) Persist(sink raft.SnapshotSink) error {
 
 // Release does nothing: Persist has released the snapshot.
 func (s releasingSnapshot) Release() {}
+
+// recoverAdvice replaces the advice of a corrupt log or snapshot, which
+// assumes a cluster with a quorum to rejoin: recovery is for one without.
+func recoverAdvice(err error) error {
+	var lc *LogCorruptError
+	var sc *SnapshotCorruptError
+	switch {
+	case errors.As(err, &lc):
+		return fmt.Errorf("entry %d in %s is corrupt (%v): recover another survivor, whose log is intact, and let this one join it afresh (docs/operations.md)", lc.Index, lc.File, lc.Err)
+	case errors.As(err, &sc):
+		return fmt.Errorf("snapshot %s is corrupt (%v): recover another survivor, whose files are intact, and let this one join it afresh (docs/operations.md)", sc.Dir, sc.Err)
+	}
+	return err
+}

@@ -28,6 +28,17 @@ func put(t *testing.T, n *testcluster.Node, key, value string) (int, string) {
 	return code, strings.TrimSpace(string(body))
 }
 
+// waitCaughtUp waits until n has applied everything the leader has
+// committed so far.
+func waitCaughtUp(t *testing.T, leader, n *testcluster.Node) {
+	t.Helper()
+	st, err := leader.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.WaitApplied(st.CommitIndex, 20*time.Second)
+}
+
 func get(t *testing.T, n *testcluster.Node, key, query string) (int, *pair) {
 	t.Helper()
 	code, body, _, err := n.Do(http.MethodGet, "/v1/kv/"+key+query, nil)

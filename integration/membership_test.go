@@ -160,11 +160,7 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 		}
 	}
 	survivor := c.Followers(leader)[0]
-	st, err := leader.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	survivor.WaitApplied(st.CommitIndex, 20*time.Second)
+	waitCaughtUp(t, leader, survivor)
 	for _, n := range c.Nodes {
 		if n != survivor {
 			n.Kill()

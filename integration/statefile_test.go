@@ -28,11 +28,7 @@ func TestTruncatedStateFile(t *testing.T) {
 		}
 	}
 	victim := c.Followers(leader)[0]
-	st, err := leader.Status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim.WaitApplied(st.CommitIndex, 20*time.Second)
+	waitCaughtUp(t, leader, victim)
 	victim.Stop()
 
 	path := filepath.Join(victim.DataDir, "kv.db")
