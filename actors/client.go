@@ -256,8 +256,10 @@ func (c *Client) Status() (cluster.Status, error) {
 	q := newAsked()
 	r, err := quick[*statusReply](c, &getStatus{q}, q)
 	if err != nil {
-		return cluster.Status{ID: c.tree.cfg.Raft.NodeID, State: "Restarting"}, err
+		r = &statusReply{status: cluster.Status{ID: c.tree.cfg.Raft.NodeID, State: "Restarting"}, err: err}
 	}
+	b := c.tree.cfg.Build
+	r.status.Version, r.status.Commit, r.status.GoVersion = b.Version, b.Commit, b.GoVersion
 	return r.status, r.err
 }
 
@@ -267,6 +269,14 @@ func (c *Client) Members() ([]cluster.Member, error) {
 	r, err := quick[*membersReply](c, &getMembers{q}, q)
 	if err != nil {
 		return nil, err
+	}
+	for i := range r.members {
+		m := &r.members[i]
+		if m.ID == c.NodeID() {
+			m.Version = c.tree.cfg.Build.Version
+		} else {
+			m.Version = c.tree.versions.get(m.ID)
+		}
 	}
 	return r.members, r.err
 }

@@ -46,8 +46,14 @@ func newMetrics(t *Tree) *metrics {
 			return f(st)
 		}
 	}
+	b := t.cfg.Build
 	m.registry.MustRegister(
 		m.peerState, m.peerPhi, m.peerChanges, m.actorFailure,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "troupe_build_info",
+			Help:        "Always 1; its labels name the release, commit and Go version this node runs.",
+			ConstLabels: prometheus.Labels{"version": b.Version, "commit": b.Commit, "goversion": b.GoVersion},
+		}, func() float64 { return 1 }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_leader", Help: "1 while this node is the Raft leader."},

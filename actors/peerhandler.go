@@ -15,7 +15,7 @@ import (
 type peerHandler struct{ c *Client }
 
 func (h peerHandler) Ping() peerlink.PingReply {
-	r := peerlink.PingReply{ID: h.c.NodeID(), HTTPAddr: h.c.tree.cfg.AdvertiseHTTP}
+	r := peerlink.PingReply{ID: h.c.NodeID(), HTTPAddr: h.c.tree.cfg.AdvertiseHTTP, Version: h.c.tree.cfg.Build.Version}
 	if err := h.c.tree.clientPort.err(time.Now()); err != nil {
 		r.ClientPortError = err.Error()
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,6 +50,7 @@ func (a *peersActor) Receive(ctx actor.Context) {
 		if _, ok := a.monitors[m.ID]; ok {
 			a.status[m.ID] = *m
 			a.tree.metrics.peerStatus(m)
+			a.tree.versions.set(m.ID, m.Version)
 		}
 	case cluster.PeerHeartbeat:
 		if pid, ok := a.monitors[m.Peer]; ok {
@@ -103,6 +105,7 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 			delete(a.monitors, id)
 			delete(a.status, id)
 			a.tree.metrics.forgetPeer(id)
+			a.tree.versions.forget(id)
 			ctx.Poison(pid)
 		}
 	}
@@ -130,6 +133,7 @@ type probeResult struct {
 	clientPort string // the peer's client-port trouble, as it reported it
 	httpAddr   string // the client address the peer advertises
 	disk       string // the peer's trouble writing its Raft log
+	version    string // the release the peer runs
 }
 
 // peerAddr tells a monitor where its peer is: the peer port it probes,
@@ -157,6 +161,7 @@ type monitorActor struct {
 	rtts                     []time.Duration
 	probes, fails, raftFails uint64
 	clientPort, disk         string
+	version                  string
 }
 
 func (a *monitorActor) Receive(ctx actor.Context) {
@@ -186,6 +191,9 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 			a.det.Heartbeat(m.at)
 			a.streak++
 			a.clientPort, a.disk = m.clientPort, m.disk
+			if m.version != "" {
+				a.version = m.version
+			}
 			if m.httpAddr != "" {
 				// Its own word is fresher than the registry, which lags
 				// a new member by a maintenance tick.
@@ -230,7 +238,7 @@ func (a *monitorActor) probe(ctx actor.Context) {
 		// An answer from a different node at that address is no sign of
 		// life of this peer.
 		ok := err == nil && got.ID == id
-		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, disk: got.DiskError, httpAddr: got.HTTPAddr})
+		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, disk: got.DiskError, httpAddr: got.HTTPAddr, version: got.Version})
 	}()
 }
 
@@ -283,7 +291,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: roundPhi(phi),
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
-		ClientPortError: a.clientPort, DiskError: a.disk,
+		ClientPortError: a.clientPort, DiskError: a.disk, Version: a.version,
 	}
 }
 
@@ -298,4 +306,37 @@ func roundPhi(phi float64) float64 {
 		return 0
 	}
 	return r
+}
+
+// peerVersions is the release each peer last said it runs, kept by the
+// peers actor as its monitors report and read by Client.Members without a
+// message: it is soft state (a restarted monitor learns it again at its
+// first answer), and a member list must not wait on the failure detector.
+type peerVersions struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (v *peerVersions) set(id, version string) {
+	if version == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.m == nil {
+		v.m = map[string]string{}
+	}
+	v.m[id] = version
+}
+
+func (v *peerVersions) forget(id string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	delete(v.m, id)
+}
+
+func (v *peerVersions) get(id string) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[id]
 }

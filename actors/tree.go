@@ -22,6 +22,7 @@ import (
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/internal/version"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -69,6 +70,9 @@ type Config struct {
 	// HTTPLimits bound what a client connection may cost; zero values
 	// take DefaultHTTPLimits'.
 	HTTPLimits HTTPLimits
+	// Build is what this node reports as its build (status, probes,
+	// troupe_build_info); zero means this binary's, version.Info().
+	Build version.Build
 
 	Logger *slog.Logger
 }
@@ -103,6 +107,8 @@ type Tree struct {
 	// disk is the Raft log's latest write failure; it outlives Raft
 	// restarts.
 	disk cluster.DiskHealth
+	// versions is what each peer last said it runs (see peerVersions).
+	versions peerVersions
 
 	// spawning is held for writing while an actor (re)creates children
 	// that others send to by name, and for reading by those senders:
@@ -142,6 +148,9 @@ func New(cfg Config) *Tree {
 	}
 	if cfg.RestartWindow <= 0 {
 		cfg.RestartWindow = time.Minute
+	}
+	if cfg.Build == (version.Build{}) {
+		cfg.Build = version.Info()
 	}
 	// protoactor logs every recovered panic and dead letter at Info; the
 	// node reports restarts itself (see watchSupervision), so only its

@@ -19,6 +19,9 @@ type Member struct {
 	// Leader is the answering node's belief, which may be stale by an
 	// election.
 	Leader bool `json:"leader"`
+	// Version is the release the member runs, as the answering node last
+	// heard it; "" for a peer it has not heard from yet.
+	Version string `json:"version"`
 }
 
 // Status is one node's view of the cluster, from GET /v1/cluster/status.
@@ -37,6 +40,10 @@ type Status struct {
 	LeaderID       string `json:"leader_id"`
 	LeaderRaftAddr string `json:"leader_raft_addr"`
 	LeaderHTTPAddr string `json:"leader_http_addr"`
+	// Version, Commit and GoVersion describe the answering node's build.
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
 }
 
 // JoinRequest asks the cluster to add a voter at its Raft address. The

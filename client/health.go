@@ -42,6 +42,8 @@ type PeerHealth struct {
 	RaftHeartbeatFailures uint64 `json:"raft_heartbeat_failures"`
 	// StateSince is when State last changed, on the answering node's clock.
 	StateSince time.Time `json:"state_since"`
+	// Version is the release the peer said it runs at its last answer.
+	Version string `json:"version,omitempty"`
 }
 
 // Health is one node's view of its peers and of the leader, from GET

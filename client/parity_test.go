@@ -41,9 +41,10 @@ func decodeStrict(t *testing.T, server any, into any) {
 
 func TestParity_ServerTypes(t *testing.T) {
 	decodeStrict(t, api.KVPair{LockIndex: 1, Key: "k", Flags: semaphoreFlags, Value: []byte("v"), Session: "s", CreateIndex: 2, ModifyIndex: 3}, &client.KVPair{})
-	decodeStrict(t, cluster.Member{ID: "n1", RaftAddr: "r", HTTPAddr: "h", Voter: true, Leader: true}, &client.Member{})
+	decodeStrict(t, cluster.Member{ID: "n1", RaftAddr: "r", HTTPAddr: "h", Voter: true, Leader: true, Version: "v1"}, &client.Member{})
 	decodeStrict(t, cluster.Status{ID: "n1", State: "Leader", Term: 1, CommitIndex: 2, AppliedIndex: 3, LastLogIndex: 4,
-		LastSnapshotIndex: 5, LastContactMS: 6, LeaderID: "n1", LeaderRaftAddr: "r", LeaderHTTPAddr: "h"}, &client.Status{})
+		LastSnapshotIndex: 5, LastContactMS: 6, LeaderID: "n1", LeaderRaftAddr: "r", LeaderHTTPAddr: "h",
+		Version: "v1", Commit: "c", GoVersion: "go"}, &client.Status{})
 	decodeStrict(t, peerlink.JoinRequest{ID: "n4", RaftAddr: "r"}, &client.JoinRequest{})
 	decodeStrict(t, api.TxnResponse{Results: []api.TxnResult{{KV: &api.KVPair{Key: "k", Flags: semaphoreFlags, Value: []byte("v"), ModifyIndex: 3}}}}, &client.TxnResponse{})
 	decodeStrict(t, api.TxnResponse{Errors: []api.TxnError{{OpIndex: 2, What: "missing session"}}}, &client.TxnResponse{})
@@ -55,7 +56,7 @@ func TestParity_ServerTypes(t *testing.T) {
 func TestParity_HealthAndChaosTypes(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 890123456, time.UTC)
 	peer := cluster.PeerStatus{ID: "n2", RaftAddr: "r", HTTPAddr: "h", State: cluster.PeerSuspect, Phi: 3.25, LastHeard: at,
-		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second)}
+		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second), Version: "v1"}
 	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer}}, &client.Health{})
 	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}}, &client.Health{})
 	decodeStrict(t, cluster.Health{Node: "n1"}, &client.Health{})

@@ -43,6 +43,9 @@ type PeerStatus struct {
 	// DiskError is why the peer said, at its last answer, that it cannot
 	// write its Raft log; "" when it can.
 	DiskError string `json:"disk_error,omitempty"`
+	// Version is the release the peer said it runs at its last answer; ""
+	// until it has answered.
+	Version string `json:"version,omitempty"`
 }
 
 // Health is this node's view of its peers and of the leader, for

@@ -518,6 +518,10 @@ type Member struct {
 	HTTPAddr string `json:"http_addr"`
 	Voter    bool   `json:"voter"`
 	Leader   bool   `json:"leader"`
+	// Version is the release the member runs: this node's own, or what a
+	// peer last said in answer to the failure detector's probe; "" for a
+	// peer not heard from yet. The actors fill it in.
+	Version string `json:"version"`
 }
 
 // LearnPeerAddrs tells the fault layer which node owns each Raft and HTTP
@@ -614,6 +618,11 @@ type Status struct {
 	LeaderID          string `json:"leader_id"`
 	LeaderRaftAddr    string `json:"leader_raft_addr"`
 	LeaderHTTPAddr    string `json:"leader_http_addr"`
+	// Version, Commit and GoVersion describe the answering node's build
+	// (internal/version); the actors fill them in.
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"go_version"`
 }
 
 // Status reports role, term, indexes, leader and last contact.

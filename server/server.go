@@ -24,6 +24,7 @@ import (
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/internal/version"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -57,6 +58,9 @@ type Config struct {
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
+	// Build is what the node reports as its build; zero means this
+	// binary's (internal/version). Tests give nodes different ones.
+	Build version.Build
 	// MaxBlockingQueries, RateLimit and RateBurst: see api.Options.
 	MaxBlockingQueries int
 	RateLimit          float64
@@ -187,6 +191,7 @@ func Start(cfg Config) (*Node, error) {
 		RestartWindow:  cfg.RestartWindow,
 		Detector:       cfg.Detector,
 		HTTPLimits:     cfg.HTTPLimits,
+		Build:          cfg.Build,
 		Logger:         cfg.Logger,
 	})
 	client := tree.Client()

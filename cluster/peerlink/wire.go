@@ -45,6 +45,9 @@ type PingReply struct {
 	ClientPortError string `json:"client_port_error,omitempty"`
 	// DiskError is why the callee cannot write its Raft log, if it cannot.
 	DiskError string `json:"disk_error,omitempty"`
+	// Version is the release the callee runs (internal/version); empty
+	// from a node older than the field.
+	Version string `json:"version,omitempty"`
 }
 
 // JoinRequest adds a voter: its node id and the Raft address its peers

@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/troupe-kv/troupe/client"
+	"github.com/troupe-kv/troupe/internal/version"
 )
 
 // Exit statuses; see the package comment.
@@ -74,6 +75,7 @@ type globals struct {
 	certFile string
 	keyFile  string
 	token    string
+	version  bool
 }
 
 func (g *globals) flagSet() *pflag.FlagSet {
@@ -87,6 +89,7 @@ func (g *globals) flagSet() *pflag.FlagSet {
 	fs.StringVar(&g.certFile, "cert-file", "", "PEM client certificate `file`, for nodes that require one (default $TROUPE_CERT_FILE)")
 	fs.StringVar(&g.keyFile, "key-file", "", "PEM `file` with the key of --cert-file (default $TROUPE_KEY_FILE)")
 	fs.StringVar(&g.token, "token", "", "ACL token sent as X-Consul-Token (default $"+envToken+", else $"+envConsulToken+")")
+	fs.BoolVar(&g.version, "version", false, "print kvctl's version, commit and Go version, then exit")
 	return fs
 }
 
@@ -135,6 +138,9 @@ func (c *cli) run(args []string) int {
 		return c.fail(usagef("%v", err), "")
 	}
 	rest := gfs.Args()
+	if g.version {
+		return c.printVersion()
+	}
 	if len(rest) == 0 {
 		if g.help {
 			c.mainUsage(c.stdout)
@@ -182,6 +188,9 @@ func (c *cli) run(args []string) int {
 		c.commandUsage(c.stdout, cmd)
 		return exitOK
 	}
+	if g.version {
+		return c.printVersion()
+	}
 	pos := fs.Args()
 	if len(pos) < cmd.minArgs || len(pos) > cmd.maxArgs {
 		return c.fail(usagef("%s expects %s, got %d argument(s)", name, cmd.argsText(), len(pos)), name)
@@ -215,6 +224,12 @@ func (c *cli) run(args []string) int {
 		err = fmt.Errorf("timed out after %v (raise --timeout?): %w", g.timeout, err)
 	}
 	return c.fail(tlsHint(err), name)
+}
+
+// printVersion answers --version.
+func (c *cli) printVersion() int {
+	fmt.Fprintln(c.stdout, "kvctl", version.Info())
+	return exitOK
 }
 
 // fail prints err as one line and maps it to an exit status.

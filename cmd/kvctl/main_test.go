@@ -17,6 +17,7 @@ import (
 	"github.com/troupe-kv/troupe/client"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/internal/inproc"
+	"github.com/troupe-kv/troupe/internal/version"
 )
 
 // kvctl runs against real Troupe nodes (package inproc). Canned handlers
@@ -104,7 +105,7 @@ func startCluster(t *testing.T, n int, opts inproc.Options) []*inproc.Node {
 			ms, err := nd.Client().Members()
 			registered := err == nil && len(ms) == n
 			for _, m := range ms {
-				registered = registered && m.HTTPAddr != ""
+				registered = registered && m.HTTPAddr != "" && m.Version != ""
 			}
 			if registered {
 				break
@@ -453,18 +454,20 @@ func TestKVCommands(t *testing.T) {
 // TestClusterCommands runs the cluster commands against a real 3-node
 // cluster, leader first in --addr. Stopping a node comes last.
 func TestClusterCommands(t *testing.T) {
-	nodes := startCluster(t, 3, inproc.Options{})
+	nodes := startCluster(t, 3, inproc.Options{Build: func(id string) version.Build {
+		return version.Build{Version: "v0.0.0-" + id, Commit: "c" + id, GoVersion: "go-test"}
+	}})
 	order := leaderFirst(t, nodes)
 	leader := order[0]
 
 	t.Run("members", func(t *testing.T) {
-		rows := [][]string{{"ID", "RAFT ADDRESS", "HTTP ADDRESS", "ROLE"}}
+		rows := [][]string{{"ID", "RAFT ADDRESS", "HTTP ADDRESS", "ROLE", "VERSION"}}
 		for _, nd := range nodes {
 			role := "voter"
 			if nd == leader {
 				role = "leader"
 			}
-			rows = append(rows, []string{nd.ID, nd.RaftAddr, nd.HTTPAddr, role})
+			rows = append(rows, []string{nd.ID, nd.RaftAddr, nd.HTTPAddr, role, "v0.0.0-" + nd.ID})
 		}
 		on(t, order, "members").expect(t, 0, table(rows...))
 		var ms []map[string]any
@@ -474,7 +477,7 @@ func TestClusterCommands(t *testing.T) {
 		}
 		for i, m := range ms {
 			nd := nodes[i]
-			if m["id"] != nd.ID || m["raft_addr"] != nd.RaftAddr || m["http_addr"] != nd.HTTPAddr || m["voter"] != true || m["leader"] != (nd == leader) {
+			if m["id"] != nd.ID || m["raft_addr"] != nd.RaftAddr || m["http_addr"] != nd.HTTPAddr || m["voter"] != true || m["leader"] != (nd == leader) || m["version"] != "v0.0.0-"+nd.ID {
 				t.Fatalf("members -o json [%d] = %v", i, m)
 			}
 		}
@@ -487,17 +490,19 @@ func TestClusterCommands(t *testing.T) {
 			"State:                Leader\n",
 			fmt.Sprintf("Leader:               %s (raft %s, http %s)\n", leader.ID, leader.RaftAddr, leader.HTTPAddr),
 			"Last contact:         - (this node leads)\n",
+			"Version:              v0.0.0-" + leader.ID + " (commit c" + leader.ID + ", go-test)\n",
 		} {
 			if !strings.Contains(r.stdout, line) {
 				t.Fatalf("status lacks %q:\n%s", line, r.stdout)
 			}
 		}
-		if r.code != 0 || strings.Count(r.stdout, "\n") != 9 {
+		if r.code != 0 || strings.Count(r.stdout, "\n") != 10 {
 			t.Fatalf("status: %+v", r)
 		}
 		var st map[string]any
 		decodeJSON(t, on(t, order, "-o", "json", "status"), &st)
-		if st["id"] != leader.ID || st["state"] != "Leader" || st["leader_http_addr"] != leader.HTTPAddr || st["leader_raft_addr"] != leader.RaftAddr {
+		if st["id"] != leader.ID || st["state"] != "Leader" || st["leader_http_addr"] != leader.HTTPAddr || st["leader_raft_addr"] != leader.RaftAddr ||
+			st["version"] != "v0.0.0-"+leader.ID || st["commit"] != "c"+leader.ID || st["go_version"] != "go-test" {
 			t.Fatalf("status -o json = %v", st)
 		}
 		f := order[1]
@@ -523,7 +528,7 @@ func TestClusterCommands(t *testing.T) {
 		on(t, order, "join", "n5", raft).expectErr(t, 2, `the node at `+raft+` is "n4", not "n5"`)
 		on(t, order, "join", "n4", raft).expect(t, 0, "joined n4\n")
 		on(t, order, "-o", "json", "join", "n4", raft).expect(t, 0, "{\n  \"joined\": \"n4\"\n}\n")
-		if r := on(t, order, "members"); !regexp.MustCompile(`\nn4 +` + raft + ` +-? *voter\n`).MatchString(r.stdout) {
+		if r := on(t, order, "members"); !regexp.MustCompile(`\nn4 +` + raft + ` +-? *voter +-\n`).MatchString(r.stdout) {
 			t.Fatalf("members after join:\n%s", r.stdout)
 		}
 		on(t, order, "-o", "json", "remove", "n4").expect(t, 0, "{\n  \"removed\": \"n4\"\n}\n")
@@ -556,10 +561,10 @@ func TestClusterCommands(t *testing.T) {
 			t.Fatalf("status --all with a dead node: %+v", r)
 		}
 		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-		if len(lines) != 4 || !regexp.MustCompile(`^ENDPOINT +ID +STATE +TERM +COMMIT +APPLIED +LEADER +CONTACT$`).MatchString(lines[0]) ||
-			!regexp.MustCompile(`^`+leader.HTTPAddr+` +`+leader.ID+` +Leader +\d+ +\d+ +\d+ +`+leader.ID+` +-$`).MatchString(lines[1]) ||
-			!regexp.MustCompile(`^`+down.HTTPAddr+` +- +unreachable +- +- +- +- +-$`).MatchString(lines[2]) ||
-			!regexp.MustCompile(`^`+up.HTTPAddr+` +`+up.ID+` +Follower +\d+ +\d+ +\d+ +`+leader.ID+` +\S+$`).MatchString(lines[3]) {
+		if len(lines) != 4 || !regexp.MustCompile(`^ENDPOINT +ID +STATE +TERM +COMMIT +APPLIED +LEADER +CONTACT +VERSION$`).MatchString(lines[0]) ||
+			!regexp.MustCompile(`^`+leader.HTTPAddr+` +`+leader.ID+` +Leader +\d+ +\d+ +\d+ +`+leader.ID+` +- +v0\.0\.0-`+leader.ID+`$`).MatchString(lines[1]) ||
+			!regexp.MustCompile(`^`+down.HTTPAddr+` +- +unreachable +- +- +- +- +- +-$`).MatchString(lines[2]) ||
+			!regexp.MustCompile(`^`+up.HTTPAddr+` +`+up.ID+` +Follower +\d+ +\d+ +\d+ +`+leader.ID+` +\S+ +v0\.0\.0-`+up.ID+`$`).MatchString(lines[3]) {
 			t.Fatalf("status --all:\n%s", r.stdout)
 		}
 		var rows []nodeStatus
@@ -699,6 +704,14 @@ func TestErrors(t *testing.T) {
 	kvctl(t, "", nil, "--addr", unknown.URL+","+live.HTTPAddr, "put", "err/k", "v").expectErr(t, 2, "HTTP 503: "+errUnknownOutcome+"\n")
 	kvctl(t, "", nil, "--addr", hangUp.URL+","+live.HTTPAddr, "put", "err/k", "v").expectErr(t, 2, ": EOF (outcome unknown: the write may or may not have been applied)\n")
 	on(t, nodes, "get", "err/k").expectErr(t, 1, "key not found: err/k")
+}
+
+// TestVersion: --version prints this binary's build and contacts no node,
+// given before or after a command.
+func TestVersion(t *testing.T) {
+	want := "kvctl " + version.Info().String() + "\n"
+	kvctl(t, "", nil, "--version").expect(t, 0, want)
+	kvctl(t, "", nil, "--addr", "127.0.0.1:1", "get", "k", "--version").expect(t, 0, want)
 }
 
 func TestHelp(t *testing.T) {

@@ -53,7 +53,7 @@ func printPairs(w io.Writer, pairs []*client.KVPair) error {
 
 func printMembers(w io.Writer, ms []client.Member) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tROLE")
+	fmt.Fprintln(tw, "ID\tRAFT ADDRESS\tHTTP ADDRESS\tROLE\tVERSION")
 	for _, m := range ms {
 		// Members come from the Raft configuration, which says nothing of
 		// liveness: a dead voter is still a voter, not a "follower".
@@ -64,7 +64,7 @@ func printMembers(w io.Writer, ms []client.Member) error {
 		case !m.Voter:
 			role = "nonvoter"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.RaftAddr, orDash(m.HTTPAddr), role)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.ID, m.RaftAddr, orDash(m.HTTPAddr), role, orDash(m.Version))
 	}
 	return tw.Flush()
 }
@@ -89,6 +89,7 @@ func printStatus(w io.Writer, st *client.Status) error {
 		{"Applied index", strconv.FormatUint(st.AppliedIndex, 10)},
 		{"Last log index", strconv.FormatUint(st.LastLogIndex, 10)},
 		{"Last snapshot index", strconv.FormatUint(st.LastSnapshotIndex, 10)},
+		{"Version", fmt.Sprintf("%s (commit %s, %s)", orDash(st.Version), orDash(st.Commit), orDash(st.GoVersion))},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", row[0], row[1])
 	}
@@ -97,12 +98,12 @@ func printStatus(w io.Writer, st *client.Status) error {
 
 func printStatusTable(w io.Writer, rows []nodeStatus) error {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ENDPOINT\tID\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLEADER\tCONTACT")
+	fmt.Fprintln(tw, "ENDPOINT\tID\tSTATE\tTERM\tCOMMIT\tAPPLIED\tLEADER\tCONTACT\tVERSION")
 	for _, r := range rows {
 		if r.Status == nil {
 			// Every cell is filled so tabwriter keeps the columns aligned;
 			// the error itself goes to stderr.
-			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\n", r.Endpoint)
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t-\t-\t-\n", r.Endpoint)
 			continue
 		}
 		st := r.Status
@@ -110,8 +111,8 @@ func printStatusTable(w io.Writer, rows []nodeStatus) error {
 		if st.LeaderID == st.ID {
 			contact = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\n", r.Endpoint, st.ID, st.State, st.Term,
-			st.CommitIndex, st.AppliedIndex, orDash(st.LeaderID), contact)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Endpoint, st.ID, st.State, st.Term,
+			st.CommitIndex, st.AppliedIndex, orDash(st.LeaderID), contact, orDash(st.Version))
 	}
 	return tw.Flush()
 }

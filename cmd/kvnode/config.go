@@ -112,6 +112,10 @@ func flagName(key string) string { return strings.ReplaceAll(key, "_", "-") }
 // errHelp is returned when --help was asked for; usage is already printed.
 var errHelp = errors.New("help requested")
 
+// errVersion is returned when --version was asked for: main prints the
+// version and exits 0, without reading or checking the configuration.
+var errVersion = errors.New("version requested")
+
 // loadConfig applies defaults, then the YAML file, then TROUPE_*
 // environment variables, then flags (the last wins), and validates the
 // result. Every error names the setting at fault.
@@ -119,6 +123,7 @@ func loadConfig(args []string) (*Config, error) {
 	fs := pflag.NewFlagSet("kvnode", pflag.ContinueOnError)
 	fs.SortFlags = false
 	configPath := fs.String("config", "", "YAML configuration file (env TROUPE_CONFIG)")
+	showVersion := fs.Bool("version", false, "print the version, commit and Go version, then exit")
 	v := viper.New()
 	for _, s := range settings {
 		if s.kind == kBool {
@@ -132,13 +137,16 @@ func loadConfig(args []string) (*Config, error) {
 		}
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: kvnode [flags]\n\nEvery flag also reads from TROUPE_<NAME> and from the YAML key <name> (underscores).\n\n%s", fs.FlagUsages())
+		fmt.Fprintf(os.Stderr, "Usage: kvnode [flags]\n       kvnode healthcheck [--live] [flags]   (exit 0 when the node answers ready)\n       kvnode recover --members id=raft-address[,...] [flags]\n\nEvery flag also reads from TROUPE_<NAME> and from the YAML key <name> (underscores).\n\n%s", fs.FlagUsages())
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil, errHelp
 		}
 		return nil, err
+	}
+	if *showVersion {
+		return nil, errVersion
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (settings are flags: --name=value)", fs.Arg(0))

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/troupe-kv/troupe/internal/procstat"
+	"github.com/troupe-kv/troupe/internal/version"
 	"github.com/troupe-kv/troupe/server"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -26,6 +27,9 @@ import (
 const exitConfig = 78
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		os.Exit(runHealthcheck(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "recover" {
 		err := runRecover(os.Args[2:])
 		switch {
@@ -39,6 +43,10 @@ func main() {
 	}
 	cfg, err := loadConfig(os.Args[1:])
 	if errors.Is(err, errHelp) {
+		os.Exit(0)
+	}
+	if errors.Is(err, errVersion) {
+		fmt.Println("kvnode", version.Info())
 		os.Exit(0)
 	}
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/troupe-kv/troupe/actors"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/internal/testcluster"
+	"github.com/troupe-kv/troupe/internal/version"
 	"github.com/troupe-kv/troupe/server"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -39,6 +40,9 @@ type Options struct {
 	LogSegmentSize int
 	// ACLEnabled turns on ACL enforcement on every node.
 	ACLEnabled bool
+	// Build, when set, gives each node the build it reports (by node id);
+	// otherwise every node reports this binary's.
+	Build func(id string) version.Build
 }
 
 // Node is one in-process node.
@@ -108,6 +112,10 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 	}
 	for _, nd := range nodes {
 		logger := slog.New(slog.NewTextHandler(nd.Logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		var build version.Build
+		if opts.Build != nil {
+			build = opts.Build(nd.ID)
+		}
 		dataDir := filepath.Join(t.TempDir(), nd.ID)
 		if opts.DataDir != nil {
 			dataDir = opts.DataDir(nd.ID)
@@ -127,6 +135,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			Chaos:          opts.Chaos,
 			HTTPLimits:     opts.HTTPLimits,
 			ACLEnabled:     opts.ACLEnabled,
+			Build:          build,
 			Logger:         logger,
 		})
 		if err != nil {

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestHealthcheck probes a stand-in node: exit 0 while /readyz says
+// ready, 1 when it says not ready or nothing answers; --live asks
+// /healthz. The address comes from the settings, as the node's own would.
+func TestHealthcheck(t *testing.T) {
+	cleanEnv(t)
+	var ready atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/healthz":
+			_, _ = w.Write([]byte("ok\n"))
+		case r.URL.Path == "/readyz" && ready.Load():
+			_, _ = w.Write([]byte("ready\n"))
+		case r.URL.Path == "/readyz":
+			http.Error(w, "not ready: no leader", http.StatusServiceUnavailable)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	port := addr[strings.LastIndex(addr, ":")+1:]
+
+	check := func(wantCode int, wantOut string, args ...string) {
+		t.Helper()
+		var out, errb bytes.Buffer
+		code := runHealthcheck(args, &out, &errb)
+		if code != wantCode || !strings.Contains(out.String()+errb.String(), wantOut) {
+			t.Fatalf("healthcheck %q = %d, stdout %q, stderr %q; want %d and %q", args, code, out.String(), errb.String(), wantCode, wantOut)
+		}
+	}
+	check(1, "503 Service Unavailable: not ready: no leader", "--http-addr", addr)
+	check(0, "/healthz: ok", "--http-addr", addr, "--live")
+	ready.Store(true)
+	check(0, "http://"+addr+"/readyz: ready", "--http-addr", addr)
+	// A node bound to every interface is asked on loopback, and the
+	// setting may come from the environment.
+	t.Setenv("TROUPE_HTTP_ADDR", "0.0.0.0:"+port)
+	check(0, "http://127.0.0.1:"+port+"/readyz: ready", "--advertise-http", "10.0.0.1:"+port, "--advertise-raft", "10.0.0.1:8300")
+	srv.Close()
+	check(1, "connection refused", "--advertise-http", "10.0.0.1:"+port, "--advertise-raft", "10.0.0.1:8300")
+	check(1, "config: log_level", "--advertise-http", "10.0.0.1:"+port, "--advertise-raft", "10.0.0.1:8300", "--log-level", "loud")
+}
+
+func TestVersionFlag(t *testing.T) {
+	cleanEnv(t)
+	if _, err := loadConfig([]string{"--version", "--node-id", "x"}); err != errVersion {
+		t.Fatalf("--version: %v, want errVersion", err)
+	}
+	// Asked for the version, kvnode does not judge the rest.
+	if _, err := loadConfig([]string{"--version", "--log-level", "loud"}); err != errVersion {
+		t.Fatalf("--version with a bad setting: %v, want errVersion", err)
+	}
+}
