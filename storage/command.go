@@ -55,9 +55,15 @@ const (
 	// of this entry's index (see Store.StateChecks), so nodes can compare
 	// their states at one index.
 	OpCheckpoint Op = 16
+	// OpAlarmRaise raises the alarm Key (AlarmKey: type and member) with
+	// Value as its reason; raising one already raised changes nothing.
+	OpAlarmRaise Op = 17
+	// OpAlarmClear disarms every alarm Key matches (AlarmKey; "" is
+	// every alarm). Result.OK reports whether one was raised.
+	OpAlarmClear Op = 18
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpCheckpoint
+	opLast = OpAlarmClear
 )
 
 // known reports whether o is an operation this release can apply: a
@@ -101,6 +107,10 @@ func (o Op) String() string {
 		return "set-cluster-id"
 	case OpCheckpoint:
 		return "checkpoint"
+	case OpAlarmRaise:
+		return "alarm-raise"
+	case OpAlarmClear:
+		return "alarm-clear"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

@@ -49,6 +49,9 @@ type Result struct {
 	// Txn is an OpTxn's outcome; nil for every other command, so a plain
 	// write's result costs no allocation.
 	Txn *TxnResult
+	// NoSpace marks a command refused, changing nothing, because it would
+	// grow the state while a NOSPACE alarm is raised (OK is false).
+	NoSpace bool
 }
 
 // Applied is one committed log entry handed to ApplyBatch. A nil Cmd marks an
@@ -87,6 +90,9 @@ type Store struct {
 	// clusterID is the cluster's id as the state file records it, cached
 	// for the peer port's handshake.
 	clusterID atomic.Pointer[string]
+	// alarms caches the raised alarms (see Alarms), which every write
+	// that grows the state consults.
+	alarms atomic.Pointer[[]Alarm]
 
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
@@ -121,6 +127,7 @@ func Open(path string) (*Store, error) {
 	s := &Store{path: path, noSync: noSync, discarded: discarded, db: db, changed: make(chan struct{})}
 	s.applied.Store(readApplied(db))
 	s.loadNodes(db)
+	s.loadAlarms(db)
 	return s, nil
 }
 
@@ -278,7 +285,8 @@ func (s *Store) ApplyBatch(batch []Applied) ([]Result, error) {
 func (s *Store) applyRun(batch []Applied, results []Result) error {
 	applied := s.applied.Load()
 	last := applied
-	nodesChanged := false
+	nodesChanged, alarmsChanged := false, false
+	noSpace := s.NoSpace()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		r := newReader(tx, s.path)
 		w := writer{
@@ -289,6 +297,7 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 			acl:   r.table(bucketACL),
 
 			sessions: s.sessions,
+			noSpace:  &noSpace,
 		}
 		for i, a := range batch {
 			results[i].Index = a.Index
@@ -299,6 +308,11 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 			if a.Cmd == nil {
 				continue
 			}
+			if noSpace && a.Cmd.Grows() {
+				results[i].NoSpace = true
+				continue
+			}
+			alarmsChanged = alarmsChanged || a.Cmd.Op == OpAlarmRaise || a.Cmd.Op == OpAlarmClear
 			if a.Cmd.Op == OpTxn {
 				res, err := w.applyTxn(a.Index, a.Cmd.Txn)
 				if err != nil {
@@ -330,6 +344,9 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 	}
 	if nodesChanged {
 		s.loadNodes(s.db)
+	}
+	if alarmsChanged {
+		s.loadAlarms(s.db)
 	}
 	if last != applied {
 		s.applied.Store(last)
@@ -369,6 +386,9 @@ type writer struct {
 	kv, tombs, meta, nodes, acl table
 
 	sessions func(id string) bool
+	// noSpace is whether a NOSPACE alarm is raised as of the command
+	// being applied: alarm commands earlier in the batch change it.
+	noSpace *bool
 }
 
 func (w writer) apply(idx uint64, c *Command) (bool, error) {
@@ -425,6 +445,10 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return w.aclDeleteToken(c)
 	case OpACLBootstrap:
 		return w.aclBootstrap(idx, c)
+	case OpAlarmRaise:
+		return w.alarmRaise(idx, c)
+	case OpAlarmClear:
+		return w.alarmClear(c)
 	}
 	return false, fmt.Errorf("%w: cannot apply %v", ErrBadCommand, c.Op)
 }
@@ -768,6 +792,7 @@ func (s *Store) Restore(r io.Reader) error {
 	s.db = db
 	s.applied.Store(applied)
 	s.loadNodes(db)
+	s.loadAlarms(db)
 	s.notify()
 	return nil
 }

@@ -132,6 +132,9 @@ func checkValue(bucket, key, v []byte) error {
 		if len(v) != 8 {
 			return fmt.Errorf("a tombstone of %d bytes", len(v))
 		}
+	case bytes.Equal(bucket, bucketMeta) && bytes.HasPrefix(key, metaAlarmPrefix):
+		_, err := decodeAlarm(key, v)
+		return err
 	case bytes.Equal(bucket, bucketACL):
 		if bytes.HasPrefix(key, aclPolicyPrefix) || bytes.HasPrefix(key, aclTokenPrefix) {
 			var m map[string]any
