@@ -24,9 +24,9 @@ type peersActor struct {
 	status   map[string]cluster.PeerStatus
 	// voters is the member list's voters (this node included if it is
 	// one), for the majority the state hashes are judged by.
-	voters map[string]bool
-	cancel   func()
-	leaving  bool
+	voters  map[string]bool
+	cancel  func()
+	leaving bool
 }
 
 func (a *peersActor) Receive(ctx actor.Context) {
