@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // PeerState is the failure detector's verdict on a peer.
@@ -100,4 +101,10 @@ type Health struct {
 	Peers    []PeerStatus `json:"peers"`
 	// Integrity is this node's verdict on its own state.
 	Integrity Integrity `json:"integrity"`
+	// Alarms are the cluster's raised alarms, as this node's state holds
+	// them (replicated: every node lists the same once it has caught up).
+	Alarms []storage.Alarm `json:"alarms"`
+	// Space is this node's own disk use against its quota and
+	// min_free_bytes.
+	Space *Space `json:"space,omitempty"`
 }

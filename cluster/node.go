@@ -446,6 +446,10 @@ func (n *Node) Apply(cmd []byte, enqueueTimeout time.Duration) (storage.Result, 
 	}
 	switch res := f.Response().(type) {
 	case storage.Result:
+		if res.NoSpace {
+			// Refused alike on every node, and nothing changed.
+			return res, &storage.NoSpaceError{Alarms: n.store.Alarms()}
+		}
 		return res, nil
 	case error:
 		// Committed, so durable on a majority, but not applied here.

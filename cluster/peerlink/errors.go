@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // Errors that cross the channel. They say whether a write may have been
@@ -29,6 +31,9 @@ const (
 	codeNoLeader  = "no-leader"
 	codeUnknown   = "unknown-outcome"
 	codeBusy      = "busy"
+	// codeNoSpace is storage.ErrNoSpace: the write was refused, nothing
+	// applied, because a NOSPACE alarm is raised.
+	codeNoSpace = "nospace"
 )
 
 // ErrorCode names err for the wire; "" for errors without a code.
@@ -42,6 +47,8 @@ func ErrorCode(err error) string {
 		return codeUnknown
 	case errors.Is(err, ErrBusy):
 		return codeBusy
+	case errors.Is(err, storage.ErrNoSpace):
+		return codeNoSpace
 	}
 	return ""
 }
@@ -57,6 +64,8 @@ func errorFromCode(code, msg string) error {
 		return fmt.Errorf("%w (at the leader: %s)", ErrUnknownOutcome, msg)
 	case codeBusy:
 		return ErrBusy
+	case codeNoSpace:
+		return &remoteNoSpace{msg: msg}
 	}
 	return errors.New(msg)
 }
@@ -87,10 +96,18 @@ func remoteError(status int, body []byte) error {
 	var eb errorBody
 	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
 		switch eb.Code {
-		case codeNotLeader, codeNoLeader, codeUnknown, codeBusy:
+		case codeNotLeader, codeNoLeader, codeUnknown, codeBusy, codeNoSpace:
 			return errorFromCode(eb.Code, eb.Error)
 		}
 		return &RemoteError{Status: status, Message: eb.Error}
 	}
 	return &RemoteError{Status: status, Message: string(bytes.TrimSpace(body))}
 }
+
+// remoteNoSpace is the leader's refusal of a write while a NOSPACE alarm
+// is raised, carried between nodes: its message is the leader's, naming
+// the alarms, and it still matches storage.ErrNoSpace.
+type remoteNoSpace struct{ msg string }
+
+func (e *remoteNoSpace) Error() string { return e.msg }
+func (e *remoteNoSpace) Unwrap() error { return storage.ErrNoSpace }

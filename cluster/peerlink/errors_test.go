@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/troupe-kv/troupe/storage"
 )
 
-var sentinels = []error{ErrNotLeader, ErrNoLeader, ErrUnknownOutcome, ErrBusy}
+var sentinels = []error{ErrNotLeader, ErrNoLeader, ErrUnknownOutcome, ErrBusy, storage.ErrNoSpace}
 
 func TestErrorCodeRoundTrip(t *testing.T) {
 	seen := map[string]bool{}
@@ -44,6 +46,10 @@ func TestErrorCodeRoundTrip(t *testing.T) {
 	// The leader's message is kept where it adds information.
 	if err := errorFromCode("unknown-outcome", "leadership lost"); !strings.Contains(err.Error(), "leadership lost") {
 		t.Fatalf("unknown-outcome lost the leader's message: %v", err)
+	}
+	full := &storage.NoSpaceError{Alarms: []storage.Alarm{{Type: storage.AlarmNoSpace, Member: "n2", Reason: "over quota"}}}
+	if err := errorFromCode(ErrorCode(full), full.Error()); err.Error() != full.Error() || !errors.Is(err, storage.ErrNoSpace) {
+		t.Fatalf("nospace lost the leader's message: %v", err)
 	}
 	if err := errorFromCode("", "disk on fire"); err.Error() != "disk on fire" {
 		t.Fatalf("code-less error: %v", err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/troupe-kv/troupe/storage"
@@ -121,6 +122,12 @@ func checkSender(from string, data []byte) error {
 		}
 	case storage.OpDeregisterNode:
 		return &RemoteError{Status: http.StatusForbidden, Message: fmt.Sprintf("node %q may not deregister %q: only the leader does, when it removes a member", from, cmd.Key)}
+	case storage.OpAlarmRaise:
+		// A member measures its own disk; an operator's disarm
+		// (OpAlarmClear) comes through any node.
+		if _, member, _ := strings.Cut(cmd.Key, "/"); member != from {
+			return &RemoteError{Status: http.StatusForbidden, Message: fmt.Sprintf("node %q may raise alarms only about itself, not %q", from, cmd.Key)}
+		}
 	}
 	return nil
 }

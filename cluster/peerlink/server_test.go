@@ -77,10 +77,15 @@ func TestServerChecksSender(t *testing.T) {
 	if _, err := c.Apply(ctx, addr, register("n2", "10.0.0.2:8500")); err != nil {
 		t.Fatalf("own registration: %v", err)
 	}
+	ownAlarm := &storage.Command{Op: storage.OpAlarmRaise, Key: storage.AlarmKey(storage.AlarmNoSpace, "n2"), Value: []byte("full")}
+	if _, err := c.Apply(ctx, addr, ownAlarm.Encode()); err != nil {
+		t.Fatalf("own alarm: %v", err)
+	}
 	var re *RemoteError
 	for name, cmd := range map[string][]byte{
 		"another node's registration": register("n1", "10.6.6.6:8500"),
 		"a deregistration":            (&storage.Command{Op: storage.OpDeregisterNode, Key: "n1"}).Encode(),
+		"an alarm about another node": (&storage.Command{Op: storage.OpAlarmRaise, Key: storage.AlarmKey(storage.AlarmNoSpace, "n1")}).Encode(),
 	} {
 		_, err := c.Apply(ctx, addr, cmd)
 		if !errors.As(err, &re) || re.Status != http.StatusForbidden {
@@ -93,8 +98,8 @@ func TestServerChecksSender(t *testing.T) {
 	if _, err := c.Apply(ctx, addr, setCmd("k", strings.Repeat("v", 2048))); !errors.As(err, &re) || re.Status != http.StatusRequestEntityTooLarge {
 		t.Errorf("oversized command: %v, want 413", err)
 	}
-	if n, _ := h.seen(); n != 1 {
-		t.Fatalf("%d commands reached the handler, want only the own registration", n)
+	if n, _ := h.seen(); n != 2 {
+		t.Fatalf("%d commands reached the handler, want only the own registration and alarm", n)
 	}
 
 	// In a batch, refused commands are answered alone and the rest go on.
@@ -112,8 +117,8 @@ func TestServerChecksSender(t *testing.T) {
 			t.Errorf("batch item %d: %v, want %d", i, err, want[i])
 		}
 	}
-	if n, _ := h.seen(); n != 3 {
-		t.Fatalf("%d commands reached the handler, want 3", n)
+	if n, _ := h.seen(); n != 4 {
+		t.Fatalf("%d commands reached the handler, want 4", n)
 	}
 }
 
