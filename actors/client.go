@@ -76,9 +76,27 @@ func deadline(ctx context.Context, fallback time.Duration) time.Time {
 }
 
 // Apply replicates cmd through the leader and returns once it is applied
-// there.
+// there. While this node holds a raised NOSPACE alarm, a command that
+// would grow the state is refused here, without a log entry: the leader
+// would refuse it anyway (see storage.Result.NoSpace), and refused writes
+// would still lengthen every node's log.
 func (c *Client) Apply(ctx context.Context, cmd *storage.Command) (storage.Result, error) {
+	if store := c.tree.cfg.Store; store.NoSpace() && cmd.Grows() {
+		return storage.Result{}, &storage.NoSpaceError{Alarms: store.Alarms()}
+	}
 	return c.propose(ctx, cmd.Encode(), false)
+}
+
+// Alarms lists the cluster's raised alarms, as this node's state holds
+// them.
+func (c *Client) Alarms() []storage.Alarm { return c.tree.cfg.Store.Alarms() }
+
+// Disarm clears the alarms of type typ about member ("" for either: any)
+// through the leader, and reports whether one was raised. A member still
+// past its limits raises its alarm again within a second.
+func (c *Client) Disarm(ctx context.Context, typ, member string) (bool, error) {
+	res, err := c.Apply(ctx, &storage.Command{Op: storage.OpAlarmClear, Key: storage.AlarmKey(typ, member)})
+	return res.OK, err
 }
 
 // applyForwardedBatch applies a batch of encoded commands another node
@@ -375,6 +393,11 @@ func (c *Client) Health(ctx context.Context) (*cluster.Health, error) {
 	}
 	li := c.Leader()
 	h.LeaderID, h.Leader = li.ID, li.RaftAddr
+	h.Alarms = c.Alarms()
+	if h.Alarms == nil {
+		h.Alarms = []storage.Alarm{}
+	}
+	h.Space = c.tree.space.Load()
 	return h, nil
 }
 
@@ -395,7 +418,7 @@ const (
 
 // CrashableActors are the actors Crash accepts; "peer/<id>" names the
 // monitor of one peer.
-var CrashableActors = []string{"raft", "forward", "http", "peers", "peer/<id>", "node"}
+var CrashableActors = []string{"raft", "forward", "http", "peers", "quota", "peer/<id>", "node"}
 
 // CrashFaults are the faults Crash accepts besides FaultPanic, which every
 // actor takes.
@@ -412,7 +435,7 @@ func (c *Client) Crash(name, fault, reason string) error {
 	}
 	target := name
 	switch {
-	case name == "raft" || name == "forward" || name == "http" || name == "peers":
+	case name == "raft" || name == "forward" || name == "http" || name == "peers" || name == "quota":
 	case strings.HasPrefix(name, "peer/"):
 		id := strings.TrimPrefix(name, "peer/")
 		if !c.isPeer(id) {

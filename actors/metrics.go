@@ -75,10 +75,31 @@ func newMetrics(t *Tree) *metrics {
 			func() float64 { return float64(lastCheck(t).Index) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_check_seconds", Help: "How long this node's newest state hash took (a pass over the whole state file)."},
 			func() float64 { return lastCheck(t).Took.Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_alarm", Help: "1 while an alarm of this type is raised in the cluster (any member's), as this node's state holds it.", ConstLabels: prometheus.Labels{"type": storage.AlarmNoSpace}},
+			func() float64 { return b2f(t.cfg.Store.NoSpace()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_file_bytes", Help: "Size of this node's state file (kv.db) on disk; it never shrinks."},
+			space(t, func(s *cluster.Space) int64 { return s.StateFileBytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_used_bytes", Help: "Live data in this node's state file (its size less bbolt's free pages): what quota_bytes limits."},
+			space(t, func(s *cluster.Space) int64 { return s.StateUsedBytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_quota_bytes", Help: "quota_bytes: the live data past which this node raises the NOSPACE alarm (0: no quota)."},
+			func() float64 { return float64(t.cfg.QuotaBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_data_dir_free_bytes", Help: "Free space of the file system holding this node's data directory; below min_free_bytes the node raises the NOSPACE alarm."},
+			space(t, func(s *cluster.Space) int64 { return s.DataDirFreeBytes })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_last_contact_seconds", Help: "Time since this node last heard from a leader (0 on the leader)."},
 			status(func(s cluster.Status) float64 { return float64(s.LastContactMS) / 1000 })),
 	)
 	return m
+}
+
+// space reads one figure of the quota actor's latest measurement (0
+// before the first).
+func space(t *Tree, f func(*cluster.Space) int64) func() float64 {
+	return func() float64 {
+		if s := t.space.Load(); s != nil {
+			return float64(f(s))
+		}
+		return 0
+	}
 }
 
 func lastCheck(t *Tree) storage.StateCheck {

@@ -49,6 +49,12 @@ type Config struct {
 	// ACLEnabled makes the leader check the client's token on membership
 	// changes other nodes pass on.
 	ACLEnabled bool
+	// QuotaBytes is the most live data the state file may hold before
+	// this node raises the NOSPACE alarm; MinFreeBytes the least free
+	// space the data directory's file system may have. 0 turns either
+	// check off (see quotaActor).
+	QuotaBytes   int64
+	MinFreeBytes int64
 	// StateCheckInterval is how often the leader proposes a checkpoint at
 	// which every node hashes its state to compare with the others'
 	// (see stateIntegrity); 0 turns the comparison off.
@@ -81,7 +87,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Tree is one node's actor system: app → node → {raft, forward, peers, http}.
+// Tree is one node's actor system: app → node → {raft, forward, peers, quota, http}.
 type Tree struct {
 	cfg     Config
 	system  *actor.ActorSystem
@@ -111,6 +117,9 @@ type Tree struct {
 	// disk is the Raft log's latest write failure; it outlives Raft
 	// restarts.
 	disk cluster.DiskHealth
+	// space is the quota actor's latest measurement; nil before the
+	// first.
+	space atomic.Pointer[cluster.Space]
 	// integrity is this node's verdict on its own state (see
 	// stateIntegrity): while fenced it serves nothing.
 	integrity stateIntegrity

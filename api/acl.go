@@ -139,7 +139,7 @@ func classify(r *http.Request) (routeClass, string) {
 	}
 	if r.Method == http.MethodGet {
 		switch p {
-		case "/v1/cluster/members", "/v1/cluster/status", "/v1/cluster/health", "/metrics":
+		case "/v1/cluster/members", "/v1/cluster/status", "/v1/cluster/health", "/v1/cluster/alarms", "/metrics":
 			return classToken, ""
 		}
 	}

@@ -171,6 +171,8 @@ var aclRequests = []aclRequest{
 	{"members", "GET", "/v1/cluster/members", ""},
 	{"status", "GET", "/v1/cluster/status", ""},
 	{"health", "GET", "/v1/cluster/health", ""},
+	{"alarms", "GET", "/v1/cluster/alarms", ""},
+	{"disarm", "DELETE", "/v1/cluster/alarms", ""},
 	{"token-self", "GET", "/v1/acl/token/self", ""},
 	{"healthz", "GET", "/healthz", ""},
 	{"txn-read", "PUT", "/v1/txn", `[{"KV":{"Verb":"get","Key":"app/a"}}]`},
@@ -205,6 +207,8 @@ var wantByToken = map[string][4]int{
 	"members":           {401, 200, 200, 200},
 	"status":            {401, 200, 200, 200},
 	"health":            {401, 200, 200, 200},
+	"alarms":            {401, 200, 200, 200},
+	"disarm":            {401, 403, 403, 200},
 	"token-self":        {401, 200, 200, 200},
 	"healthz":           {200, 200, 200, 200},
 	// A transaction refused for its token is a rolled-back one, as in

@@ -107,7 +107,19 @@ func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
 	}
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
-	return f.store.Apply(f.store.AppliedIndex()+1, cmd)
+	res, err := f.store.Apply(f.store.AppliedIndex()+1, cmd)
+	if err == nil && res.NoSpace {
+		// What cluster.Node.Apply makes of a refusal.
+		return res, &storage.NoSpaceError{Alarms: f.store.Alarms()}
+	}
+	return res, err
+}
+
+func (f *fakeBackend) Alarms() []storage.Alarm { return f.store.Alarms() }
+
+func (f *fakeBackend) Disarm(ctx context.Context, typ, member string) (bool, error) {
+	res, err := f.Apply(ctx, &storage.Command{Op: storage.OpAlarmClear, Key: storage.AlarmKey(typ, member)})
+	return res.OK, err
 }
 
 // Read runs the store's own blocking query with the fake's barrier, as the

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // statusLeader answers Consul's /v1/status/leader: the leader's Raft
@@ -159,6 +161,51 @@ func (s *Server) clusterHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, h)
+}
+
+// clusterAlarms lists the raised alarms.
+func (s *Server) clusterAlarms(w http.ResponseWriter, r *http.Request) {
+	alarms := s.b.Cluster.Alarms()
+	if alarms == nil {
+		alarms = []storage.Alarm{}
+	}
+	writeJSON(w, http.StatusOK, alarms)
+}
+
+// clusterDisarm clears the alarms ?type and ?member name (absent: any),
+// as etcdctl alarm disarm does. A member still past its limits raises its
+// alarm again at its next measurement.
+func (s *Server) clusterDisarm(w http.ResponseWriter, r *http.Request) {
+	typ, member, err := alarmParams(r.URL.Query())
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, err)
+		return
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	disarmed, err := s.b.Cluster.Disarm(ctx, typ, member)
+	if err != nil {
+		writeJSONError(w, 0, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"disarmed": disarmed})
+}
+
+// alarmParams reads and checks ?type and ?member of a disarm.
+func alarmParams(q url.Values) (typ, member string, err error) {
+	for name := range q {
+		if name != "type" && name != "member" {
+			return "", "", fmt.Errorf("unknown parameter %q (type and member are known)", name)
+		}
+	}
+	typ, member = q.Get("type"), q.Get("member")
+	if typ != "" && typ != storage.AlarmNoSpace {
+		return "", "", fmt.Errorf("unknown alarm type %q (known: %s)", typ, storage.AlarmNoSpace)
+	}
+	if strings.ContainsAny(member, "/=, \t\n") {
+		return "", "", fmt.Errorf("member %q is not a node id", member)
+	}
+	return typ, member, nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -51,6 +51,7 @@ func TestBackendErrorsMapToStatus(t *testing.T) {
 		{"unknown outcome", cluster.ErrUnknownOutcome, 503, OutcomeUnknown, true},
 		{"unknown outcome wrapped", fmt.Errorf("%w (at the leader: timeout)", cluster.ErrUnknownOutcome), 503, OutcomeUnknown, true},
 		{"busy", cluster.ErrBusy, 429, OutcomeNotApplied, true},
+		{"no space", &storage.NoSpaceError{Alarms: []storage.Alarm{{Type: storage.AlarmNoSpace, Member: "n2", Reason: "over quota"}}}, 507, OutcomeNotApplied, false},
 		{"bad command", fmt.Errorf("%w: bad varint", storage.ErrBadCommand), 400, OutcomeNotApplied, false},
 		{"canceled", context.Canceled, 499, OutcomeUnknown, false},
 		{"anything else", errors.New("disk on fire"), 500, OutcomeUnknown, false},

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/troupe-kv/troupe/storage"
 )
 
 var fuzzMethods = []string{"GET", "HEAD", "PUT", "DELETE", "POST", "OPTIONS", "PATCH"}
@@ -304,6 +306,31 @@ func FuzzTxnJSON(f *testing.F) {
 			}
 		default:
 			t.Fatalf("%s %q: unexpected %d %q", target, body, w.Code, w.Body.String())
+		}
+	})
+}
+
+// FuzzAlarmParams: whatever query a disarm carries, alarmParams either
+// refuses it or returns a known type (or any) and a member that cannot
+// reach past its own alarm key.
+func FuzzAlarmParams(f *testing.F) {
+	for _, q := range []string{"", "type=nospace", "member=n2", "type=nospace&member=n2", "type=x", "member=a/b", "member=a%2Fb", "x=1", "type=nospace&type=y", ";;"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		typ, member, err := alarmParams(q)
+		if err != nil {
+			return
+		}
+		if typ != "" && typ != storage.AlarmNoSpace {
+			t.Fatalf("%q: type %q accepted", raw, typ)
+		}
+		if strings.Contains(member, "/") {
+			t.Fatalf("%q: member %q accepted", raw, member)
 		}
 	})
 }

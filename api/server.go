@@ -48,6 +48,11 @@ type Cluster interface {
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
 	Health(ctx context.Context) (*cluster.Health, error)
+	// Alarms are the cluster's raised alarms, as this node holds them.
+	Alarms() []storage.Alarm
+	// Disarm clears the alarms of type typ about member ("" for either:
+	// any) through the leader, and reports whether one was raised.
+	Disarm(ctx context.Context, typ, member string) (bool, error)
 }
 
 // Chaos is the fault injection behind /v1/chaos/*.
@@ -168,6 +173,8 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)
+	m.HandleFunc("GET /v1/cluster/alarms", s.clusterAlarms)
+	m.HandleFunc("DELETE /v1/cluster/alarms", s.clusterDisarm)
 	m.HandleFunc("GET /healthz", s.healthz)
 	if s.opts.Pprof {
 		m.HandleFunc("/debug/pprof/", pprof.Index)
@@ -238,6 +245,10 @@ func errorStatus(err error) (status int, outcome string) {
 		return remote.Status, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrBusy):
 		return http.StatusTooManyRequests, OutcomeNotApplied
+	case errors.Is(err, storage.ErrNoSpace):
+		// A NOSPACE alarm is raised: nothing that grows the state is
+		// applied until an operator frees space and disarms it.
+		return http.StatusInsufficientStorage, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		return http.StatusServiceUnavailable, OutcomeUnknown
 	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrDisk),

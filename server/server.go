@@ -68,7 +68,11 @@ type Config struct {
 	TxnMaxOps int
 	// StateCheckInterval: see actors.Config.
 	StateCheckInterval time.Duration
-	RateBurst          int
+	// QuotaBytes and MinFreeBytes: past either, the node raises the
+	// NOSPACE alarm (see actors.Config); 0 turns the check off.
+	QuotaBytes   int64
+	MinFreeBytes int64
+	RateBurst    int
 	// Chaos turns on the fault layer on every node-to-node connection and
 	// mounts /v1/chaos/*. Never in production.
 	Chaos bool
@@ -187,6 +191,8 @@ func Start(cfg Config) (*Node, error) {
 		ClusterID:          clusterID,
 		ACLEnabled:         cfg.ACLEnabled,
 		StateCheckInterval: cfg.StateCheckInterval,
+		QuotaBytes:         cfg.QuotaBytes,
+		MinFreeBytes:       cfg.MinFreeBytes,
 		HTTPTLS:            httpTLS,
 		RequestTimeout:     cfg.RequestTimeout,
 		MaxInFlight:        cfg.MaxInFlight,

@@ -93,6 +93,8 @@ var settings = []setting{
 	{"tls_verify_incoming", kBool, "false", "also require client certificates from the cluster CA on the HTTP API"},
 	{"acl_enabled", kBool, "false", "enforce ACL tokens on the HTTP API (default deny; bootstrap with PUT /v1/acl/bootstrap)"},
 	{"acl_token", kString, "", "token this node sends when it calls another node's API (a join) while ACLs are on"},
+	{"quota_bytes", kInt, "2147483648", "live data kv.db may hold before this node raises the NOSPACE alarm, which refuses writes that grow the state on every node until disarmed (0: no quota)"},
+	{"min_free_bytes", kInt, "268435456", "free space the data directory's file system must keep; below it this node raises the NOSPACE alarm (0: not checked)"},
 	{"repair_state_file", kBool, "false", "if kv.db is damaged, move it aside and rebuild it from the newest snapshot and the Raft log instead of refusing to start"},
 	{"chaos", kBool, "false", "enable fault-injection endpoints; never in production"},
 	{"pprof", kBool, "false", "serve Go's profiler at /debug/pprof/ on the HTTP API (for diagnosing performance)"},
@@ -252,6 +254,8 @@ func build(v *viper.Viper) (*Config, error) {
 		MaxBlockingQueries:  p.positiveInt("http_max_blocking_queries"),
 		TxnMaxOps:           p.positiveInt("txn_max_ops"),
 		StateCheckInterval:  p.nonNegativeDuration("state_check_interval"),
+		QuotaBytes:          p.nonNegativeInt64("quota_bytes"),
+		MinFreeBytes:        p.nonNegativeInt64("min_free_bytes"),
 		RateLimit:           p.nonNegativeFloat("http_rate_limit"),
 		RateBurst:           p.positiveInt("http_rate_burst"),
 		HTTPLimits: actors.HTTPLimits{
@@ -497,6 +501,20 @@ func (p *parser) positiveInt(key string) int {
 	}
 	if n <= 0 {
 		p.fail(key, "%d must be positive", n)
+	}
+	return n
+}
+
+// nonNegativeInt64 is a byte count where 0 turns something off.
+func (p *parser) nonNegativeInt64(key string) int64 {
+	s := p.str(key)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		p.fail(key, "%q is not a whole number of bytes", s)
+		return 0
+	}
+	if n < 0 {
+		p.fail(key, "%d must not be negative", n)
 	}
 	return n
 }

@@ -43,6 +43,9 @@ type Options struct {
 	// Build, when set, gives each node the build it reports (by node id);
 	// otherwise every node reports this binary's.
 	Build func(id string) version.Build
+	// QuotaBytes, when set, gives each node its quota_bytes (0: none,
+	// as when unset).
+	QuotaBytes func(id string) int64
 }
 
 // Node is one in-process node.
@@ -116,6 +119,10 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 		if opts.Build != nil {
 			build = opts.Build(nd.ID)
 		}
+		var quota int64
+		if opts.QuotaBytes != nil {
+			quota = opts.QuotaBytes(nd.ID)
+		}
 		dataDir := filepath.Join(t.TempDir(), nd.ID)
 		if opts.DataDir != nil {
 			dataDir = opts.DataDir(nd.ID)
@@ -136,6 +143,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			HTTPLimits:     opts.HTTPLimits,
 			ACLEnabled:     opts.ACLEnabled,
 			Build:          build,
+			QuotaBytes:     quota,
 			Logger:         logger,
 		})
 		if err != nil {
