@@ -21,7 +21,8 @@ linearizable requests), or with --live only whether it answers at all
 --cluster it also asks the node's failure detector (GET
 /v1/cluster/health) and the member list, and exits 0 only if the node is
 ready and sees every other member alive: what a rolling restart waits for
-before it takes the next node down (with ACLs on it sends acl_token). It reads
+before it takes the next node down (with ACLs on it sends acl_token); it
+also prints the version the node runs. It reads
 the node's settings as kvnode does (flags, TROUPE_* variables, --config),
 so with the same environment it finds the node's HTTP port and speaks
 HTTPS when TLS is on. Meant for a container's HEALTHCHECK, where an image
@@ -89,7 +90,8 @@ func runHealthcheck(args []string, stdout, stderr io.Writer) int {
 }
 
 // peersAlive asks the node for its members and its failure detector's
-// view, and says how many it sees alive, or which are not.
+// view, and says how many it sees alive and which version the node runs,
+// or which members are not alive.
 func peersAlive(client *http.Client, base, token string) (string, error) {
 	var members []struct {
 		ID string `json:"id"`
@@ -124,10 +126,17 @@ func peersAlive(client *http.Client, base, token string) (string, error) {
 	if len(bad) > 0 {
 		return "", fmt.Errorf("%s sees a member not alive: %s", health.Node, strings.Join(bad, ", "))
 	}
-	if len(members) == 1 {
-		return "1 member, no peers", nil
+	// The version the node runs, which an upgrade waits to see.
+	var st struct {
+		Version string `json:"version"`
 	}
-	return fmt.Sprintf("%d members, every peer alive", len(members)), nil
+	if err := getJSON(client, base+"/v1/cluster/status", token, &st); err != nil {
+		return "", err
+	}
+	if len(members) == 1 {
+		return "1 member, no peers; runs " + st.Version, nil
+	}
+	return fmt.Sprintf("%d members, every peer alive; runs %s", len(members), st.Version), nil
 }
 
 // getJSON GETs url, with the token when there is one, and decodes a 200.

@@ -83,6 +83,8 @@ func TestHealthcheckCluster(t *testing.T) {
 				return
 			}
 			_, _ = w.Write([]byte(`[{"id":"n1"},{"id":"n2"},{"id":"n3"}]`))
+		case "/v1/cluster/status":
+			_, _ = w.Write([]byte(`{"id":"n1","version":"v9.9.9"}`))
 		case "/v1/cluster/health":
 			st := n3.Load().(string)
 			peers := `{"id":"n2","state":"alive"}`
@@ -106,7 +108,7 @@ func TestHealthcheckCluster(t *testing.T) {
 		}
 	}
 	check(1, "ACLs are on: give the node an acl_token", "--http-addr", addr, "--cluster")
-	check(0, "ready; 3 members, every peer alive", "--http-addr", addr, "--cluster", "--acl-token", "s3cret")
+	check(0, "ready; 3 members, every peer alive; runs v9.9.9", "--http-addr", addr, "--cluster", "--acl-token", "s3cret")
 	if got := tokens.Load(); got != "s3cret" {
 		t.Errorf("sent token %q, want the node's acl_token", got)
 	}
