@@ -33,11 +33,7 @@ func TestHealthcheck(t *testing.T) {
 
 	check := func(wantCode int, wantOut string, args ...string) {
 		t.Helper()
-		var out, errb bytes.Buffer
-		code := runHealthcheck(args, &out, &errb)
-		if code != wantCode || !strings.Contains(out.String()+errb.String(), wantOut) {
-			t.Fatalf("healthcheck %q = %d, stdout %q, stderr %q; want %d and %q", args, code, out.String(), errb.String(), wantCode, wantOut)
-		}
+		checkHealthcheck(t, wantCode, wantOut, args...)
 	}
 	check(1, "503 Service Unavailable: not ready: no leader", "--http-addr", addr)
 	check(0, "/healthz: ok", "--http-addr", addr, "--live")
@@ -101,11 +97,7 @@ func TestHealthcheckCluster(t *testing.T) {
 
 	check := func(wantCode int, wantOut string, args ...string) {
 		t.Helper()
-		var out, errb bytes.Buffer
-		code := runHealthcheck(args, &out, &errb)
-		if code != wantCode || !strings.Contains(out.String()+errb.String(), wantOut) {
-			t.Fatalf("healthcheck %q = %d, stdout %q, stderr %q; want %d and %q", args, code, out.String(), errb.String(), wantCode, wantOut)
-		}
+		checkHealthcheck(t, wantCode, wantOut, args...)
 	}
 	check(1, "ACLs are on: give the node an acl_token", "--http-addr", addr, "--cluster")
 	check(0, "ready; 3 members, every peer alive; runs v9.9.9", "--http-addr", addr, "--cluster", "--acl-token", "s3cret")
@@ -119,4 +111,15 @@ func TestHealthcheckCluster(t *testing.T) {
 	// Without --cluster the peers do not matter.
 	check(0, "/readyz: ready", "--http-addr", addr)
 	check(1, "give one", "--http-addr", addr, "--cluster", "--live")
+}
+
+// checkHealthcheck runs kvnode healthcheck with args and wants its exit
+// status and, in its output, wantOut.
+func checkHealthcheck(t *testing.T, wantCode int, wantOut string, args ...string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runHealthcheck(args, &out, &errb)
+	if code != wantCode || !strings.Contains(out.String()+errb.String(), wantOut) {
+		t.Fatalf("healthcheck %q = %d, stdout %q, stderr %q; want %d and %q", args, code, out.String(), errb.String(), wantCode, wantOut)
+	}
 }

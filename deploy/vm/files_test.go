@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/troupe-kv/troupe/internal/deploytest"
 )
 
 // unitFile reads a systemd unit: section -> key -> values (a key may
@@ -45,22 +46,6 @@ func unitFile(t *testing.T, name string) map[string]map[string][]string {
 		}
 	}
 	return out
-}
-
-// shutdownTimeout is kvnode's bound on a graceful stop, read from
-// cmd/kvnode/main.go.
-func shutdownTimeout(t *testing.T) time.Duration {
-	t.Helper()
-	data, err := os.ReadFile("../../cmd/kvnode/main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`const shutdownTimeout = (\d+) \* time\.Second`).FindSubmatch(data)
-	if m == nil {
-		t.Fatal("cmd/kvnode/main.go: no `const shutdownTimeout = N * time.Second`")
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return time.Duration(n) * time.Second
 }
 
 // scriptVar is NAME=value as install.sh sets it at the top, with the
@@ -153,7 +138,7 @@ func TestUnitFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if shut := shutdownTimeout(t); stop < shut+10*time.Second {
+	if shut := deploytest.ShutdownTimeout(t); stop < shut+10*time.Second {
 		t.Errorf("TimeoutStopSec=%s leaves too little above kvnode's own %s bound on a graceful stop", stop, shut)
 	}
 	// install.sh creates the data directory the unit may write, and the
@@ -185,31 +170,13 @@ func TestInstallScript(t *testing.T) {
 	}
 }
 
-// yamlKeys are the YAML keys of kvnode's settings, from the table in
-// docs/configuration.md.
-func yamlKeys(t *testing.T) map[string]bool {
-	t.Helper()
-	data, err := os.ReadFile("../../docs/configuration.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]bool{}
-	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| `--").FindAllStringSubmatch(string(data), -1) {
-		keys[m[1]] = true
-	}
-	if len(keys) < 40 {
-		t.Fatalf("found only %d settings in docs/configuration.md's table", len(keys))
-	}
-	return keys
-}
-
 // TestExampleConfigs checks the 3- and 5-node examples: every key is a
 // kvnode setting, each file is node n<i> at 10.0.0.<i> with its own
 // certificate, every node lists the same initial_cluster, which is the
 // nodes' advertised Raft addresses, and the data directory is the one
 // the unit may write.
 func TestExampleConfigs(t *testing.T) {
-	keys := yamlKeys(t)
+	keys := deploytest.Settings(t)
 	unit := unitFile(t, "../systemd/kvnode.service")
 	for _, n := range []int{3, 5} {
 		dir := filepath.Join("examples", fmt.Sprintf("%d-nodes", n))
@@ -261,10 +228,7 @@ func TestExampleConfigs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	known := map[string]bool{}
-	for k := range keys {
-		known["TROUPE_"+strings.ToUpper(k)] = true
-	}
+	known := deploytest.EnvNames(t)
 	for _, m := range regexp.MustCompile(`(?m)^#?\s*(TROUPE_[A-Z_]+)=`).FindAllStringSubmatch(string(env), -1) {
 		if !known[m[1]] {
 			t.Errorf("examples/kvnode.env: %s is not a kvnode setting", m[1])

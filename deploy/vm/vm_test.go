@@ -7,17 +7,16 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupe-kv/troupe/internal/deploytest"
 )
 
 // The stand-in VM test needs Docker, the base image deploy/vm/base-image.sh
@@ -222,38 +221,14 @@ func (c *vms) unit(v *vm, props ...string) map[string]string {
 	return m
 }
 
-// eventually retries check until it returns nil, or fails the test with
-// its last error after within.
 func (c *vms) eventually(what string, within time.Duration, check func() error) {
 	c.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	deploytest.Eventually(c.t, what, within, check)
 }
 
 // getJSON GETs path from a node's HTTP port and decodes a 200.
 func (c *vms) getJSON(v *vm, path string, out any) error {
-	resp, err := c.http.Get("http://" + v.ip + ":8500" + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: GET %s: %s: %s", v.id, path, resp.Status, bytes.TrimSpace(body))
-	}
-	return json.Unmarshal(body, out)
+	return deploytest.HTTPGetJSON(c.http, func(string) (string, error) { return "http://" + v.ip + ":8500", nil })(v.id, path, out)
 }
 
 // status is the part of /v1/cluster/status the test reads.
@@ -408,7 +383,7 @@ func TestVM3(t *testing.T) {
 
 	// SIGKILL the leader's kvnode: systemd restarts it, the node catches up.
 	w := c.startWriter("kill")
-	w.waitAcks(50, waitProgress)
+	w.WaitAcks(50, waitProgress)
 	lv := c.byID(leader)
 	before = c.unit(lv, "MainPID", "NRestarts")
 	killed := time.Now()
@@ -421,10 +396,10 @@ func TestVM3(t *testing.T) {
 		return nil
 	})
 	restarted := time.Since(killed)
-	w.waitAcks(w.acks()+50, waitProgress)
+	w.WaitAcks(w.Acks()+50, waitProgress)
 	leader = c.waitReady(oldVersion)
-	acked := w.stop()
-	t.Logf("%s: SIGKILL of %s's kvnode (the leader): systemd restarted it after %s, ready again after %s; %s",
+	acked := w.Stop()
+	t.Logf("%s: SIGKILL of %s's kvnode (the leader): systemd restarted it after %s, ready again after %s; writer: %s",
 		since(start), lv.host, restarted.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond), w)
 	c.converge(acked)
 
@@ -444,7 +419,7 @@ func TestVM3(t *testing.T) {
 		dirs[v.id] = c.unpack(v, newTar)
 	}
 	w = c.startWriter("upgrade")
-	w.waitAcks(50, waitProgress)
+	w.WaitAcks(50, waitProgress)
 	upStart := time.Now()
 	for _, v := range order {
 		t0 := time.Now()
@@ -454,11 +429,11 @@ func TestVM3(t *testing.T) {
 			t.Fatalf("%s: kvnode --version after the upgrade: %q", v.host, got)
 		}
 	}
-	w.waitAcks(w.acks()+50, waitProgress)
+	w.WaitAcks(w.Acks()+50, waitProgress)
 	upgraded := time.Since(upStart)
 	leader = c.waitReady(newVersion)
-	more := w.stop()
-	t.Logf("%s: rolling upgrade %s -> %s of 3 VMs took %s; %s", since(start), oldVersion, newVersion, upgraded.Round(100*time.Millisecond), w)
+	more := w.Stop()
+	t.Logf("%s: rolling upgrade %s -> %s of 3 VMs took %s; writer: %s", since(start), oldVersion, newVersion, upgraded.Round(100*time.Millisecond), w)
 	for k, val := range more {
 		acked[k] = val
 	}
@@ -471,170 +446,28 @@ func TestVM3(t *testing.T) {
 
 func since(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() }
 
-// kvPair is one entry of a recursive read, in Consul's form.
-type kvPair struct {
-	Key   string `json:"Key"`
-	Value []byte `json:"Value"`
-}
-
-// converge waits until every node has applied the same index and holds,
-// read from its own state (?stale), every acknowledged write and the same
-// number of keys; then reads them linearizably through every node.
+// converge waits until every node has applied the same index and holds
+// every acknowledged write, read from its own state and linearizably.
 func (c *vms) converge(acked map[string]string) {
 	c.t.Helper()
-	read := func(v *vm, stale bool) (map[string]string, error) {
-		path := "/v1/kv/vm/?recurse"
-		if stale {
-			path += "&stale"
-		}
-		var pairs []kvPair
-		if err := c.getJSON(v, path, &pairs); err != nil {
-			return nil, err
-		}
-		got := make(map[string]string, len(pairs))
-		for _, p := range pairs {
-			got[p.Key] = string(p.Value)
-		}
-		for k, want := range acked {
-			if got[k] != want {
-				return nil, fmt.Errorf("%s lacks acknowledged write %s=%s (has %q)", v.id, k, want, got[k])
-			}
-		}
-		return got, nil
-	}
-	c.eventually("every node holds every acknowledged write", waitConverge, func() error {
-		var applied []uint64
-		keys := -1
-		for _, v := range c.list {
-			var st status
-			if err := c.getJSON(v, "/v1/cluster/status", &st); err != nil {
-				return err
-			}
-			applied = append(applied, st.AppliedIndex)
-			got, err := read(v, true)
-			if err != nil {
-				return err
-			}
-			if keys >= 0 && len(got) != keys {
-				return fmt.Errorf("%s holds %d keys, another node %d", v.id, len(got), keys)
-			}
-			keys = len(got)
-		}
-		if slices.Min(applied) != slices.Max(applied) {
-			return fmt.Errorf("applied indexes differ: %v", applied)
-		}
-		return nil
-	})
+	var ids []string
 	for _, v := range c.list {
-		c.eventually("a linearizable read through "+v.id, waitConverge, func() error {
-			_, err := read(v, false)
-			return err
-		})
+		ids = append(ids, v.id)
 	}
+	deploytest.Converge(c.t, ids, func(id, path string, out any) error { return c.getJSON(c.byID(id), path, out) }, "vm", acked, waitConverge)
 }
 
-// writer PUTs fresh keys at a steady pace (one every writeEvery), one at a
-// time, each tried once through one node; after a failure it moves to the
-// next node, as a client with a list of endpoints would. It records every
-// acknowledged write, the attempts that failed, and the longest time
-// between two acknowledgements.
-type writer struct {
-	c        *vms
-	mu       sync.Mutex
-	acked    map[string]string
-	attempts int
-	failed   int
-	maxGap   time.Duration
-	done     chan struct{}
-	once     sync.Once
-	wg       sync.WaitGroup
-}
-
+// writeEvery paces the writer: a steady 50 writes a second.
 const writeEvery = 20 * time.Millisecond
 
-func (c *vms) startWriter(phase string) *writer {
-	w := &writer{c: c, acked: map[string]string{}, done: make(chan struct{})}
-	c.t.Cleanup(func() { w.stop() })
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		client := &http.Client{Timeout: 2 * time.Second}
-		tick := time.NewTicker(writeEvery)
-		defer tick.Stop()
-		node, last := 0, time.Now()
-		for i := 0; ; i++ {
-			select {
-			case <-w.done:
-				return
-			case <-tick.C:
-			}
-			key := fmt.Sprintf("vm/%s/%06d", phase, i)
-			val := phase + "-" + strconv.Itoa(i)
-			ok := put(client, "http://"+c.list[node].ip+":8500/v1/kv/"+key, val)
-			w.mu.Lock()
-			w.attempts++
-			if ok {
-				w.acked[key] = val
-				w.maxGap = max(w.maxGap, time.Since(last))
-				last = time.Now()
-			} else {
-				w.failed++
-				node = (node + 1) % len(c.list)
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-// put reports whether the node acknowledged the write: 200 and true.
-// Anything else is a failure or an unknown outcome.
-func put(client *http.Client, url, val string) bool {
-	req, err := http.NewRequest(http.MethodPut, url, strings.NewReader(val))
-	if err != nil {
-		return false
+// startWriter writes through every node in turn, moving on after a
+// failure, as a client given every node's address would.
+func (c *vms) startWriter(phase string) *deploytest.Writer {
+	var urls []string
+	for _, v := range c.list {
+		urls = append(urls, "http://"+v.ip+":8500")
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return err == nil && resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "true"
-}
-
-func (w *writer) acks() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.acked)
-}
-
-func (w *writer) waitAcks(n int, within time.Duration) {
-	w.c.t.Helper()
-	w.c.eventually(fmt.Sprintf("%d acknowledged writes", n), within, func() error {
-		if got := w.acks(); got < n {
-			return fmt.Errorf("%d acknowledged so far", got)
-		}
-		return nil
-	})
-}
-
-// stop ends the writer and returns what was acknowledged.
-func (w *writer) stop() map[string]string {
-	w.once.Do(func() { close(w.done) })
-	w.wg.Wait()
-	return w.acked
-}
-
-func (w *writer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	rate := 0.0
-	if w.attempts > 0 {
-		rate = 100 * float64(w.failed) / float64(w.attempts)
-	}
-	return fmt.Sprintf("writer: %d attempts, %d acknowledged, %d failed (%.2f%%), longest gap between acknowledgements %s",
-		w.attempts, len(w.acked), w.failed, rate, w.maxGap.Round(time.Millisecond))
+	return deploytest.StartWriter(c.t, "vm/"+phase, urls, writeEvery)
 }
 
 // TestVM5 installs a release on five stand-in VMs from the tarball's own
