@@ -159,7 +159,7 @@ func getJSON(client *http.Client, url, token string, v any) error {
 	}
 	if resp.StatusCode != http.StatusOK {
 		hint := ""
-		if resp.StatusCode == http.StatusForbidden && token == "" {
+		if (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && token == "" {
 			hint = " (ACLs are on: give the node an acl_token, e.g. TROUPE_ACL_TOKEN)"
 		}
 		return fmt.Errorf("GET %s: %s: %s%s", url, resp.Status, strings.TrimSpace(string(body)), hint)

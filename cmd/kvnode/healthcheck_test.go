@@ -75,7 +75,7 @@ func TestHealthcheckCluster(t *testing.T) {
 			_, _ = w.Write([]byte("ready\n"))
 		case "/v1/cluster/members":
 			if r.Header.Get("X-Consul-Token") == "" {
-				http.Error(w, "Permission denied", http.StatusForbidden)
+				http.Error(w, "ACL not found", http.StatusUnauthorized)
 				return
 			}
 			_, _ = w.Write([]byte(`[{"id":"n1"},{"id":"n2"},{"id":"n3"}]`))

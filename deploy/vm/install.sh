@@ -125,6 +125,11 @@ wait_for() {
       last_answer=$out
       return 0
     fi
+    case $out in
+      *"give the node an acl_token"*)
+        echo "$PROG: $out" >&2
+        die "ACLs are on: put the node's management token in $ENV_FILE (TROUPE_ACL_TOKEN=..., mode 0640, root:$USER_NAME) and run this again" ;;
+    esac
     state=$(systemctl is-active "$UNIT" || true)
     if [ "$state" = failed ]; then
       journalctl -u "$UNIT" -n 30 --no-pager >&2 || true

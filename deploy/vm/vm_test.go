@@ -354,9 +354,10 @@ func TestVM3(t *testing.T) {
 		out := c.mustExec(v, dir+"/install.sh", "--node-id", v.id, "--advertise", v.host, "--initial-cluster", strings.Join(members, ","))
 		t.Logf("%s: install.sh on %s:\n%s", since(start), v.host, out)
 	}
+	installed := time.Now()
 	leader := c.waitReady(oldVersion)
-	t.Logf("%s: cluster ready under systemd %s after the first install.sh began (%s leads)",
-		since(start), time.Since(installStart).Round(100*time.Millisecond), leader)
+	t.Logf("%s: cluster ready under systemd %s after the first install.sh began, %s after the last one returned (%s leads)",
+		since(start), time.Since(installStart).Round(100*time.Millisecond), time.Since(installed).Round(100*time.Millisecond), leader)
 	for _, v := range c.list {
 		c.checkHardening(v)
 	}
@@ -477,8 +478,8 @@ func (c *vms) startWriter(phase string) *deploytest.Writer {
 // into /etc/troupe/tls, systemctl start. It checks that the cluster
 // forms, bootstraps the ACLs, checks the members and a write over TLS
 // with a token and that an anonymous write is refused, then upgrades the
-// leader's VM with install.sh --upgrade, which reads the node's token
-// from /etc/troupe/kvnode.env.
+// leader's VM with install.sh --upgrade, which refuses without the node's
+// token and reads it from /etc/troupe/kvnode.env.
 func TestVM5(t *testing.T) {
 	image, oldTar, newTar := setup(t)
 	oldVersion, newVersion := tarVersion(t, oldTar), tarVersion(t, newTar)
@@ -576,10 +577,17 @@ func TestVM5(t *testing.T) {
 		}
 	}
 
-	// The leader's VM upgraded, with the node's token in kvnode.env.
+	// The leader's VM upgraded: refused, changing nothing, until the
+	// node's token is in kvnode.env.
 	lv := c.byID(leader)
-	c.mustExec(lv, "sh", "-c", "umask 027 && echo TROUPE_ACL_TOKEN="+boot.SecretID+" >/etc/troupe/kvnode.env && chgrp troupe /etc/troupe/kvnode.env")
 	dir := c.unpack(lv, newTar)
+	if out, err := c.exec(lv, dir+"/install.sh", "--upgrade"); err == nil || !strings.Contains(out, "ACLs are on: put the node's management token in /etc/troupe/kvnode.env") {
+		t.Fatalf("install.sh --upgrade without the node's token: %v\n%s", err, out)
+	}
+	if got := c.mustExec(lv, "kvnode", "--version"); !strings.HasPrefix(got, "kvnode "+oldVersion+" ") {
+		t.Fatalf("a refused upgrade replaced kvnode: %s", got)
+	}
+	c.mustExec(lv, "sh", "-c", "umask 027 && echo TROUPE_ACL_TOKEN="+boot.SecretID+" >/etc/troupe/kvnode.env && chgrp troupe /etc/troupe/kvnode.env")
 	out := c.mustExec(lv, dir+"/install.sh", "--upgrade")
 	t.Logf("%s: install.sh --upgrade on %s (%s, the leader):\n%s", since(start), lv.host, lv.id, out)
 	if !strings.Contains(out, "runs "+newVersion) {
