@@ -74,6 +74,29 @@ type Health struct {
 	Peers          []PeerHealth `json:"peers"`
 	// Integrity is the answering node's verdict on its own state.
 	Integrity Integrity `json:"integrity"`
+	// Alarms are the cluster's raised alarms, as the answering node's
+	// state holds them.
+	Alarms []Alarm `json:"alarms"`
+	// Space is the answering node's disk use against its quota_bytes and
+	// min_free_bytes; nil before its first measurement.
+	Space *Space `json:"space,omitempty"`
+}
+
+// Space is one node's disk use, as its quota watcher last measured it.
+type Space struct {
+	// StateFileBytes is kv.db's size; StateUsedBytes the live data in it,
+	// which quota_bytes limits.
+	StateFileBytes int64 `json:"state_file_bytes"`
+	StateUsedBytes int64 `json:"state_used_bytes"`
+	// QuotaBytes is quota_bytes (0: none).
+	QuotaBytes int64 `json:"quota_bytes"`
+	// DataDirFreeBytes is the free space of the data directory's file
+	// system; MinFreeBytes is min_free_bytes (0: not checked).
+	DataDirFreeBytes int64 `json:"data_dir_free_bytes"`
+	MinFreeBytes     int64 `json:"min_free_bytes"`
+	// Error is why the last measurement failed.
+	Error      string    `json:"error,omitempty"`
+	MeasuredAt time.Time `json:"measured_at"`
 }
 
 // Health returns the answering node's failure-detector view. To compare

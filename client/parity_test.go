@@ -12,6 +12,7 @@ import (
 	"github.com/troupe-kv/troupe/client"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // The client keeps its own copies of the server's JSON types so tools do
@@ -60,7 +61,12 @@ func TestParity_HealthAndChaosTypes(t *testing.T) {
 		StateCheck: &cluster.StateCheck{Index: 9, Hash: "00000000000000ab"}}
 	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer},
 		Integrity: cluster.Integrity{State: cluster.StateDiverged, Check: &cluster.StateCheck{Index: 9, Hash: "00000000000000cd"}, Index: 9, Reason: "r"}}, &client.Health{})
-	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}}, &client.Health{})
+	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}, Alarms: []storage.Alarm{{Type: storage.AlarmNoSpace, Member: "n2", Reason: "r", Index: 7}},
+		Space: &cluster.Space{StateFileBytes: 1, StateUsedBytes: 2, QuotaBytes: 3, DataDirFreeBytes: 4, MinFreeBytes: 5, Error: "e", MeasuredAt: at}}, &client.Health{})
+	decodeStrict(t, []storage.Alarm{{Type: storage.AlarmNoSpace, Member: "n2", Reason: "r", Index: 7}}, &[]client.Alarm{})
+	if client.AlarmNoSpace != storage.AlarmNoSpace {
+		t.Fatal("alarm type differs from package storage")
+	}
 	decodeStrict(t, cluster.Health{Node: "n1"}, &client.Health{})
 	for _, s := range [][2]string{
 		{string(cluster.PeerUnknown), string(client.PeerUnknown)}, {string(cluster.PeerAlive), string(client.PeerAlive)},

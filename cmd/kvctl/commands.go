@@ -559,6 +559,7 @@ hand leadership over first.`,
 		},
 	},
 	healthCommand,
+	alarmCommand,
 	{
 		name: "snapshot", group: clusterGroup, maxArgs: 0,
 		summary: "make a node take a Raft snapshot now",
