@@ -31,6 +31,9 @@ func TestAlarmCommands(t *testing.T) {
 	if r := on(t, nodes, "-o", "json", "alarm", "list"); r.code != 0 || !strings.Contains(r.stdout, `"type": "nospace"`) || !strings.Contains(r.stdout, `"member": "n1"`) {
 		t.Fatalf("alarm list -o json: %+v", r)
 	}
+	if r := on(t, nodes, "health"); r.code != 0 || !strings.Contains(r.stdout, "alarm nospace raised by n1 at index ") {
+		t.Fatalf("health under the alarm: %+v", r)
+	}
 	on(t, nodes, "put", "k2", "v").expectErr(t, 2, "HTTP 507: database space exceeded: the NOSPACE alarm is raised (n1: the state file holds")
 	if r := on(t, nodes, "delete", "k2"); r.code != 0 {
 		t.Fatalf("delete under the alarm: %+v", r)

@@ -164,6 +164,9 @@ func printHealth(w io.Writer, views []healthView, now time.Time) error {
 		default:
 			fmt.Fprintf(w, "%s: leader %s (raft %s)\n", who, h.LeaderID, orDash(h.LeaderRaftAddr))
 		}
+		for _, a := range h.Alarms {
+			fmt.Fprintf(w, "alarm %s raised by %s at index %d: %s (kvctl alarm list)\n", a.Type, a.Member, a.Index, a.Reason)
+		}
 		if len(h.Peers) == 0 {
 			fmt.Fprintln(w, "no peers")
 			continue
