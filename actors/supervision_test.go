@@ -197,38 +197,12 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-// smallDisk mounts a tmpfs of size bytes and fills it but for room bytes;
-// free gives the space back. It needs root, as CI has.
+// smallDisk mounts a tmpfs of size bytes (see testcluster.SmallDisk);
+// fill fills it up, free gives the space back.
 func smallDisk(t *testing.T, size int) (dir string, fill func(), free func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs needs root")
-	}
-	dir = t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	filler := filepath.Join(dir, "filler")
-	fill = func() {
-		f, err := os.Create(filler)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		block := make([]byte, 4096)
-		for {
-			if _, err := f.Write(block); err != nil {
-				return // the disk is full
-			}
-		}
-	}
-	free = func() {
-		if err := os.Remove(filler); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir, fill, free
+	d := testcluster.SmallDisk(t, size)
+	return d.Dir, func() { d.Fill(0) }, d.Free
 }
 
 // startOnSmallDisk starts a one-node cluster whose state file lives on a
