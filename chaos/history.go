@@ -102,6 +102,9 @@ type FaultWindow struct {
 	Detail  string `json:"detail"`
 	Start   int64  `json:"start"`
 	End     int64  `json:"end"` // 0 while still active
+	// Steps are what the nemesis did and saw along the way (the corrupt
+	// nemesis: the damage, the node's answer, the recovery).
+	Steps []string `json:"steps,omitempty"`
 }
 
 // History is what a run writes to history.json: everything needed to check

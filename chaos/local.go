@@ -36,7 +36,10 @@ func StartLocal(cfg LocalConfig, logf func(string, ...any)) (*LocalTarget, error
 		return nil, err
 	}
 	lt := &LocalTarget{}
-	opts := localcluster.Options{Binary: bin, Chaos: true, Args: cfg.Args, Dir: cfg.Dir}
+	// A node whose kv.db the corrupt nemesis damaged rebuilds it from its
+	// snapshot and log rather than refusing to start.
+	args := append([]string{"--repair-state-file"}, cfg.Args...)
+	opts := localcluster.Options{Binary: bin, Chaos: true, Args: args, Dir: cfg.Dir}
 	if cfg.UseNetNS {
 		ns, err := setupNetNS(cfg.Nodes)
 		if err != nil {
@@ -123,6 +126,43 @@ func (l *LocalTarget) Resume(id string) error { return l.act(id, (*localcluster.
 func (l *LocalTarget) Running(id string) bool {
 	n, err := l.node(id)
 	return err == nil && n.Running()
+}
+
+// DataDir is the node's data directory.
+func (l *LocalTarget) DataDir(id string) string {
+	if n := l.c.Node(id); n != nil {
+		return n.DataDir
+	}
+	return ""
+}
+
+// Exited reports whether the node's last run ended on its own, and how.
+func (l *LocalTarget) Exited(id string) (bool, error) {
+	if n := l.c.Node(id); n != nil {
+		return n.Exited()
+	}
+	return false, nil
+}
+
+// LastRun is what the node logged since it last started.
+func (l *LocalTarget) LastRun(id string) string {
+	if n := l.c.Node(id); n != nil {
+		return n.LastRun()
+	}
+	return ""
+}
+
+// Wipe empties the node's data directory; it must be stopped.
+func (l *LocalTarget) Wipe(id string) error { return l.act(id, (*localcluster.Node).Wipe) }
+
+// StartJoining starts the node without its initial cluster, joining
+// through the given HTTP addresses: a blank node added as a new member.
+// Its later starts keep these flags; with state on disk it joins nothing.
+func (l *LocalTarget) StartJoining(id string, through []string) error {
+	return l.act(id, func(n *localcluster.Node) error {
+		n.SetFlags("--initial-cluster", "", "--join", strings.Join(through, ","))
+		return n.Start()
+	})
 }
 
 // NetNS reports whether nodes run in namespaces.

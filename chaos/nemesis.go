@@ -43,7 +43,12 @@ var Nemeses = map[string]func() Nemesis{
 	"netem":            func() Nemesis { return &netemNemesis{} },
 	"os-partition":     func() Nemesis { return &osPartitionNemesis{} },
 	"crash":            func() Nemesis { return &crashNemesis{} },
+	"corrupt":          func() Nemesis { return &corruptNemesis{} },
 }
+
+// stepper is a nemesis that records what it did step by step (the corrupt
+// nemesis's recovery); the steps go into the fault's record.
+type stepper interface{ Steps() []string }
 
 // NemesisNames is the sorted list of nemesis names.
 func NemesisNames() []string {

@@ -157,7 +157,7 @@ nemeses: {{range .Summary.Nemeses}}<code>{{.}}</code> {{else}}none{{end}}. Gener
 {{.Latency}}
 <h2>Faults</h2>
 <table><tr><th>nemesis</th><th>detail</th><th>from</th><th>to</th><th>ok</th><th>failed</th><th>unknown</th><th>longest gap without success</th><th>first write after heal</th></tr>
-{{range .Faults}}<tr><td>{{.Nemesis}}</td><td>{{.Detail}}</td><td>{{secs .Start}}</td><td>{{secs .End}}</td><td>{{.OK}}</td><td>{{.Failed}}</td><td>{{.Unknown}}</td><td>{{ms .UnavailableMS}}</td><td>{{ms .RecoveryMS}}</td></tr>
+{{range .Faults}}<tr><td>{{.Nemesis}}</td><td>{{.Detail}}{{range .Steps}}<br><small>{{.}}</small>{{end}}</td><td>{{secs .Start}}</td><td>{{secs .End}}</td><td>{{.OK}}</td><td>{{.Failed}}</td><td>{{.Unknown}}</td><td>{{ms .UnavailableMS}}</td><td>{{ms .RecoveryMS}}</td></tr>
 {{else}}<tr><td colspan="9">no faults</td></tr>{{end}}</table>
 {{if .Summary.Verdict.LostWrites}}<h2>Lost writes</h2><table><tr><th>key</th><th>value</th><th>node</th><th>at</th></tr>
 {{range .Summary.Verdict.LostWrites}}<tr><td>{{.Key}}</td><td>{{.Value}}{{.To}}</td><td>{{.Node}}</td><td>{{secs .Call}}</td></tr>{{end}}</table>{{end}}

@@ -146,6 +146,9 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 			}
 			mu.Lock()
 			windows[len(windows)-1].End = rec.Now()
+			if s, ok := n.(stepper); ok {
+				windows[len(windows)-1].Steps = s.Steps()
+			}
 			current = ""
 			mu.Unlock()
 		}

@@ -9,10 +9,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
+
+// startMarker begins the line Start writes to the log before each run.
+const startMarker = "---- start "
 
 // Node is one kvnode process of a Cluster. Its fields are fixed when the
 // cluster is started; the process behind them may come and go.
@@ -89,7 +93,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "---- start %s ----\n", time.Now().Format(time.RFC3339Nano))
+	fmt.Fprintf(log, "%s%s ----\n", startMarker, time.Now().Format(time.RFC3339Nano))
 	argv := n.argv()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = log, log
@@ -237,6 +241,28 @@ func (n *Node) WaitExit(ctx context.Context) (exit error, err error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s did not exit: %w", n.ID, ctx.Err())
 	}
+}
+
+// Exited reports whether the node's last run has ended (it was started,
+// and is not running now) and how: nil for status 0, an *exec.ExitError
+// otherwise.
+func (n *Node) Exited() (bool, error) {
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil || !p.exited() {
+		return false, nil
+	}
+	return true, p.err
+}
+
+// LastRun is what the node logged since its last start.
+func (n *Node) LastRun() string {
+	log := n.Log()
+	if i := strings.LastIndex(log, startMarker); i >= 0 {
+		return log[i:]
+	}
+	return log
 }
 
 // Wipe deletes the node's data directory; the node must not be running.

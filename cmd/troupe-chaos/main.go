@@ -27,7 +27,7 @@ import (
 
 // mixed is the default schedule: every nemesis that works on the chosen
 // cluster.
-var mixed = []string{"kill", "kill-leader", "pause", "pause-leader", "partition-leader", "partition-half", "oneway", "netem", "crash"}
+var mixed = []string{"kill", "kill-leader", "pause", "pause-leader", "partition-leader", "partition-half", "oneway", "netem", "crash", "corrupt"}
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -152,11 +152,12 @@ func run(args []string) int {
 // withoutUnsupported drops the nemeses an external cluster cannot take:
 // kills need a kill and a start command (or members on this machine),
 // pauses a pause and a resume command (the same), and OS-level partitions
-// a local cluster in namespaces.
+// a local cluster in namespaces, as the corrupt nemesis needs the nodes'
+// files.
 func withoutUnsupported(names []string, canKill, canPause bool) []string {
 	var keep []string
 	for _, n := range names {
-		if strings.HasPrefix(n, "kill") && !canKill || strings.HasPrefix(n, "pause") && !canPause || n == "os-partition" {
+		if strings.HasPrefix(n, "kill") && !canKill || strings.HasPrefix(n, "pause") && !canPause || n == "os-partition" || n == "corrupt" {
 			continue
 		}
 		keep = append(keep, n)
