@@ -24,7 +24,7 @@ Settings (environment, or make variables: make chaos NODES=5 DURATION=30m):
                    applies, 'none' for a baseline; known: kill, kill-leader,
                    pause, pause-leader, partition-leader, partition-half,
                    partition-bridge (5+ nodes), oneway, netem, crash,
-                   os-partition (NETNS only)
+                   corrupt, os-partition (NETNS only)
   SEED=N           seed of the schedule and the workload; the default comes
                    from the clock and is printed: reuse it to replay a run
   NETNS=1          run the nodes in network namespaces (needs root, ip and
