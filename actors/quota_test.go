@@ -43,8 +43,21 @@ func TestNoSpaceAlarmStopsGrowthEverywhere(t *testing.T) {
 	leaderOf(t, nodes)
 	small := nodes[2]
 	value := strings.Repeat("v", 64<<10)
-	for i := range 12 {
-		applyEventually(t, nodes[i%3].Client(), fmt.Sprintf("big/%02d", i), value)
+	// Past the quota: the alarm may come before the last of these writes,
+	// which are then refused.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < 12 && !nodes[0].Store.NoSpace(); {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := nodes[i%3].Client().Apply(ctx, &storage.Command{Op: storage.OpSet, Key: fmt.Sprintf("big/%02d", i), Value: []byte(value)})
+		cancel()
+		switch {
+		case err == nil || errors.Is(err, storage.ErrNoSpace):
+			i++
+		case time.Now().After(deadline):
+			t.Fatalf("write big/%02d: %v", i, err)
+		default:
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 	waitFor(t, 10*time.Second, "no node holds the NOSPACE alarm", func() bool {
 		for _, nd := range nodes {
