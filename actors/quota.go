@@ -26,6 +26,9 @@ import (
 // restart of this actor, or of the node, only measures again.
 type quotaActor struct {
 	tree *Tree
+	// measuring is set while a measurement runs (off the mailbox: it
+	// waits for the state file while a snapshot is restored into it).
+	measuring bool
 	// raising is set while a raise is on its way through Raft.
 	raising bool
 	// over is the limit passed at the last measurement ("" within them);
@@ -37,8 +40,9 @@ type quotaActor struct {
 }
 
 type (
-	quotaTick   struct{}
-	alarmRaised struct {
+	quotaTick     struct{}
+	spaceMeasured struct{ space cluster.Space }
+	alarmRaised   struct {
 		reason string
 		err    error
 	}
@@ -56,7 +60,17 @@ func (a *quotaActor) Receive(ctx actor.Context) {
 			a.cancelTick()
 		}
 	case quotaTick:
-		a.check(ctx)
+		if !a.measuring {
+			a.measuring = true
+			cfg, self, root := a.tree.cfg, ctx.Self(), ctx.ActorSystem().Root
+			go func() {
+				s := cluster.MeasureSpace(cfg.Store, cfg.Raft.DataDir, cfg.QuotaBytes, cfg.MinFreeBytes)
+				root.Send(self, &spaceMeasured{space: s})
+			}()
+		}
+	case *spaceMeasured:
+		a.measuring = false
+		a.check(ctx, m.space)
 	case *alarmRaised:
 		a.raising = false
 		if m.err != nil {
@@ -67,10 +81,11 @@ func (a *quotaActor) Receive(ctx actor.Context) {
 	}
 }
 
-func (a *quotaActor) check(ctx actor.Context) {
+// check publishes a measurement, logs what changed, and raises the alarm
+// when this node is past a limit and its alarm is not raised yet.
+func (a *quotaActor) check(ctx actor.Context, s cluster.Space) {
 	cfg := a.tree.cfg
 	self := cfg.Raft.NodeID
-	s := cluster.MeasureSpace(cfg.Store, cfg.Raft.DataDir, cfg.QuotaBytes, cfg.MinFreeBytes)
 	a.tree.space.Store(&s)
 
 	alarms := cfg.Store.Alarms()
