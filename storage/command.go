@@ -55,9 +55,16 @@ const (
 	// of this entry's index (see Store.StateChecks), so nodes can compare
 	// their states at one index.
 	OpCheckpoint Op = 16
+	// OpSessionCreate creates the session Value (EncodeSession) with id
+	// Key, unless a session with that id exists (Result.OK false).
+	OpSessionCreate Op = 17
+	// OpSessionDestroy invalidates session Key: the keys it holds are
+	// released or deleted (its behaviour) and it is gone. Destroy, TTL
+	// expiry and the death of its node all end a session with it.
+	OpSessionDestroy Op = 18
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpCheckpoint
+	opLast = OpSessionDestroy
 )
 
 // known reports whether o is an operation this release can apply: a
@@ -101,6 +108,10 @@ func (o Op) String() string {
 		return "set-cluster-id"
 	case OpCheckpoint:
 		return "checkpoint"
+	case OpSessionCreate:
+		return "session-create"
+	case OpSessionDestroy:
+		return "session-destroy"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -117,12 +128,15 @@ var ErrBadCommand = errors.New("storage: malformed command")
 
 // Command is one replicated state change. It is what the Raft log carries.
 type Command struct {
-	Op      Op
-	Key     string
-	Value   []byte
-	Flags   uint64
-	Index   uint64 // expected ModifyIndex for OpCAS and OpDeleteCAS
-	Session string // reserved for lock operations
+	Op    Op
+	Key   string
+	Value []byte
+	Flags uint64
+	// Index is the expected ModifyIndex of OpCAS and OpDeleteCAS, and
+	// for an OpTxn the applied index at which the leader checked the
+	// lock-delays of the keys it acquires (see CheckLockDelays).
+	Index   uint64
+	Session string // reserved
 	// Txn is OpTxn's operations; it takes the place of Value, which an
 	// OpTxn does not carry.
 	Txn []TxnOp

@@ -91,9 +91,10 @@ type Store struct {
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
 
-	// sessions stands in for the session table in tests of the lock
-	// rules (see writer.sessionExists).
-	sessions func(id string) bool
+	// delays are the lock-delays running on this node (soft state, see
+	// lockDelays); sessionHook is told of session table changes.
+	delays      lockDelays
+	sessionHook atomic.Pointer[func(SessionChange)]
 
 	// checking is set while a checkpoint's state hash runs; checks holds
 	// the recent results (see StateChecks).
@@ -119,6 +120,7 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{path: path, noSync: noSync, discarded: discarded, db: db, changed: make(chan struct{})}
+	s.delays.now = time.Now
 	s.applied.Store(readApplied(db))
 	s.loadNodes(db)
 	return s, nil
@@ -140,7 +142,7 @@ func openDB(path string, noSync bool) (*bolt.DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes, bucketACL} {
+		for _, b := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes, bucketACL, bucketSessions} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -279,7 +281,9 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 	applied := s.applied.Load()
 	last := applied
 	nodesChanged := false
+	var fx applyEffects
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		fx = applyEffects{} // a retried transaction starts over
 		r := newReader(tx, s.path)
 		w := writer{
 			kv:    r.table(bucketKV),
@@ -287,8 +291,8 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 			meta:  r.table(bucketMeta),
 			nodes: r.table(bucketNodes),
 			acl:   r.table(bucketACL),
-
-			sessions: s.sessions,
+			sess:  r.table(bucketSessions),
+			fx:    &fx,
 		}
 		for i, a := range batch {
 			results[i].Index = a.Index
@@ -300,7 +304,7 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 				continue
 			}
 			if a.Cmd.Op == OpTxn {
-				res, err := w.applyTxn(a.Index, a.Cmd.Txn)
+				res, err := w.applyTxn(a.Index, a.Cmd.Index, a.Cmd.Txn)
 				if err != nil {
 					return err
 				}
@@ -331,9 +335,15 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 	if nodesChanged {
 		s.loadNodes(s.db)
 	}
+	// Before the applied index moves: CheckLockDelays relies on every
+	// invalidation up to that index having its delays recorded.
+	s.delays.add(fx.lockDelays)
 	if last != applied {
 		s.applied.Store(last)
 		s.notify()
+	}
+	if len(fx.created) > 0 || len(fx.destroyed) > 0 {
+		s.sessionChanged(SessionChange{Index: last, Created: fx.created, Destroyed: fx.destroyed})
 	}
 	return nil
 }
@@ -366,9 +376,10 @@ func (s *Store) ClusterID() string {
 
 // writer applies commands inside one write transaction.
 type writer struct {
-	kv, tombs, meta, nodes, acl table
+	kv, tombs, meta, nodes, acl, sess table
 
-	sessions func(id string) bool
+	// fx collects what the commands did besides the file.
+	fx *applyEffects
 }
 
 func (w writer) apply(idx uint64, c *Command) (bool, error) {
@@ -425,6 +436,10 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return w.aclDeleteToken(c)
 	case OpACLBootstrap:
 		return w.aclBootstrap(idx, c)
+	case OpSessionCreate:
+		return w.sessionCreate(idx, c)
+	case OpSessionDestroy:
+		return w.sessionDestroy(idx, c.Key)
 	}
 	return false, fmt.Errorf("%w: cannot apply %v", ErrBadCommand, c.Op)
 }
@@ -447,7 +462,8 @@ func (w writer) set(idx uint64, key, value []byte, flags uint64) error {
 	return w.putEntry(idx, key, &e)
 }
 
-// putEntry stores e under key as written at idx.
+// putEntry stores e under key as written at idx, a change that keeps the
+// key's holder (the lock commands, which change it, use putHeld).
 func (w writer) putEntry(idx uint64, key []byte, e *Entry) error {
 	if err := w.kv.Put(key, encodeEntry(e)); err != nil {
 		return err
@@ -459,11 +475,24 @@ func (w writer) putEntry(idx uint64, key []byte, e *Entry) error {
 	return putUint(w.meta, metaKVIndex, idx)
 }
 
+// putHeld stores e under key, whose holder was prev, and keeps the index
+// of held keys.
+func (w writer) putHeld(idx uint64, key []byte, e *Entry, prev string) error {
+	if err := w.trackHolder(key, prev, e.Session); err != nil {
+		return err
+	}
+	return w.putEntry(idx, key, e)
+}
+
 // delete removes key and leaves a tombstone, so the index of every prefix
 // that covered the key moves forward and blocked listers wake up.
 func (w writer) delete(idx uint64, key []byte) error {
-	if w.kv.Get(key) == nil {
+	cur := w.kv.Get(key)
+	if cur == nil {
 		return nil
+	}
+	if err := w.trackHolder(key, entrySession(cur), ""); err != nil {
+		return err
 	}
 	if err := w.kv.Delete(key); err != nil {
 		return err
@@ -475,11 +504,20 @@ func (w writer) delete(idx uint64, key []byte) error {
 }
 
 func (w writer) deleteTree(idx uint64, prefix []byte) error {
-	doomed := keysWithPrefix(w.kv, prefix)
+	var doomed [][]byte
+	var holders []string
+	c := w.kv.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		doomed = append(doomed, append([]byte(nil), k...))
+		holders = append(holders, entrySession(v))
+	}
 	if len(doomed) == 0 {
 		return nil
 	}
-	for _, k := range doomed {
+	for i, k := range doomed {
+		if err := w.trackHolder(k, holders[i], ""); err != nil {
+			return err
+		}
 		if err := w.kv.Delete(k); err != nil {
 			return err
 		}
@@ -769,6 +807,7 @@ func (s *Store) Restore(r io.Reader) error {
 	s.applied.Store(applied)
 	s.loadNodes(db)
 	s.notify()
+	s.sessionChanged(SessionChange{Index: applied, Reset: true})
 	return nil
 }
 
