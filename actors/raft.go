@@ -217,7 +217,7 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 		return
 	}
 	a.inflight.Add(1)
-	node := a.node
+	node, store := a.node, a.tree.cfg.Store
 	enqueue := max(time.Until(m.deadline), time.Millisecond)
 	go func() {
 		reply := &proposeResult{err: cluster.ErrUnknownOutcome}
@@ -228,7 +228,19 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 			m.answer(reply)
 			a.inflight.Add(-1)
 		}()
-		res, err := node.Apply(m.data, enqueue)
+		// Lock-delays are the leader's to check, as in Consul's
+		// endpoint: an acquisition during one is refused here, without
+		// a log entry (see storage.CheckLockDelays).
+		data, refused, err := store.CheckLockDelays(m.data)
+		switch {
+		case err != nil:
+			reply = &proposeResult{err: err}
+			return
+		case refused != nil:
+			reply = &proposeResult{res: storage.Result{Txn: refused}}
+			return
+		}
+		res, err := node.Apply(data, enqueue)
 		reply = &proposeResult{res: res, err: err}
 	}()
 }

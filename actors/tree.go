@@ -67,6 +67,10 @@ type Config struct {
 
 	// Detector tunes the per-peer failure detector.
 	Detector cluster.DetectorConfig
+	// SessionNodeGrace is how long the leader's failure detector must
+	// hold a node dead before the sessions bound to its health end
+	// (default DefaultSessionNodeGrace).
+	SessionNodeGrace time.Duration
 	// HTTPLimits bound what a client connection may cost; zero values
 	// take DefaultHTTPLimits'.
 	HTTPLimits HTTPLimits
@@ -77,7 +81,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Tree is one node's actor system: app → node → {raft, forward, peers, http}.
+// Tree is one node's actor system: app → node → {raft, forward, peers,
+// sessions, http}.
 type Tree struct {
 	cfg     Config
 	system  *actor.ActorSystem
@@ -132,6 +137,9 @@ func New(cfg Config) *Tree {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
+	if cfg.SessionNodeGrace <= 0 {
+		cfg.SessionNodeGrace = DefaultSessionNodeGrace
+	}
 	cfg.Raft.RequestTimeout = cfg.RequestTimeout
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
@@ -170,6 +178,9 @@ func New(cfg Config) *Tree {
 	t.cfg.Raft.PeerHandler = peerHandler{t.client}
 	t.cfg.Raft.Disk = &t.disk
 	t.metrics = newMetrics(t)
+	// The leader's session timers hear of every session created and
+	// destroyed; elsewhere the message is dropped at once.
+	cfg.Store.OnSessionChange(func(c storage.SessionChange) { t.send("sessions", &c) })
 	return t
 }
 

@@ -55,6 +55,10 @@ type Config struct {
 	RestartWindow       time.Duration
 	Timing              cluster.Timing
 	Detector            cluster.DetectorConfig
+	// SessionNodeGrace: see actors.Config; SessionTTLMin: see
+	// api.Options.
+	SessionNodeGrace time.Duration
+	SessionTTLMin    time.Duration
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
@@ -176,23 +180,24 @@ func Start(cfg Config) (*Node, error) {
 			// be is refused there).
 			MaxCommandBytes: api.CommandLimit(cfg.MaxValueSize),
 		},
-		Store:          store,
-		HTTPAddr:       cfg.HTTPAddr,
-		AdvertiseHTTP:  cfg.AdvertiseHTTP,
-		Join:           cfg.Join,
-		JoinTLS:        joinTLS,
-		JoinToken:      cfg.ACLToken,
-		ClusterID:      clusterID,
-		ACLEnabled:     cfg.ACLEnabled,
-		HTTPTLS:        httpTLS,
-		RequestTimeout: cfg.RequestTimeout,
-		MaxInFlight:    cfg.MaxInFlight,
-		MaxRestarts:    cfg.MaxRestarts,
-		RestartWindow:  cfg.RestartWindow,
-		Detector:       cfg.Detector,
-		HTTPLimits:     cfg.HTTPLimits,
-		Build:          cfg.Build,
-		Logger:         cfg.Logger,
+		Store:            store,
+		HTTPAddr:         cfg.HTTPAddr,
+		AdvertiseHTTP:    cfg.AdvertiseHTTP,
+		Join:             cfg.Join,
+		JoinTLS:          joinTLS,
+		JoinToken:        cfg.ACLToken,
+		ClusterID:        clusterID,
+		ACLEnabled:       cfg.ACLEnabled,
+		HTTPTLS:          httpTLS,
+		RequestTimeout:   cfg.RequestTimeout,
+		MaxInFlight:      cfg.MaxInFlight,
+		MaxRestarts:      cfg.MaxRestarts,
+		RestartWindow:    cfg.RestartWindow,
+		Detector:         cfg.Detector,
+		HTTPLimits:       cfg.HTTPLimits,
+		SessionNodeGrace: cfg.SessionNodeGrace,
+		Build:            cfg.Build,
+		Logger:           cfg.Logger,
 	})
 	client := tree.Client()
 	backends := api.Backends{KV: client, Cluster: client, ACL: client}

@@ -43,6 +43,10 @@ type Options struct {
 	// Build, when set, gives each node the build it reports (by node id);
 	// otherwise every node reports this binary's.
 	Build func(id string) version.Build
+	// SessionNodeGrace and SessionTTLMin: see server.Config (zero: the
+	// defaults).
+	SessionNodeGrace time.Duration
+	SessionTTLMin    time.Duration
 }
 
 // Node is one in-process node.
@@ -121,22 +125,24 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			dataDir = opts.DataDir(nd.ID)
 		}
 		node, err := server.Start(server.Config{
-			NodeID:         nd.ID,
-			DataDir:        dataDir,
-			LogSegmentSize: opts.LogSegmentSize,
-			HTTPAddr:       nd.HTTPAddr,
-			RaftAddr:       nd.RaftAddr,
-			InitialCluster: initial,
-			Timing:         FastTiming(),
-			RequestTimeout: opts.RequestTimeout,
-			MaxInFlight:    4096,
-			MaxRestarts:    opts.MaxRestarts,
-			RestartWindow:  time.Minute,
-			Chaos:          opts.Chaos,
-			HTTPLimits:     opts.HTTPLimits,
-			ACLEnabled:     opts.ACLEnabled,
-			Build:          build,
-			Logger:         logger,
+			NodeID:           nd.ID,
+			DataDir:          dataDir,
+			LogSegmentSize:   opts.LogSegmentSize,
+			HTTPAddr:         nd.HTTPAddr,
+			RaftAddr:         nd.RaftAddr,
+			InitialCluster:   initial,
+			Timing:           FastTiming(),
+			RequestTimeout:   opts.RequestTimeout,
+			MaxInFlight:      4096,
+			MaxRestarts:      opts.MaxRestarts,
+			RestartWindow:    time.Minute,
+			Chaos:            opts.Chaos,
+			HTTPLimits:       opts.HTTPLimits,
+			ACLEnabled:       opts.ACLEnabled,
+			Build:            build,
+			SessionNodeGrace: opts.SessionNodeGrace,
+			SessionTTLMin:    opts.SessionTTLMin,
+			Logger:           logger,
 		})
 		if err != nil {
 			t.Fatal(err)
