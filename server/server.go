@@ -200,12 +200,14 @@ func Start(cfg Config) (*Node, error) {
 		Logger:           cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
 	handler := api.New(backends, api.Options{
 		Datacenter:         cfg.Datacenter,
+		NodeID:             cfg.NodeID,
+		SessionTTLMin:      cfg.SessionTTLMin,
 		MaxValueSize:       cfg.MaxValueSize,
 		RequestTimeout:     cfg.RequestTimeout,
 		Metrics:            tree.Metrics(),
