@@ -58,6 +58,8 @@ var settings = []setting{
 	{"log_format", kString, "text", "text or json"},
 	{"max_value_size", kInt, "524288", "largest value a PUT accepts, in bytes"},
 	{"txn_max_ops", kInt, "128", "most operations one /v1/txn may carry; past it 413"},
+	{"session_ttl_min", kDuration, "10s", "shortest session TTL a create accepts (the longest is 24h)"},
+	{"session_node_grace", kDuration, "5s", "how long the leader's failure detector must hold a node dead before its sessions (serfHealth) are invalidated"},
 	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
 	{"http_read_header_timeout", kDuration, "10s", "how long a client may take to send a request's headers"},
@@ -250,6 +252,8 @@ func build(v *viper.Viper) (*Config, error) {
 		ACLToken:            p.str("acl_token"),
 		MaxBlockingQueries:  p.positiveInt("http_max_blocking_queries"),
 		TxnMaxOps:           p.positiveInt("txn_max_ops"),
+		SessionTTLMin:       p.positiveDuration("session_ttl_min"),
+		SessionNodeGrace:    p.positiveDuration("session_node_grace"),
 		RateLimit:           p.nonNegativeFloat("http_rate_limit"),
 		RateBurst:           p.positiveInt("http_rate_burst"),
 		HTTPLimits: actors.HTTPLimits{
