@@ -119,6 +119,11 @@ func (c *Client) route(fromPeer bool) (target, addr string, changed <-chan struc
 
 func (c *Client) propose(ctx context.Context, data []byte, fromPeer bool) (storage.Result, error) {
 	var res storage.Result
+	if err := c.tree.integrity.err(); err != nil {
+		// Its answers (a CAS's outcome, a transaction's reads) would come
+		// from the state that failed its check.
+		return res, err
+	}
 	err := c.untilLeader(ctx, false, fromPeer, func() (<-chan struct{}, error) {
 		target, addr, changed, err := c.route(fromPeer)
 		if err != nil {
@@ -188,6 +193,9 @@ func (c *Client) readIndex(ctx context.Context, fromPeer bool) (uint64, error) {
 // Read runs q against the local state file, as a blocking query when b
 // asks, after a read barrier unless stale.
 func (c *Client) Read(ctx context.Context, q storage.Query, stale bool, b storage.Block) (storage.QueryResult, error) {
+	if err := c.tree.integrity.err(); err != nil {
+		return storage.QueryResult{}, err
+	}
 	var barrier func(context.Context) error
 	if !stale {
 		barrier = func(ctx context.Context) error {
@@ -196,7 +204,17 @@ func (c *Client) Read(ctx context.Context, q storage.Query, stale bool, b storag
 			return c.ReadBarrier(ctx)
 		}
 	}
-	return c.tree.cfg.Store.BlockingQuery(ctx, q, b, barrier)
+	r, err := c.tree.cfg.Store.BlockingQuery(ctx, q, b, barrier)
+	if err != nil {
+		c.tree.corrupted(err)
+		return r, err
+	}
+	// A blocking read may have waited across the moment the node was
+	// fenced off; what it found then is not to be served either.
+	if err := c.tree.integrity.err(); err != nil {
+		return storage.QueryResult{}, err
+	}
+	return r, nil
 }
 
 // untilLeader runs attempt until it succeeds, fails for good, or ctx ends.

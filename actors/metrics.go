@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/troupe-kv/troupe/cluster"
+	"github.com/troupe-kv/troupe/storage"
 )
 
 // metrics are the node's Prometheus series. Each Tree has its own registry
@@ -83,10 +84,26 @@ func newMetrics(t *Tree) *metrics {
 			status(func(s cluster.Status) float64 { return float64(s.AppliedIndex) })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_log_writable", Help: "1 while this node's last write of its Raft log succeeded; 0 after a failure (a full disk), until a write succeeds."},
 			func() float64 { return b2f(t.disk.Err() == nil) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_fenced", Help: "1 while this node serves nothing because its state failed a check (diverged from the majority's hash, or a value failed its checksum)."},
+			func() float64 { return b2f(t.integrity.err() != nil) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_diverged", Help: "1 while this node's state hash at the newest decided checkpoint differs from the one a majority of voters hold."},
+			func() float64 { return b2f(t.integrity.get().State == cluster.StateDiverged) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_check_index", Help: "Log index of this node's newest state hash (0 before the first checkpoint)."},
+			func() float64 { return float64(lastCheck(t).Index) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_state_check_seconds", Help: "How long this node's newest state hash took (a pass over the whole state file)."},
+			func() float64 { return lastCheck(t).Took.Seconds() }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_last_contact_seconds", Help: "Time since this node last heard from a leader (0 on the leader)."},
 			status(func(s cluster.Status) float64 { return float64(s.LastContactMS) / 1000 })),
 	)
 	return m
+}
+
+func lastCheck(t *Tree) storage.StateCheck {
+	c := t.cfg.Store.StateChecks()
+	if len(c) == 0 {
+		return storage.StateCheck{}
+	}
+	return c[len(c)-1]
 }
 
 // peerStatus records a monitor's latest verdict.

@@ -22,6 +22,7 @@ func (h peerHandler) Ping() peerlink.PingReply {
 	if err := h.c.tree.disk.Err(); err != nil {
 		r.DiskError = err.Error()
 	}
+	r.StateCheck = newestStateCheck(h.c.tree.cfg.Store.StateChecks())
 	return r
 }
 

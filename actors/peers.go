@@ -22,8 +22,11 @@ type peersActor struct {
 	tree     *Tree
 	monitors map[string]*actor.PID
 	status   map[string]cluster.PeerStatus
-	cancel   func()
-	leaving  bool
+	// voters is the member list's voters (this node included if it is
+	// one), for the majority the state hashes are judged by.
+	voters  map[string]bool
+	cancel  func()
+	leaving bool
 }
 
 func (a *peersActor) Receive(ctx actor.Context) {
@@ -46,11 +49,13 @@ func (a *peersActor) Receive(ctx actor.Context) {
 		}()
 	case *membersReply:
 		a.reconcile(ctx, m.members)
+		a.judgeState()
 	case *cluster.PeerStatus:
 		if _, ok := a.monitors[m.ID]; ok {
 			a.status[m.ID] = *m
 			a.tree.metrics.peerStatus(m)
 			a.tree.versions.set(m.ID, m.Version)
+			a.judgeState()
 		}
 	case cluster.PeerHeartbeat:
 		if pid, ok := a.monitors[m.Peer]; ok {
@@ -79,7 +84,11 @@ func (a *peersActor) Receive(ctx actor.Context) {
 func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 	self := a.tree.cfg.Raft.NodeID
 	seen := map[string]bool{}
+	a.voters = map[string]bool{}
 	for _, m := range members {
+		if m.Voter {
+			a.voters[m.ID] = true
+		}
 		if m.ID == self {
 			continue
 		}
@@ -111,8 +120,38 @@ func (a *peersActor) reconcile(ctx actor.Context, members []cluster.Member) {
 	}
 }
 
+// judgeState brings this node's verdict on its own state up to date (see
+// judgeState and stateIntegrity) from its newest hashes and the peers'.
+// A decided verdict stands until a newer checkpoint decides otherwise:
+// between checkpoints the peers' newest reports move ahead of this
+// node's, and "undecided" then says nothing new.
+func (a *peersActor) judgeState() {
+	t := a.tree
+	own := t.cfg.Store.StateChecks()
+	if n := len(own); n > 0 && own[n-1].Err != nil {
+		t.corrupted(own[n-1].Err)
+		return
+	}
+	reports := map[string]*cluster.StateCheck{}
+	for id, st := range a.status {
+		reports[id] = st.StateCheck
+	}
+	v := judgeState(t.cfg.Raft.NodeID, own, reports, a.voters)
+	prev := t.integrity.get()
+	if v.State == cluster.StateUndecided && (prev.State == cluster.StateAgrees || prev.State == cluster.StateDiverged) {
+		v.State, v.Index, v.Reason = prev.State, prev.Index, prev.Reason
+	}
+	if t.integrity.set(v) {
+		if v.State == cluster.StateDiverged {
+			t.cfg.Logger.Error("this node's state diverged from the majority's: it is fenced off and serves nothing", "reason", v.Reason)
+		} else {
+			t.cfg.Logger.Warn("this node's state agrees with the majority's again: it serves again", "index", v.Index)
+		}
+	}
+}
+
 func (a *peersActor) health() *cluster.Health {
-	h := &cluster.Health{Node: a.tree.cfg.Raft.NodeID, Peers: []cluster.PeerStatus{}}
+	h := &cluster.Health{Node: a.tree.cfg.Raft.NodeID, Peers: []cluster.PeerStatus{}, Integrity: a.tree.integrity.get()}
 	for id := range a.monitors {
 		st, ok := a.status[id]
 		if !ok {
@@ -134,6 +173,7 @@ type probeResult struct {
 	httpAddr   string // the client address the peer advertises
 	disk       string // the peer's trouble writing its Raft log
 	version    string // the release the peer runs
+	stateCheck *cluster.StateCheck
 }
 
 // peerAddr tells a monitor where its peer is: the peer port it probes,
@@ -162,6 +202,7 @@ type monitorActor struct {
 	probes, fails, raftFails uint64
 	clientPort, disk         string
 	version                  string
+	stateCheck               *cluster.StateCheck
 }
 
 func (a *monitorActor) Receive(ctx actor.Context) {
@@ -190,7 +231,7 @@ func (a *monitorActor) Receive(ctx actor.Context) {
 		if m.ok {
 			a.det.Heartbeat(m.at)
 			a.streak++
-			a.clientPort, a.disk = m.clientPort, m.disk
+			a.clientPort, a.disk, a.stateCheck = m.clientPort, m.disk, m.stateCheck
 			if m.version != "" {
 				a.version = m.version
 			}
@@ -238,7 +279,7 @@ func (a *monitorActor) probe(ctx actor.Context) {
 		// An answer from a different node at that address is no sign of
 		// life of this peer.
 		ok := err == nil && got.ID == id
-		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, disk: got.DiskError, httpAddr: got.HTTPAddr, version: got.Version})
+		root.Send(self, &probeResult{ok: ok, rtt: time.Since(start), at: time.Now(), clientPort: got.ClientPortError, disk: got.DiskError, httpAddr: got.HTTPAddr, version: got.Version, stateCheck: got.StateCheck})
 	}()
 }
 
@@ -291,7 +332,7 @@ func (a *monitorActor) status(phi float64) *cluster.PeerStatus {
 		ID: a.id, RaftAddr: a.addr, HTTPAddr: a.httpAddr, State: a.state, Phi: roundPhi(phi),
 		LastHeard: a.det.LastHeard(), RTTMeanMS: roundMS(mean), RTTStdDevMS: roundMS(dev),
 		Probes: a.probes, Failures: a.fails, RaftFailures: a.raftFails, Since: a.since,
-		ClientPortError: a.clientPort, DiskError: a.disk, Version: a.version,
+		ClientPortError: a.clientPort, DiskError: a.disk, StateCheck: a.stateCheck, Version: a.version,
 	}
 }
 

@@ -52,15 +52,22 @@ type raftActor struct {
 
 	registering   bool
 	namingCluster bool
-	cancelTick    func()
+	// checkpointing is set while a checkpoint is proposed; lastCheckpoint
+	// is when the last one ended (zero until this node first led).
+	checkpointing  bool
+	lastCheckpoint time.Time
+	handingOver    bool
+	cancelTick     func()
 }
 
 // Messages the raft actor sends itself.
 type (
-	leaderChanged struct{}
-	maintainTick  struct{}
-	registerDone  struct{ err error }
-	clusterNamed  struct{ err error }
+	leaderChanged  struct{}
+	maintainTick   struct{}
+	registerDone   struct{ err error }
+	clusterNamed   struct{ err error }
+	checkpointDone struct{ err error }
+	handedOver     struct{}
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -143,6 +150,14 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		if m.err != nil {
 			a.tree.cfg.Logger.Warn("recording the cluster id failed; retrying", "err", m.err)
 		}
+	case *checkpointDone:
+		a.checkpointing = false
+		a.lastCheckpoint = time.Now()
+		if m.err != nil {
+			a.tree.cfg.Logger.Warn("proposing a state checkpoint failed", "err", m.err)
+		}
+	case *handedOver:
+		a.handingOver = false
 	case *registerDone:
 		a.registering = false
 		if m.err != nil {
@@ -416,9 +431,17 @@ func (a *raftActor) maintain(ctx actor.Context) {
 	n.LearnPeerAddrs()
 	cfg := a.tree.cfg
 	if n.IsLeader() {
+		if a.tree.integrity.err() != nil && !a.handingOver {
+			// A leader whose state is fenced off must not decide the
+			// outcome of conditional writes from it.
+			a.handOver(ctx)
+		}
 		go func() { _ = n.EnsureReady(cfg.RequestTimeout) }()
 		if cfg.Store.ClusterID() == "" && !a.namingCluster {
 			a.nameCluster(ctx)
+		}
+		if cfg.StateCheckInterval > 0 && !a.checkpointing && time.Since(a.lastCheckpoint) >= cfg.StateCheckInterval {
+			a.checkpoint(ctx)
 		}
 	}
 	if a.registering || cfg.Store.NodeAddr(cfg.Raft.NodeID) == cfg.AdvertiseHTTP {
@@ -434,6 +457,38 @@ func (a *raftActor) maintain(ctx actor.Context) {
 		defer cancel()
 		_, err := client.Apply(c, &storage.Command{Op: storage.OpRegisterNode, Key: cfg.Raft.NodeID, Value: []byte(cfg.AdvertiseHTTP)})
 		root.Send(self, &registerDone{err: err})
+	}()
+}
+
+// checkpoint proposes an OpCheckpoint: every node hashes its state as of
+// that entry, and the hashes are compared through the probes (see
+// stateIntegrity). The first comes one interval after this node became
+// leader.
+func (a *raftActor) checkpoint(ctx actor.Context) {
+	if a.lastCheckpoint.IsZero() {
+		a.lastCheckpoint = time.Now()
+		return
+	}
+	a.checkpointing = true
+	self, root, client, timeout := ctx.Self(), ctx.ActorSystem().Root, a.tree.client, a.tree.cfg.RequestTimeout
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_, err := client.Apply(c, &storage.Command{Op: storage.OpCheckpoint})
+		root.Send(self, &checkpointDone{err: err})
+	}()
+}
+
+// handOver transfers leadership away from a fenced leader.
+func (a *raftActor) handOver(ctx actor.Context) {
+	a.handingOver = true
+	self, root, n, logger := ctx.Self(), ctx.ActorSystem().Root, a.node, a.tree.cfg.Logger
+	go func() {
+		err := n.TransferLeadership()
+		if err != nil {
+			logger.Warn("a fenced leader could not hand over leadership; retrying", "err", err)
+		}
+		root.Send(self, &handedOver{})
 	}()
 }
 
@@ -468,6 +523,12 @@ func (a *raftActor) nameCluster(ctx actor.Context) {
 func (a *raftActor) fault(ctx actor.Context, m *raftFault) {
 	if m.token != a.token {
 		return // from a Raft instance closed since
+	}
+	if errors.Is(m.err, storage.ErrCorrupt) {
+		// The state file holds a value that fails its checksum: replaying
+		// onto it would build on bytes nobody committed.
+		a.tree.corrupted(m.err)
+		return
 	}
 	var af *cluster.ApplyFault
 	if errors.As(m.err, &af) && af.Permanent {
@@ -511,6 +572,9 @@ func (a *raftActor) crash(ctx actor.Context, m *crash) {
 // now: a leader is known and this node is not far behind it.
 func (a *raftActor) ready() error {
 	if err := a.tree.disk.Err(); err != nil {
+		return err
+	}
+	if err := a.tree.integrity.err(); err != nil {
 		return err
 	}
 	st := a.node.Status()

@@ -49,6 +49,10 @@ type Config struct {
 	// ACLEnabled makes the leader check the client's token on membership
 	// changes other nodes pass on.
 	ACLEnabled bool
+	// StateCheckInterval is how often the leader proposes a checkpoint at
+	// which every node hashes its state to compare with the others'
+	// (see stateIntegrity); 0 turns the comparison off.
+	StateCheckInterval time.Duration
 	// ClusterID is the id the first leader records for a cluster that has
 	// none (cluster.DeriveClusterID of the initial cluster); "" means a
 	// random one.
@@ -112,6 +116,9 @@ type Tree struct {
 	// disk is the Raft log's latest write failure; it outlives Raft
 	// restarts.
 	disk cluster.DiskHealth
+	// integrity is this node's verdict on its own state (see
+	// stateIntegrity): while fenced it serves nothing.
+	integrity stateIntegrity
 	// versions is what each peer last said it runs (see peerVersions).
 	versions peerVersions
 

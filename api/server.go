@@ -265,7 +265,8 @@ func errorStatus(err error) (status int, outcome string) {
 		return http.StatusTooManyRequests, OutcomeNotApplied
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		return http.StatusServiceUnavailable, OutcomeUnknown
-	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrDisk):
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrDisk),
+		errors.Is(err, cluster.ErrStateDiverged), errors.Is(err, storage.ErrCorrupt):
 		return http.StatusServiceUnavailable, OutcomeNotApplied
 	case errors.Is(err, storage.ErrBadCommand):
 		return http.StatusBadRequest, OutcomeNotApplied

@@ -44,6 +44,24 @@ type PeerHealth struct {
 	StateSince time.Time `json:"state_since"`
 	// Version is the release the peer said it runs at its last answer.
 	Version string `json:"version,omitempty"`
+	// StateCheck is the peer's newest state hash, as it last reported it.
+	StateCheck *StateCheck `json:"state_check,omitempty"`
+}
+
+// StateCheck is a node's hash of its whole state at one checkpoint index
+// (docs/fault-model.md, "State checks").
+type StateCheck struct {
+	Index uint64 `json:"index"`
+	Hash  string `json:"hash"`
+}
+
+// Integrity is a node's verdict on its own state: State is unchecked,
+// undecided, agrees, diverged (the node serves nothing) or corrupt.
+type Integrity struct {
+	State  string      `json:"state"`
+	Check  *StateCheck `json:"check,omitempty"`
+	Index  uint64      `json:"index,omitempty"`
+	Reason string      `json:"reason,omitempty"`
 }
 
 // Health is one node's view of its peers and of the leader, from GET
@@ -54,6 +72,8 @@ type Health struct {
 	LeaderID       string       `json:"leader_id"`
 	LeaderRaftAddr string       `json:"leader_raft_addr"`
 	Peers          []PeerHealth `json:"peers"`
+	// Integrity is the answering node's verdict on its own state.
+	Integrity Integrity `json:"integrity"`
 }
 
 // Health returns the answering node's failure-detector view. To compare

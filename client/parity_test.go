@@ -57,8 +57,10 @@ func TestParity_ServerTypes(t *testing.T) {
 func TestParity_HealthAndChaosTypes(t *testing.T) {
 	at := time.Date(2025, 3, 4, 5, 6, 7, 890123456, time.UTC)
 	peer := cluster.PeerStatus{ID: "n2", RaftAddr: "r", HTTPAddr: "h", State: cluster.PeerSuspect, Phi: 3.25, LastHeard: at,
-		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second), Version: "v1"}
-	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer}}, &client.Health{})
+		RTTMeanMS: 0.75, RTTStdDevMS: 0.125, Probes: 7, Failures: 2, RaftFailures: 1, Since: at.Add(time.Second), Version: "v1",
+		StateCheck: &cluster.StateCheck{Index: 9, Hash: "00000000000000ab"}}
+	decodeStrict(t, cluster.Health{Node: "n1", LeaderID: "n3", Leader: "r", Peers: []cluster.PeerStatus{peer},
+		Integrity: cluster.Integrity{State: cluster.StateDiverged, Check: &cluster.StateCheck{Index: 9, Hash: "00000000000000cd"}, Index: 9, Reason: "r"}}, &client.Health{})
 	decodeStrict(t, cluster.Health{Node: "n1", Peers: []cluster.PeerStatus{}}, &client.Health{})
 	decodeStrict(t, cluster.Health{Node: "n1"}, &client.Health{})
 	for _, s := range [][2]string{

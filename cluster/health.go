@@ -1,6 +1,11 @@
 package cluster
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"github.com/troupe-kv/troupe/cluster/peerlink"
+)
 
 // PeerState is the failure detector's verdict on a peer.
 type PeerState string
@@ -46,7 +51,45 @@ type PeerStatus struct {
 	// Version is the release the peer said it runs at its last answer; ""
 	// until it has answered.
 	Version string `json:"version,omitempty"`
+	// StateCheck is the peer's newest state hash, as it last reported it.
+	StateCheck *StateCheck `json:"state_check,omitempty"`
 }
+
+// StateCheck is a node's hash of its state at a checkpoint index.
+type StateCheck = peerlink.StateCheck
+
+// The verdicts of Integrity.State.
+const (
+	// StateUnchecked: no checkpoint has been hashed here yet.
+	StateUnchecked = "unchecked"
+	// StateUndecided: not enough voters have reported a hash of an index
+	// this node hashed too.
+	StateUndecided = "undecided"
+	// StateAgrees: a majority of voters hold this node's hash.
+	StateAgrees = "agrees"
+	// StateDiverged: a majority of voters hold another hash; the node is
+	// fenced off (unready, serves nothing).
+	StateDiverged = "diverged"
+	// StateCorrupt: a value in the state file failed its checksum; the
+	// node stops.
+	StateCorrupt = "corrupt"
+)
+
+// Integrity is a node's verdict on its own state: its newest checkpoint
+// hash, and whether a majority of the voters agree with it.
+type Integrity struct {
+	State string `json:"state"`
+	// Check is this node's newest hash.
+	Check *StateCheck `json:"check,omitempty"`
+	// Index is the checkpoint the verdict is about.
+	Index uint64 `json:"index,omitempty"`
+	// Reason says what disagreed, or what is corrupt.
+	Reason string `json:"reason,omitempty"`
+}
+
+// ErrStateDiverged is the error of a node fenced off because its state
+// hash at a checkpoint differs from the one a majority of voters hold.
+var ErrStateDiverged = errors.New("this node's state differs from the one a majority of the cluster holds; it serves nothing until repaired (docs/operations.md: a node whose state diverged)")
 
 // Health is this node's view of its peers and of the leader, for
 // GET /v1/cluster/health.
@@ -55,4 +98,6 @@ type Health struct {
 	LeaderID string       `json:"leader_id"`
 	Leader   string       `json:"leader_raft_addr"`
 	Peers    []PeerStatus `json:"peers"`
+	// Integrity is this node's verdict on its own state.
+	Integrity Integrity `json:"integrity"`
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the release: static kvnode and kvctl (CGO_ENABLED=0, -trimpath,
 # version and commit stamped) for each OS/arch in PLATFORMS, a tarball of
-# each under DIST with the unit file and the example config, and
+# each under DIST with the unit file, install.sh and the example configs, and
 # DIST/SHA256SUMS. `make release` runs it with VERSION, COMMIT and LDFLAGS
 # set; docs/operations.md ("Release build") describes the result.
 set -euo pipefail
@@ -25,10 +25,11 @@ for p in $PLATFORMS; do
   echo "== $name"
   CGO_ENABLED=0 GOOS=$os GOARCH=$arch "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$dir/" ./cmd/kvnode ./cmd/kvctl
   cp deploy/examples/kvnode.yaml "$dir/kvnode.yaml"
-  # The unit file and the VM installer come with the VM deployment (issue
-  # 14 part 2); each goes in when it exists.
-  [ -f deploy/systemd/kvnode.service ] && cp deploy/systemd/kvnode.service "$dir/"
-  [ -f deploy/vm/install.sh ] && cp deploy/vm/install.sh "$dir/"
+  # The VM deployment: the unit, its installer and per-node example
+  # configs for 3 and 5 VMs (docs/operations.md, "VMs").
+  cp deploy/systemd/kvnode.service deploy/vm/install.sh "$dir/"
+  mkdir -p "$dir/examples"
+  cp -r deploy/vm/examples/. "$dir/examples/"
   cp README.md "$dir/"
   # A binary that slipped into cgo would need a libc the target may lack.
   for bin in kvnode kvctl; do

@@ -70,7 +70,9 @@ type Config struct {
 	RateLimit          float64
 	// TxnMaxOps: see api.Options.
 	TxnMaxOps int
-	RateBurst int
+	// StateCheckInterval: see actors.Config.
+	StateCheckInterval time.Duration
+	RateBurst          int
 	// Chaos turns on the fault layer on every node-to-node connection and
 	// mounts /v1/chaos/*. Never in production.
 	Chaos bool
@@ -180,24 +182,25 @@ func Start(cfg Config) (*Node, error) {
 			// be is refused there).
 			MaxCommandBytes: api.CommandLimit(cfg.MaxValueSize),
 		},
-		Store:            store,
-		HTTPAddr:         cfg.HTTPAddr,
-		AdvertiseHTTP:    cfg.AdvertiseHTTP,
-		Join:             cfg.Join,
-		JoinTLS:          joinTLS,
-		JoinToken:        cfg.ACLToken,
-		ClusterID:        clusterID,
-		ACLEnabled:       cfg.ACLEnabled,
-		HTTPTLS:          httpTLS,
-		RequestTimeout:   cfg.RequestTimeout,
-		MaxInFlight:      cfg.MaxInFlight,
-		MaxRestarts:      cfg.MaxRestarts,
-		RestartWindow:    cfg.RestartWindow,
-		Detector:         cfg.Detector,
-		HTTPLimits:       cfg.HTTPLimits,
-		SessionNodeGrace: cfg.SessionNodeGrace,
-		Build:            cfg.Build,
-		Logger:           cfg.Logger,
+		Store:              store,
+		HTTPAddr:           cfg.HTTPAddr,
+		AdvertiseHTTP:      cfg.AdvertiseHTTP,
+		Join:               cfg.Join,
+		JoinTLS:            joinTLS,
+		JoinToken:          cfg.ACLToken,
+		ClusterID:          clusterID,
+		ACLEnabled:         cfg.ACLEnabled,
+		StateCheckInterval: cfg.StateCheckInterval,
+		HTTPTLS:            httpTLS,
+		RequestTimeout:     cfg.RequestTimeout,
+		MaxInFlight:        cfg.MaxInFlight,
+		MaxRestarts:        cfg.MaxRestarts,
+		RestartWindow:      cfg.RestartWindow,
+		Detector:           cfg.Detector,
+		HTTPLimits:         cfg.HTTPLimits,
+		SessionNodeGrace:   cfg.SessionNodeGrace,
+		Build:              cfg.Build,
+		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
 	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}

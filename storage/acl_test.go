@@ -235,14 +235,8 @@ func TestACL_RestoreOldAndCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		src.mu.RUnlock()
-		var buf bytes.Buffer
-		sn, _ := src.Snapshot()
-		defer sn.Release()
 		// Straight from bbolt: Snapshot.WriteTo would refuse the bad one.
-		if _, err := sn.tx.WriteTo(&buf); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
+		return rawSnapshotBytes(t, src)
 	}
 	old := snapshotOf(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketACL) })
 	dst := openStore(t)

@@ -39,6 +39,9 @@ func checkPages(path string) error {
 		return err
 	}
 	w.pageSize, w.highWater = int64(m.pageSize), m.pgid
+	if want := int64(m.pgid) * int64(m.pageSize); fi.Size() < want {
+		return fmt.Errorf("truncated: %d bytes, but its metadata says %d", fi.Size(), want)
+	}
 	if m.freelist != noFreelist {
 		if err := w.checkFreelist(m.freelist); err != nil {
 			return err

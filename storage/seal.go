@@ -55,12 +55,27 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // length goes in first, so moving the boundary between key and value
 // changes the sum.
 func sealSum(bucket, key, value []byte) uint32 {
-	var n [binary.MaxVarintLen64]byte
 	h := crc32.Update(0, castagnoli, bucket)
-	h = crc32.Update(h, castagnoli, n[:binary.PutUvarint(n[:], uint64(len(key)))])
+	// The key's length as a uvarint, a byte at a time from a static
+	// table: a buffer on the stack would escape into crc32 and cost an
+	// allocation on every read.
+	x := uint64(len(key))
+	for ; x >= 0x80; x >>= 7 {
+		h = crc32.Update(h, castagnoli, oneByte[byte(x)|0x80:][:1])
+	}
+	h = crc32.Update(h, castagnoli, oneByte[byte(x):][:1])
 	h = crc32.Update(h, castagnoli, key)
 	return crc32.Update(h, castagnoli, value)
 }
+
+// oneByte[i:][:1] is the one-byte slice {i}.
+var oneByte = func() []byte {
+	b := make([]byte, 256)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
 
 // seal returns value with its trailer, in a new slice (bbolt keeps the
 // slice it is given until the transaction commits).

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,9 +236,11 @@ func TestSeal_RandomCorruptionNeverServesWrongData(t *testing.T) {
 		}
 		data, i = append(data, i+j), i+j+1
 	}
-	seeds := 300
-	if testing.Short() {
-		seeds = 50
+	// 100 seeds in the suite (the race detector makes each one slow);
+	// SEAL_SEEDS=1000 for a longer run.
+	seeds := 100
+	if n, err := strconv.Atoi(os.Getenv("SEAL_SEEDS")); err == nil && n > 0 {
+		seeds = n
 	}
 	refused, served := 0, 0
 	for seed := range seeds {
@@ -332,4 +336,25 @@ func TestSeal_SnapshotOfCorruptStateFails(t *testing.T) {
 	if _, err := sn.WriteTo(&buf); !errors.Is(err, ErrCorrupt) || buf.Len() != 0 {
 		t.Fatalf("WriteTo of a corrupt state: %v, %d bytes", err, buf.Len())
 	}
+}
+
+// BenchmarkStateHash is one checkpoint's pass over a state of 100,000
+// keys with 100-byte values (what state_check_interval costs each node).
+func BenchmarkStateHash(b *testing.B) {
+	s := openAt(b, filepath.Join(b.TempDir(), "state.db"))
+	const keys = 100_000
+	for i := 0; i < keys; i += 1000 {
+		batch := make([]Applied, 0, 1000)
+		for j := i; j < i+1000; j++ {
+			batch = append(batch, Applied{Index: uint64(j + 1), Cmd: set(fmt.Sprintf("service/%06d/config", j), strings.Repeat("x", 100), 0)})
+		}
+		mustApplyBatch(b, s, batch)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := s.Verify(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/keys, "ns/key")
 }

@@ -311,7 +311,7 @@ func TestSession_SnapshotAndHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h0, err := verifyDB(s.db)
+	h0, err := s.Verify()
 	if err != nil || h0.Hash != h1.Hash {
 		t.Fatalf("hash without the bucket %d (%v), with it empty %d", h0.Hash, err, h1.Hash)
 	}

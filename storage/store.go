@@ -741,7 +741,7 @@ func (sn *Snapshot) Index() uint64 {
 // older ones and may be sent to other nodes: one taken of a damaged
 // state must fail here rather than spread the damage.
 func (sn *Snapshot) WriteTo(w io.Writer) (int64, error) {
-	if _, err := verifyState(sn.tx, sn.s.path, sn.tx.Size()); err != nil {
+	if _, err := hashState(sn.tx, sn.s.path, sn.tx.Size()); err != nil {
 		return 0, err
 	}
 	return sn.tx.WriteTo(w)

@@ -59,6 +59,17 @@ type PingReply struct {
 	// Version is the release the callee runs (internal/version); empty
 	// from a node older than the field.
 	Version string `json:"version,omitempty"`
+	// StateCheck is the callee's newest hash of its state at a
+	// checkpoint, so every node can compare its own with the others'.
+	StateCheck *StateCheck `json:"state_check,omitempty"`
+}
+
+// StateCheck is a node's hash of its whole state as of one checkpoint
+// (a log index every node applies): nodes that applied the same log hold
+// the same state, so their hashes at one index agree.
+type StateCheck struct {
+	Index uint64 `json:"index"`
+	Hash  string `json:"hash"`
 }
 
 // JoinRequest adds a voter: its node id and the Raft address its peers

@@ -60,6 +60,7 @@ var settings = []setting{
 	{"txn_max_ops", kInt, "128", "most operations one /v1/txn may carry; past it 413"},
 	{"session_ttl_min", kDuration, "10s", "shortest session TTL a create accepts (the longest is 24h)"},
 	{"session_node_grace", kDuration, "5s", "how long the leader's failure detector must hold a node dead before its sessions (serfHealth) are invalidated"},
+	{"state_check_interval", kDuration, "5m", "how often every node hashes its whole state at a checkpoint the leader proposes, to compare with the others' (0: off)"},
 	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
 	{"http_read_header_timeout", kDuration, "10s", "how long a client may take to send a request's headers"},
@@ -254,6 +255,7 @@ func build(v *viper.Viper) (*Config, error) {
 		TxnMaxOps:           p.positiveInt("txn_max_ops"),
 		SessionTTLMin:       p.positiveDuration("session_ttl_min"),
 		SessionNodeGrace:    p.positiveDuration("session_node_grace"),
+		StateCheckInterval:  p.nonNegativeDuration("state_check_interval"),
 		RateLimit:           p.nonNegativeFloat("http_rate_limit"),
 		RateBurst:           p.positiveInt("http_rate_burst"),
 		HTTPLimits: actors.HTTPLimits{
@@ -464,6 +466,15 @@ func (p *parser) positiveDuration(key string) time.Duration {
 		p.fail(key, "%s must be positive", s)
 	}
 	return d
+}
+
+// nonNegativeDuration is a duration where 0 turns something off.
+func (p *parser) nonNegativeDuration(key string) time.Duration {
+	s := p.str(key)
+	if d, err := time.ParseDuration(s); err == nil && d == 0 {
+		return 0
+	}
+	return p.positiveDuration(key)
 }
 
 // Bounds of raft_log_segment_size: raft-wal stores the limit in 32 bits, and

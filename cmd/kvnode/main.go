@@ -26,6 +26,13 @@ import (
 // configuration is wrong (systemd: RestartPreventExitStatus=78).
 const exitConfig = 78
 
+// shutdownTimeout bounds a graceful stop (leadership handed over, HTTP
+// drained, Raft and the state file closed); past it kvnode exits 1. The
+// unit file's TimeoutStopSec, the image's documented stop timeout and the
+// StatefulSet's terminationGracePeriodSeconds leave room above it (their
+// tests read this line).
+const shutdownTimeout = 15 * time.Second
+
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
 		os.Exit(runHealthcheck(os.Args[2:], os.Stdout, os.Stderr))
@@ -72,6 +79,12 @@ func run(cfg *Config) error {
 	defer close(trimDone)
 	go trimMappedMemory(node.Store(), trimDone)
 
+	// Under systemd (Type=notify) the unit counts as started from here:
+	// ports open, state file and Raft up.
+	if _, err := sdNotify("READY=1\nSTATUS=serving on " + cfg.AdvertiseHTTP + ", Raft on " + cfg.AdvertiseRaft); err != nil {
+		logger.Warn("telling systemd the node is ready failed", "err", err)
+	}
+
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	for {
@@ -82,7 +95,8 @@ func run(cfg *Config) error {
 				continue
 			}
 			logger.Info("shutting down", "signal", sig.String())
-			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			_, _ = sdNotify("STOPPING=1")
+			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 			defer cancel()
 			if err := node.Stop(ctx); err != nil {
 				return err

@@ -5,17 +5,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/troupe-kv/troupe/internal/deploytest"
 )
 
 // The compose test needs Docker, docker-compose and the image `make
@@ -59,16 +57,15 @@ func TestCompose(t *testing.T) {
 	// Writes go through a follower, which the kill spares.
 	entry := c.other(leader, "")
 	w := c.startWriter(entry, "kill")
-	w.waitAcks(50, waitProgress)
+	w.WaitAcks(50, waitProgress)
 	cid := c.container(leader)
 	c.run("docker", "kill", cid)
 	t.Logf("%s: killed %s (the leader) under writes through %s", since(start), leader, entry)
-	w.waitAcks(w.acks()+50, waitProgress)
+	w.WaitAcks(w.Acks()+50, waitProgress)
 	c.run("docker", "start", cid)
-	w.waitAcks(w.acks()+50, waitProgress)
-	acked := w.stop()
-	t.Logf("%s: %s restarted; %d writes acknowledged, %d failed or unknown, longest gap between acknowledgements %s",
-		since(start), leader, len(acked), w.failed, w.maxGap.Round(time.Millisecond))
+	w.WaitAcks(w.Acks()+50, waitProgress)
+	acked := w.Stop()
+	t.Logf("%s: %s restarted; writer: %s", since(start), leader, w)
 	c.converge(acked)
 	t.Logf("%s: converged after the kill", since(start))
 
@@ -76,17 +73,16 @@ func TestCompose(t *testing.T) {
 	victim := c.waitLeader()
 	entry = c.other(victim, "")
 	w = c.startWriter(entry, "partition")
-	w.waitAcks(50, waitProgress)
+	w.WaitAcks(50, waitProgress)
 	network := c.project + "_troupe"
 	c.run("docker", "network", "disconnect", network, c.container(victim))
 	t.Logf("%s: cut %s (the leader) off the network under writes through %s", since(start), victim, entry)
-	w.waitAcks(w.acks()+50, waitProgress)
+	w.WaitAcks(w.Acks()+50, waitProgress)
 	// Reconnected, the node must answer to its service name again.
 	c.run("docker", "network", "connect", "--alias", victim, network, c.container(victim))
-	w.waitAcks(w.acks()+50, waitProgress)
-	more := w.stop()
-	t.Logf("%s: %s reconnected; %d writes acknowledged, %d failed or unknown, longest gap between acknowledgements %s",
-		since(start), victim, len(more), w.failed, w.maxGap.Round(time.Millisecond))
+	w.WaitAcks(w.Acks()+50, waitProgress)
+	more := w.Stop()
+	t.Logf("%s: %s reconnected; writer: %s", since(start), victim, w)
 	for k, v := range more {
 		acked[k] = v
 	}
@@ -222,23 +218,10 @@ func (c *composeCluster) endpoint(id string) (string, error) {
 
 // getJSON GETs path from a node and decodes the answer.
 func (c *composeCluster) getJSON(id, path string, v any) error {
-	addr, err := c.endpoint(id)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Get("http://" + addr + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: GET %s: %s: %s", id, path, resp.Status, bytes.TrimSpace(body))
-	}
-	return json.Unmarshal(body, v)
+	return deploytest.HTTPGetJSON(c.http, func(id string) (string, error) {
+		addr, err := c.endpoint(id)
+		return "http://" + addr, err
+	})(id, path, v)
 }
 
 // status is the part of /v1/cluster/status the test reads.
@@ -249,21 +232,9 @@ type status struct {
 	CommitIndex  uint64 `json:"commit_index"`
 }
 
-// eventually retries check until it returns nil, or fails the test with
-// its last error after within.
 func (c *composeCluster) eventually(what string, within time.Duration, check func() error) {
 	c.t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	deploytest.Eventually(c.t, what, within, check)
 }
 
 // waitLeader waits until every node answers and names the same leader;
@@ -346,171 +317,20 @@ func (c *composeCluster) other(a, b string) string {
 	return ""
 }
 
-// kvPair is one entry of a recursive read, in Consul's form.
-type kvPair struct {
-	Key   string `json:"Key"`
-	Value []byte `json:"Value"`
-}
-
-// readAll reads every key the writers wrote from one node; stale reads
-// its local state, otherwise the read is linearizable.
-func (c *composeCluster) readAll(id string, stale bool) (map[string]string, error) {
-	path := "/v1/kv/ct/?recurse"
-	if stale {
-		path += "&stale"
-	}
-	var pairs []kvPair
-	if err := c.getJSON(id, path, &pairs); err != nil {
-		return nil, err
-	}
-	out := make(map[string]string, len(pairs))
-	for _, p := range pairs {
-		out[p.Key] = string(p.Value)
-	}
-	return out, nil
-}
-
 // converge waits until every node has applied the same index and holds
-// the same keys, and those hold every acknowledged write; then reads all
-// of them linearizably through every node.
+// every acknowledged write, read from its own state and linearizably.
 func (c *composeCluster) converge(acked map[string]string) {
 	c.t.Helper()
-	c.eventually("every node holds every acknowledged write", waitConverge, func() error {
-		var first map[string]string
-		var applied []uint64
-		for _, id := range c.ids {
-			var st status
-			if err := c.getJSON(id, "/v1/cluster/status", &st); err != nil {
-				return err
-			}
-			applied = append(applied, st.AppliedIndex)
-			got, err := c.readAll(id, true)
-			if err != nil {
-				return err
-			}
-			if err := holds(id+" (?stale)", got, acked); err != nil {
-				return err
-			}
-			if first == nil {
-				first = got
-			} else if len(got) != len(first) {
-				return fmt.Errorf("%s holds %d keys, %s %d", id, len(got), c.ids[0], len(first))
-			}
-		}
-		if slices.Min(applied) != slices.Max(applied) {
-			return fmt.Errorf("applied indexes differ: %v", applied)
-		}
-		return nil
-	})
-	for _, id := range c.ids {
-		c.eventually("a linearizable read through "+id, waitConverge, func() error {
-			got, err := c.readAll(id, false)
-			if err != nil {
-				return err
-			}
-			return holds(id, got, acked)
-		})
-	}
+	deploytest.Converge(c.t, c.ids, c.getJSON, "ct", acked, waitConverge)
 }
 
-// holds reports the first acknowledged write that got lacks.
-func holds(who string, got, acked map[string]string) error {
-	for k, v := range acked {
-		if g, ok := got[k]; !ok || g != v {
-			return fmt.Errorf("%s lacks acknowledged write %s=%s (has %q, present %v)", who, k, v, g, ok)
-		}
-	}
-	return nil
-}
-
-// writer PUTs fresh keys through one node, one at a time, and records
-// those the node acknowledged.
-type writer struct {
-	c      *composeCluster
-	mu     sync.Mutex
-	acked  map[string]string
-	failed int
-	maxGap time.Duration // longest time between two acknowledgements
-	done   chan struct{}
-	once   sync.Once
-	wg     sync.WaitGroup
-}
-
-func (c *composeCluster) startWriter(id, phase string) *writer {
+// startWriter PUTs fresh keys through one node, one right after the
+// other, and records those the node acknowledged.
+func (c *composeCluster) startWriter(id, phase string) *deploytest.Writer {
 	c.t.Helper()
 	addr, err := c.endpoint(id)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	w := &writer{c: c, acked: map[string]string{}, done: make(chan struct{})}
-	c.t.Cleanup(func() { w.stop() }) // a failed test stops it too
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		client := &http.Client{Timeout: 2 * time.Second}
-		last := time.Now()
-		for i := 0; ; i++ {
-			select {
-			case <-w.done:
-				return
-			default:
-			}
-			key := fmt.Sprintf("ct/%s/%06d", phase, i)
-			val := fmt.Sprintf("%s-%d", phase, i)
-			ok := put(client, "http://"+addr+"/v1/kv/"+key, val)
-			w.mu.Lock()
-			if ok {
-				w.acked[key] = val
-				w.maxGap = max(w.maxGap, time.Since(last))
-				last = time.Now()
-			} else {
-				w.failed++
-			}
-			w.mu.Unlock()
-			if !ok {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}()
-	return w
-}
-
-// put reports whether the node acknowledged the write: 200 and true.
-// Anything else is a failure or an unknown outcome; neither is counted.
-func put(client *http.Client, url, val string) bool {
-	req, err := http.NewRequest(http.MethodPut, url, strings.NewReader(val))
-	if err != nil {
-		return false
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return err == nil && resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "true"
-}
-
-func (w *writer) acks() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.acked)
-}
-
-// waitAcks waits until n writes are acknowledged: the cluster serves.
-func (w *writer) waitAcks(n int, within time.Duration) {
-	w.c.t.Helper()
-	w.c.eventually(fmt.Sprintf("%d acknowledged writes", n), within, func() error {
-		if got := w.acks(); got < n {
-			return fmt.Errorf("%d acknowledged so far", got)
-		}
-		return nil
-	})
-}
-
-// stop ends the writer and returns what was acknowledged.
-func (w *writer) stop() map[string]string {
-	w.once.Do(func() { close(w.done) })
-	w.wg.Wait()
-	return w.acked
+	return deploytest.StartWriter(c.t, "ct/"+phase, []string{"http://" + addr}, 0)
 }

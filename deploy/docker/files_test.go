@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/troupe-kv/troupe/internal/deploytest"
 )
 
 // composeFile is the part of a compose file these checks read.
@@ -42,21 +44,6 @@ func readCompose(t *testing.T, name string) composeFile {
 	return f
 }
 
-// settingNames are the TROUPE_* variables docs/configuration.md lists,
-// which are kvnode's settings.
-func settingNames(t *testing.T) map[string]bool {
-	t.Helper()
-	data, err := os.ReadFile("../../docs/configuration.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := map[string]bool{}
-	for _, m := range regexp.MustCompile("`(TROUPE_[A-Z_]+)`").FindAllStringSubmatch(string(data), -1) {
-		names[m[1]] = true
-	}
-	return names
-}
-
 // TestComposeFiles checks that the 3- and 5-node files describe one
 // cluster each: every node lists the same members, advertises itself by
 // its service name on Consul's ports, keeps its data on a volume of its
@@ -64,7 +51,7 @@ func settingNames(t *testing.T) map[string]bool {
 // network; that every variable is a kvnode setting; and that fault
 // injection is on only in the chaos overrides, for exactly their nodes.
 func TestComposeFiles(t *testing.T) {
-	known := settingNames(t)
+	known := deploytest.EnvNames(t)
 	for _, c := range []struct {
 		file, chaos string
 		nodes       int
