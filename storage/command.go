@@ -62,9 +62,13 @@ const (
 	// released or deleted (its behaviour) and it is gone. Destroy, TTL
 	// expiry and the death of its node all end a session with it.
 	OpSessionDestroy Op = 18
+	// OpReapTombstones removes, in key order, at most Flags tombstones (0:
+	// all) whose index is at most Index (see tombstones.go); Result.OK
+	// false when it stopped at Flags.
+	OpReapTombstones Op = 19
 
 	// opLast is the highest Op a decoder accepts.
-	opLast = OpSessionDestroy
+	opLast = OpReapTombstones
 )
 
 // known reports whether o is an operation this release can apply: a
@@ -112,6 +116,8 @@ func (o Op) String() string {
 		return "session-create"
 	case OpSessionDestroy:
 		return "session-destroy"
+	case OpReapTombstones:
+		return "reap-tombstones"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

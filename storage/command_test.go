@@ -16,7 +16,7 @@ const semaphoreFlags uint64 = 16210313421097356768
 
 var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop,
 	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpTxn, OpSetClusterID,
-	OpCheckpoint, OpSessionCreate, OpSessionDestroy}
+	OpCheckpoint, OpSessionCreate, OpSessionDestroy, OpReapTombstones}
 
 func commandsEqual(a, b *Command) bool {
 	if len(a.Txn) != len(b.Txn) {

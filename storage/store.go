@@ -440,6 +440,8 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return w.sessionCreate(idx, c)
 	case OpSessionDestroy:
 		return w.sessionDestroy(idx, c.Key)
+	case OpReapTombstones:
+		return w.reapTombstones(c.Index, c.Flags)
 	}
 	return false, fmt.Errorf("%w: cannot apply %v", ErrBadCommand, c.Op)
 }
@@ -646,8 +648,9 @@ func maxModifyIndex(b table, prefix []byte) uint64 {
 }
 
 // prefixIndex folds the tombstones under prefix into live, the largest
-// ModifyIndex of the live keys under it. An empty prefix, or one nothing has
-// ever touched, reports the KV-wide index.
+// ModifyIndex of the live keys under it, and the floor left by reaped
+// tombstones. An empty prefix, or one with neither keys nor tombstones,
+// reports the KV-wide index.
 func prefixIndex(r reader, prefix []byte, live uint64) uint64 {
 	kvIndex := getUint(r.table(bucketMeta), metaKVIndex)
 	if len(prefix) == 0 {
@@ -661,7 +664,9 @@ func prefixIndex(r reader, prefix []byte, live uint64) uint64 {
 	if idx == 0 {
 		return kvIndex
 	}
-	return idx
+	// What reaped tombstones gave this prefix, the floor still gives
+	// (tombstones.go): an index never goes backwards across a reap.
+	return max(idx, getUint(r.table(bucketMeta), metaTombsReaped))
 }
 
 // prefixEnd returns the smallest key greater than every key starting with
