@@ -20,6 +20,7 @@ type metrics struct {
 	sessionsTimed        prometheus.Gauge
 	sessionRenewals      prometheus.Counter
 	sessionInvalidations *prometheus.CounterVec
+	tombstoneReaps       prometheus.Counter
 }
 
 func newMetrics(t *Tree) *metrics {
@@ -53,6 +54,10 @@ func newMetrics(t *Tree) *metrics {
 			Name: "troupe_session_invalidations_total",
 			Help: "Sessions this node, as leader, invalidated on its own: ttl (not renewed for 2xTTL) or node (its node dead past the grace).",
 		}, []string{"reason"}),
+		tombstoneReaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "troupe_tombstone_reaps_total",
+			Help: "Reaps of old tombstones this node proposed as leader (each one Raft entry).",
+		}),
 	}
 	status := func(f func(cluster.Status) float64) func() float64 {
 		return func() float64 {
@@ -66,7 +71,7 @@ func newMetrics(t *Tree) *metrics {
 	b := t.cfg.Build
 	m.registry.MustRegister(
 		m.peerState, m.peerPhi, m.peerChanges, m.actorFailure,
-		m.sessionsTimed, m.sessionRenewals, m.sessionInvalidations,
+		m.sessionsTimed, m.sessionRenewals, m.sessionInvalidations, m.tombstoneReaps,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "troupe_build_info",
 			Help:        "Always 1; its labels name the release, commit and Go version this node runs.",

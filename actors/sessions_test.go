@@ -227,3 +227,74 @@ func TestSessionsOfADeadNodeEnd(t *testing.T) {
 		t.Fatal("no log line names the dead node's session")
 	}
 }
+
+// Tombstones older than TombstoneTTL are reaped through the log: every
+// node ends with none, and with the same state, byte for byte as hashed.
+func TestTombstonesAreReapedEverywhere(t *testing.T) {
+	nodes := inproc.Start(t, 3, inproc.Options{MaxRestarts: 5, TombstoneTTL: time.Second})
+	leader := leaderOf(t, nodes)
+	c := leader.Client()
+	for i := range 50 {
+		key := fmt.Sprintf("churn/%03d", i)
+		applyEventually(t, c, key, "x")
+		if _, err := c.Apply(ctx(t), &storage.Command{Op: storage.OpDelete, Key: key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, err := leader.Store.Tombstones(); err != nil || n != 50 {
+		t.Fatalf("%d tombstones before reaping (%v)", n, err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		n, floor, err := leader.Store.Tombstones()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 && floor > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tombstones still there after 60s", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Every node applied the same reaps: at one index, the same state.
+	res := applyEventually(t, c, "marker", "m")
+	var hashes []uint64
+	for _, nd := range nodes {
+		if err := nd.Store.WaitApplied(ctx(t), res.Index); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, _ := nd.Store.Tombstones(); n != 0 {
+			t.Fatalf("%s still holds %d tombstones", nd.ID, n)
+		}
+	}
+	// Hashed once nothing more is applied: compare at one applied index.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		hashes = hashes[:0]
+		same := true
+		var at uint64
+		for _, nd := range nodes {
+			h, err := nd.Store.Verify()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if at == 0 {
+				at = h.Index
+			}
+			same = same && h.Index == at
+			hashes = append(hashes, h.Hash)
+		}
+		if same {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the nodes never settled at one applied index")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if hashes[0] != hashes[1] || hashes[0] != hashes[2] {
+		t.Fatalf("state hashes differ after the reaps: %x", hashes)
+	}
+}

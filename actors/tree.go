@@ -75,6 +75,10 @@ type Config struct {
 	// hold a node dead before the sessions bound to its health end
 	// (default DefaultSessionNodeGrace).
 	SessionNodeGrace time.Duration
+	// TombstoneTTL is how long the tombstone of a deleted key is kept
+	// before the leader has it reaped; negative keeps tombstones for
+	// ever, zero means DefaultTombstoneTTL.
+	TombstoneTTL time.Duration
 	// HTTPLimits bound what a client connection may cost; zero values
 	// take DefaultHTTPLimits'.
 	HTTPLimits HTTPLimits
@@ -146,6 +150,9 @@ func New(cfg Config) *Tree {
 	}
 	if cfg.SessionNodeGrace <= 0 {
 		cfg.SessionNodeGrace = DefaultSessionNodeGrace
+	}
+	if cfg.TombstoneTTL == 0 {
+		cfg.TombstoneTTL = DefaultTombstoneTTL
 	}
 	cfg.Raft.RequestTimeout = cfg.RequestTimeout
 	if cfg.MaxInFlight <= 0 {

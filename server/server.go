@@ -59,6 +59,9 @@ type Config struct {
 	// api.Options.
 	SessionNodeGrace time.Duration
 	SessionTTLMin    time.Duration
+	// TombstoneTTL: see actors.Config (negative keeps tombstones for
+	// ever).
+	TombstoneTTL time.Duration
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
@@ -199,6 +202,7 @@ func Start(cfg Config) (*Node, error) {
 		Detector:           cfg.Detector,
 		HTTPLimits:         cfg.HTTPLimits,
 		SessionNodeGrace:   cfg.SessionNodeGrace,
+		TombstoneTTL:       cfg.TombstoneTTL,
 		Build:              cfg.Build,
 		Logger:             cfg.Logger,
 	})

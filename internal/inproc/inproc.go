@@ -47,6 +47,8 @@ type Options struct {
 	// defaults).
 	SessionNodeGrace time.Duration
 	SessionTTLMin    time.Duration
+	// TombstoneTTL: see server.Config (zero: the default).
+	TombstoneTTL time.Duration
 }
 
 // Node is one in-process node.
@@ -142,6 +144,7 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			Build:            build,
 			SessionNodeGrace: opts.SessionNodeGrace,
 			SessionTTLMin:    opts.SessionTTLMin,
+			TombstoneTTL:     opts.TombstoneTTL,
 			Logger:           logger,
 		})
 		if err != nil {
