@@ -113,6 +113,11 @@ func run(args []string) int {
 			// gives up (unknown): a request timeout below the op timeout.
 			extra = append(extra, "--request-timeout", max(*timeout-time.Second, *timeout/2).String())
 		}
+		if !strings.Contains(strings.Join(*nodeArgs, " "), "state-check-interval") {
+			// Checkpoints often enough that the nodes compare their state
+			// hashes many times under the faults of a run.
+			extra = append(extra, "--state-check-interval", "10s")
+		}
 		if *unsafe {
 			extra = append(extra, "--unsafe-local-reads")
 		}
