@@ -374,6 +374,42 @@ func (c *Client) membership(ctx context.Context, m *membership) error {
 	})
 }
 
+// RenewSession resets session id's TTL timer on the leader (through it,
+// when another node leads) and returns the session; found false means
+// there is no such session. A renewal is no Raft entry: the leader's
+// timers are the only state it changes, so one that failed on the way is
+// safe to send again.
+func (c *Client) RenewSession(ctx context.Context, id string) (storage.Session, bool, error) {
+	return c.renewSession(ctx, id, false)
+}
+
+func (c *Client) renewSession(ctx context.Context, id string, fromPeer bool) (storage.Session, bool, error) {
+	var out *sessionRenewed
+	err := c.untilLeader(ctx, true, fromPeer, func() (<-chan struct{}, error) {
+		target, addr, changed, err := c.route(fromPeer)
+		if err != nil {
+			return changed, err
+		}
+		q := newAsked()
+		var msg answerer = &renewSession{asked: q, id: id}
+		if target == "forward" {
+			msg = &forwardRenew{asked: q, addr: addr, id: id}
+		} else {
+			target = "sessions"
+		}
+		r, err := replyAs[*sessionRenewed](c.ask(ctx, target, msg, q))
+		if err != nil {
+			return nil, fmt.Errorf("%w (%v)", cluster.ErrNoLeader, err)
+		}
+		out = r
+		return r.leaderChanged, r.err
+	})
+	if err != nil {
+		return storage.Session{}, false, err
+	}
+	return out.session, out.found, nil
+}
+
 // Snapshot takes a snapshot on this node and compacts its log.
 func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
 	q := newAsked()
@@ -418,7 +454,7 @@ const (
 
 // CrashableActors are the actors Crash accepts; "peer/<id>" names the
 // monitor of one peer.
-var CrashableActors = []string{"raft", "forward", "http", "peers", "quota", "peer/<id>", "node"}
+var CrashableActors = []string{"raft", "forward", "http", "peers", "peer/<id>", "sessions", "quota", "node"}
 
 // CrashFaults are the faults Crash accepts besides FaultPanic, which every
 // actor takes.
@@ -435,7 +471,7 @@ func (c *Client) Crash(name, fault, reason string) error {
 	}
 	target := name
 	switch {
-	case name == "raft" || name == "forward" || name == "http" || name == "peers" || name == "quota":
+	case name == "raft" || name == "forward" || name == "http" || name == "peers" || name == "sessions" || name == "quota":
 	case strings.HasPrefix(name, "peer/"):
 		id := strings.TrimPrefix(name, "peer/")
 		if !c.isPeer(id) {

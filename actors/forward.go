@@ -19,6 +19,7 @@ type leaderLink interface {
 	ApplyBatch(ctx context.Context, addr string, cmds [][]byte) ([]peerlink.BatchItemReply, error)
 	ReadIndex(ctx context.Context, addr string) (uint64, error)
 	Membership(ctx context.Context, addr string, req peerlink.MembershipRequest) error
+	RenewSession(ctx context.Context, addr, id string) (storage.Session, bool, error)
 }
 
 // forwardActor carries a follower's requests to the leader and answers the
@@ -77,6 +78,13 @@ type forwardMembership struct {
 // answer answers the original request.
 func (m *forwardMembership) answer(v any) { m.req.answer(v) }
 
+// forwardRenew asks the leader at addr to renew a session; the original
+// requester gets a *sessionRenewed.
+type forwardRenew struct {
+	asked
+	addr, id string
+}
+
 // Messages the forward actor sends itself when an exchange ends.
 type (
 	writeBatchSent struct{}
@@ -120,6 +128,8 @@ func (a *forwardActor) Receive(ctx actor.Context) {
 		}
 	case *forwardMembership:
 		a.membership(ctx, m)
+	case *forwardRenew:
+		a.renew(m)
 	case *crash:
 		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
@@ -199,6 +209,18 @@ func (a *forwardActor) fetchReadIndex(ctx actor.Context) {
 		defer cancel()
 		idx, err := link.ReadIndex(c, waiters[0].addr)
 		root.Send(self, &readFetched{index: idx, err: err, waiters: waiters})
+	}()
+}
+
+// renew forwards a session renewal. Renewals are not batched: each is a
+// small request, and a client renews a session every TTL/2 at most.
+func (a *forwardActor) renew(m *forwardRenew) {
+	link, timeout := a.link, a.timeout
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		s, found, err := link.RenewSession(c, m.addr, m.id)
+		m.answer(&sessionRenewed{session: s, found: found, err: err})
 	}()
 }
 

@@ -16,6 +16,11 @@ type metrics struct {
 	peerPhi      *prometheus.GaugeVec
 	peerChanges  *prometheus.CounterVec
 	actorFailure *prometheus.CounterVec
+
+	sessionsTimed        prometheus.Gauge
+	sessionRenewals      prometheus.Counter
+	sessionInvalidations *prometheus.CounterVec
+	tombstoneReaps       prometheus.Counter
 }
 
 func newMetrics(t *Tree) *metrics {
@@ -37,6 +42,22 @@ func newMetrics(t *Tree) *metrics {
 			Name: "troupe_actor_failures_total",
 			Help: "Actor crashes handled by a supervisor, by actor and decision.",
 		}, []string{"actor", "directive"}),
+		sessionsTimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "troupe_sessions_timed",
+			Help: "Sessions with a TTL timer running on this node (the leader; 0 elsewhere).",
+		}),
+		sessionRenewals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "troupe_session_renewals_total",
+			Help: "Session renewals this node served as leader (none is a Raft entry).",
+		}),
+		sessionInvalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_session_invalidations_total",
+			Help: "Sessions this node, as leader, invalidated on its own: ttl (not renewed for 2xTTL) or node (its node dead past the grace).",
+		}, []string{"reason"}),
+		tombstoneReaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "troupe_tombstone_reaps_total",
+			Help: "Reaps of old tombstones this node proposed as leader (each one Raft entry).",
+		}),
 	}
 	status := func(f func(cluster.Status) float64) func() float64 {
 		return func() float64 {
@@ -50,6 +71,7 @@ func newMetrics(t *Tree) *metrics {
 	b := t.cfg.Build
 	m.registry.MustRegister(
 		m.peerState, m.peerPhi, m.peerChanges, m.actorFailure,
+		m.sessionsTimed, m.sessionRenewals, m.sessionInvalidations, m.tombstoneReaps,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "troupe_build_info",
 			Help:        "Always 1; its labels name the release, commit and Go version this node runs.",

@@ -48,3 +48,9 @@ func (h peerHandler) Membership(ctx context.Context, req peerlink.MembershipRequ
 	}
 	return h.c.membership(ctx, &membership{req: req, fromPeer: true})
 }
+
+// RenewSession renews a session for a client of another node; only the
+// leader serves it.
+func (h peerHandler) RenewSession(ctx context.Context, id string) (storage.Session, bool, error) {
+	return h.c.renewSession(ctx, id, true)
+}

@@ -56,18 +56,26 @@ type raftActor struct {
 	// is when the last one ended (zero until this node first led).
 	checkpointing  bool
 	lastCheckpoint time.Time
-	handingOver    bool
-	cancelTick     func()
+
+	// tombstones is the leader's clock for reaping tombstones.
+	tombstones  *tombstoneClock
+	handingOver bool
+	cancelTick  func()
 }
 
 // Messages the raft actor sends itself.
 type (
-	leaderChanged  struct{}
-	maintainTick   struct{}
-	registerDone   struct{ err error }
-	clusterNamed   struct{ err error }
-	checkpointDone struct{ err error }
-	handedOver     struct{}
+	leaderChanged    struct{}
+	maintainTick     struct{}
+	registerDone     struct{ err error }
+	clusterNamed     struct{ err error }
+	checkpointDone   struct{ err error }
+	tombstonesReaped struct {
+		upTo     uint64
+		complete bool
+		err      error
+	}
+	handedOver struct{}
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -149,6 +157,11 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		a.namingCluster = false
 		if m.err != nil {
 			a.tree.cfg.Logger.Warn("recording the cluster id failed; retrying", "err", m.err)
+		}
+	case *tombstonesReaped:
+		a.tombstones.done(m.upTo, m.err == nil && m.complete)
+		if m.err != nil {
+			a.tree.cfg.Logger.Warn("reaping tombstones failed; retrying", "up_to", m.upTo, "err", m.err)
 		}
 	case *checkpointDone:
 		a.checkpointing = false
@@ -232,7 +245,7 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 		return
 	}
 	a.inflight.Add(1)
-	node := a.node
+	node, store := a.node, a.tree.cfg.Store
 	enqueue := max(time.Until(m.deadline), time.Millisecond)
 	go func() {
 		reply := &proposeResult{err: cluster.ErrUnknownOutcome}
@@ -243,7 +256,19 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 			m.answer(reply)
 			a.inflight.Add(-1)
 		}()
-		res, err := node.Apply(m.data, enqueue)
+		// Lock-delays are the leader's to check, as in Consul's
+		// endpoint: an acquisition during one is refused here, without
+		// a log entry (see storage.CheckLockDelays).
+		data, refused, err := store.CheckLockDelays(m.data)
+		switch {
+		case err != nil:
+			reply = &proposeResult{err: err}
+			return
+		case refused != nil:
+			reply = &proposeResult{res: storage.Result{Txn: refused}}
+			return
+		}
+		res, err := node.Apply(data, enqueue)
 		reply = &proposeResult{res: res, err: err}
 	}()
 }
@@ -431,6 +456,9 @@ func (a *raftActor) maintain(ctx actor.Context) {
 		if cfg.StateCheckInterval > 0 && !a.checkpointing && time.Since(a.lastCheckpoint) >= cfg.StateCheckInterval {
 			a.checkpoint(ctx)
 		}
+		a.reapTombstones(ctx)
+	} else if a.tombstones != nil {
+		a.tombstones.reset()
 	}
 	if a.registering || cfg.Store.NodeAddr(cfg.Raft.NodeID) == cfg.AdvertiseHTTP {
 		return
@@ -445,6 +473,34 @@ func (a *raftActor) maintain(ctx actor.Context) {
 		defer cancel()
 		_, err := client.Apply(c, &storage.Command{Op: storage.OpRegisterNode, Key: cfg.Raft.NodeID, Value: []byte(cfg.AdvertiseHTTP)})
 		root.Send(self, &registerDone{err: err})
+	}()
+}
+
+// reapTombstones proposes an OpReapTombstones for the tombstones the
+// leader's clock says are older than TombstoneTTL (see tombstoneClock).
+func (a *raftActor) reapTombstones(ctx actor.Context) {
+	if a.tombstones == nil {
+		a.tombstones = newTombstoneClock(a.tree.cfg.TombstoneTTL)
+	}
+	kvIndex, err := a.tree.cfg.Store.KVIndex()
+	if err != nil {
+		return
+	}
+	upTo := a.tombstones.tick(time.Now(), kvIndex)
+	if upTo == 0 {
+		return
+	}
+	a.tombstones.busy = true
+	self, root, client, timeout := ctx.Self(), ctx.ActorSystem().Root, a.tree.client, a.tree.cfg.RequestTimeout
+	reaps := a.tree.metrics.tombstoneReaps
+	go func() {
+		c, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		res, err := client.Apply(c, &storage.Command{Op: storage.OpReapTombstones, Index: upTo, Flags: tombstoneBatch})
+		if err == nil {
+			reaps.Inc()
+		}
+		root.Send(self, &tombstonesReaped{upTo: upTo, complete: res.OK, err: err})
 	}()
 }
 

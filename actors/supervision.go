@@ -60,6 +60,7 @@ func (a *nodeActor) Receive(ctx actor.Context) {
 		a.spawn(ctx, "forward", func() actor.Actor { return newForwardActor(a.tree.link, a.tree.cfg.RequestTimeout) })
 		a.spawn(ctx, "peers", func() actor.Actor { return &peersActor{tree: a.tree} })
 		a.spawn(ctx, "raft", func() actor.Actor { return &raftActor{tree: a.tree} })
+		a.spawn(ctx, "sessions", func() actor.Actor { return &sessionsActor{tree: a.tree} })
 		a.spawn(ctx, "quota", func() actor.Actor { return &quotaActor{tree: a.tree} })
 		a.http = a.spawn(ctx, "http", func() actor.Actor { return &httpActor{tree: a.tree, handler: a.handler} })
 	case *actor.Restarting:

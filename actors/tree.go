@@ -77,6 +77,14 @@ type Config struct {
 
 	// Detector tunes the per-peer failure detector.
 	Detector cluster.DetectorConfig
+	// SessionNodeGrace is how long the leader's failure detector must
+	// hold a node dead before the sessions bound to its health end
+	// (default DefaultSessionNodeGrace).
+	SessionNodeGrace time.Duration
+	// TombstoneTTL is how long the tombstone of a deleted key is kept
+	// before the leader has it reaped; negative keeps tombstones for
+	// ever, zero means DefaultTombstoneTTL.
+	TombstoneTTL time.Duration
 	// HTTPLimits bound what a client connection may cost; zero values
 	// take DefaultHTTPLimits'.
 	HTTPLimits HTTPLimits
@@ -87,7 +95,8 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Tree is one node's actor system: app → node → {raft, forward, peers, quota, http}.
+// Tree is one node's actor system: app → node → {raft, forward, peers,
+// sessions, quota, http}.
 type Tree struct {
 	cfg     Config
 	system  *actor.ActorSystem
@@ -148,6 +157,12 @@ func New(cfg Config) *Tree {
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
 	}
+	if cfg.SessionNodeGrace <= 0 {
+		cfg.SessionNodeGrace = DefaultSessionNodeGrace
+	}
+	if cfg.TombstoneTTL == 0 {
+		cfg.TombstoneTTL = DefaultTombstoneTTL
+	}
 	cfg.Raft.RequestTimeout = cfg.RequestTimeout
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 4096
@@ -186,6 +201,9 @@ func New(cfg Config) *Tree {
 	t.cfg.Raft.PeerHandler = peerHandler{t.client}
 	t.cfg.Raft.Disk = &t.disk
 	t.metrics = newMetrics(t)
+	// The leader's session timers hear of every session created and
+	// destroyed; elsewhere the message is dropped at once.
+	cfg.Store.OnSessionChange(func(c storage.SessionChange) { t.send("sessions", &c) })
 	return t
 }
 

@@ -55,6 +55,15 @@ func (a *authz) keyWritePrefix(prefix string) bool {
 	return a.management || a.rules.canWritePrefix(prefix)
 }
 
+// sessionRead and sessionWrite check a session rule for sessions on node.
+func (a *authz) sessionRead(node string) bool {
+	return a.management || a.rules.sessionAccess(node).canRead()
+}
+
+func (a *authz) sessionWrite(node string) bool {
+	return a.management || a.rules.sessionAccess(node).canWrite()
+}
+
 func (a *authz) mayReadUnder(dir string) bool {
 	return a.management || a.rules.mayReadUnder(dir)
 }
@@ -113,7 +122,7 @@ type routeClass int
 const (
 	classOpen       routeClass = iota // no token needed
 	classToken                        // any valid token
-	classKV                           // a valid token; the handler checks each key
+	classKV                           // a valid token; the handler checks each key or session
 	classManagement                   // a management token
 )
 
@@ -123,7 +132,7 @@ const (
 func classify(r *http.Request) (routeClass, string) {
 	p := r.URL.Path
 	switch {
-	case p == "/v1/kv" || strings.HasPrefix(p, "/v1/kv/") || p == "/v1/txn":
+	case p == "/v1/kv" || strings.HasPrefix(p, "/v1/kv/") || p == "/v1/txn" || strings.HasPrefix(p, "/v1/session/"):
 		return classKV, ""
 	case p == "/healthz" || p == "/readyz" || p == "/v1/status/leader" || p == "/v1/status/peers":
 		// Consul leaves these open too: probes and load balancers have

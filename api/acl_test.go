@@ -180,6 +180,10 @@ var aclRequests = []aclRequest{
 	{"txn-delete-tree", "PUT", "/v1/txn", `[{"KV":{"Verb":"delete-tree","Key":"other/"}}]`},
 	{"leader", "GET", "/v1/status/leader", ""},
 	{"peers", "GET", "/v1/status/peers", ""},
+	{"session-create", "PUT", "/v1/session/create", `{"TTL":"10s"}`},
+	{"session-list", "GET", "/v1/session/list", ""},
+	{"session-destroy-unknown", "PUT", "/v1/session/destroy/0a2b4c6d-1111-2222-3333-444455556666", ""},
+	{"kv-acquire", "PUT", "/v1/kv/app/a?acquire=0a2b4c6d-1111-2222-3333-444455556666", "v"},
 }
 
 // wantByToken is the status each token gets on each class: none, read on
@@ -218,6 +222,13 @@ var wantByToken = map[string][4]int{
 	"txn-delete-tree": {401, 409, 200, 200},
 	"leader":          {200, 200, 200, 200},
 	"peers":           {200, 200, 200, 200},
+	// Session rules name nodes; none of the fixture's tokens but the
+	// management one has any, so they see an empty list.
+	"session-create":          {401, 403, 403, 200},
+	"session-list":            {401, 200, 200, 200},
+	"session-destroy-unknown": {401, 200, 200, 200},
+	// Key write comes before any look at the session (unknown here: 500).
+	"kv-acquire": {401, 403, 403, 500},
 }
 
 // Every endpoint class against no token, a read token, a write token on

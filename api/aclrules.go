@@ -40,45 +40,69 @@ func parseAccess(s string) (access, error) {
 
 func mergeAccess(a, b access) access { return max(a, b) }
 
-// ruleSet is the parsed form of one or more policies' Rules: the key rules
-// by exact name and by prefix.
+// ruleSet is the parsed form of one or more policies' Rules: the key
+// rules by exact name and by prefix, and the session rules (by node name)
+// the same way.
 type ruleSet struct {
-	exact  map[string]access
-	prefix map[string]access
+	exact, prefix         map[string]access // key, key_prefix
+	sessExact, sessPrefix map[string]access // session, session_prefix
 }
 
 func newRuleSet() *ruleSet {
-	return &ruleSet{exact: map[string]access{}, prefix: map[string]access{}}
+	return &ruleSet{exact: map[string]access{}, prefix: map[string]access{}, sessExact: map[string]access{}, sessPrefix: map[string]access{}}
+}
+
+// ruleKinds are the rules Troupe reads; anything else is refused.
+const ruleKinds = "key, key_prefix, session and session_prefix"
+
+func knownRule(kind string) bool {
+	return kind == "key" || kind == "key_prefix" || kind == "session" || kind == "session_prefix"
+}
+
+func (rs *ruleSet) table(kind string) map[string]access {
+	switch kind {
+	case "key_prefix":
+		return rs.prefix
+	case "session":
+		return rs.sessExact
+	case "session_prefix":
+		return rs.sessPrefix
+	}
+	return rs.exact
 }
 
 func (rs *ruleSet) add(kind, name string, a access) {
-	m := rs.exact
-	if kind == "key_prefix" {
-		m = rs.prefix
-	}
+	m := rs.table(kind)
 	m[name] = mergeAccess(m[name], a)
 }
 
 // merge adds other's rules to rs.
 func (rs *ruleSet) merge(other *ruleSet) {
-	for k, a := range other.exact {
-		rs.exact[k] = mergeAccess(rs.exact[k], a)
-	}
-	for k, a := range other.prefix {
-		rs.prefix[k] = mergeAccess(rs.prefix[k], a)
+	for _, kind := range []string{"key", "key_prefix", "session", "session_prefix"} {
+		for k, a := range other.table(kind) {
+			rs.add(kind, k, a)
+		}
 	}
 }
 
 // keyAccess is Consul's longest-match rule: an exact rule for key wins
 // (it is as long as any prefix rule that could match), else the longest
 // key_prefix rule that key starts with, else nothing (deny).
-func (rs *ruleSet) keyAccess(key string) access {
-	if a, ok := rs.exact[key]; ok {
+func (rs *ruleSet) keyAccess(key string) access { return longestMatch(rs.exact, rs.prefix, key) }
+
+// sessionAccess is the same rule over the session rules, for sessions on
+// node: Consul's session rules name the node a session belongs to.
+func (rs *ruleSet) sessionAccess(node string) access {
+	return longestMatch(rs.sessExact, rs.sessPrefix, node)
+}
+
+func longestMatch(exact, prefix map[string]access, name string) access {
+	if a, ok := exact[name]; ok {
 		return a
 	}
 	best, found := -1, accessNone
-	for p, a := range rs.prefix {
-		if len(p) > best && strings.HasPrefix(key, p) {
+	for p, a := range prefix {
+		if len(p) > best && strings.HasPrefix(name, p) {
 			best, found = len(p), a
 		}
 	}
@@ -132,7 +156,8 @@ func (rs *ruleSet) mayReadUnder(dir string) bool {
 const maxRulesSize = 64 << 10
 
 // parseRules parses Consul's rule language, in HCL or in its JSON form,
-// strictly: only key and key_prefix rules with a policy are accepted, and
+// strictly: only key, key_prefix, session and session_prefix rules with a
+// policy are accepted, and
 // anything else is an error naming what and where, so a policy that would
 // silently grant less (or more) than its author meant is never stored.
 // An empty text is a policy with no rules.
@@ -168,8 +193,8 @@ func parseRulesJSON(text string) (*ruleSet, error) {
 	}
 	sort.Strings(kinds) // the first error reported must not depend on map order
 	for _, kind := range kinds {
-		if kind != "key" && kind != "key_prefix" {
-			return nil, fmt.Errorf("rules: unsupported rule %q (Troupe supports key and key_prefix)", kind)
+		if !knownRule(kind) {
+			return nil, fmt.Errorf("rules: unsupported rule %q (Troupe supports %s)", kind, ruleKinds)
 		}
 		raw := top[kind]
 		var objs []map[string]json.RawMessage
@@ -222,13 +247,15 @@ func jsonPolicy(kind, name string, attrs map[string]json.RawMessage) (access, er
 	return a, nil
 }
 
-// hclParser reads the subset of HCL that key rules are written in:
+// hclParser reads the subset of HCL that key and session rules are
+// written in:
 //
 //	# comment, // comment, /* comment */
 //	key "name" { policy = "read" }
 //	key_prefix "name/" {
 //	  policy = "write"
 //	}
+//	session_prefix "" { policy = "write" }
 //
 // Attributes may be separated by newlines, commas or semicolons.
 type hclParser struct {
@@ -339,12 +366,12 @@ func (p *hclParser) parse() (*ruleSet, error) {
 			return rs, nil
 		}
 		kind := p.ident()
-		switch kind {
-		case "key", "key_prefix":
-		case "":
+		switch {
+		case knownRule(kind):
+		case kind == "":
 			return nil, p.errorf("expected a rule, found %q", p.src[p.pos])
 		default:
-			return nil, p.errorf("unsupported rule %q (Troupe supports key and key_prefix)", kind)
+			return nil, p.errorf("unsupported rule %q (Troupe supports %s)", kind, ruleKinds)
 		}
 		if err := p.skip(false); err != nil {
 			return nil, err

@@ -40,6 +40,28 @@ func TestParseRules_Accepts(t *testing.T) {
 	}
 }
 
+// Session rules name nodes, as Consul's do, with the same longest-match
+// rule as keys; they live apart from the key rules.
+func TestParseRules_SessionRules(t *testing.T) {
+	for _, text := range []string{
+		"session \"n1\" { policy = \"write\" }\nsession_prefix \"\" { policy = \"read\" }\nsession_prefix \"n9\" { policy = \"deny\" }\nkey \"n1\" { policy = \"read\" }",
+		`{"session": {"n1": {"policy": "write"}}, "session_prefix": [{"": {"policy": "read"}}, {"n9": {"policy": "deny"}}], "key": {"n1": {"policy": "read"}}}`,
+	} {
+		rs, err := parseRules(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for node, want := range map[string]access{"n1": accessWrite, "n2": accessRead, "n9x": accessDeny, "": accessRead} {
+			if got := rs.sessionAccess(node); got != want {
+				t.Errorf("%s: session access on %q = %d, want %d", text[:1], node, got, want)
+			}
+		}
+		if rs.keyAccess("n1") != accessRead || rs.keyAccess("n2") != accessNone {
+			t.Errorf("session rules leaked into keys: %+v", rs.exact)
+		}
+	}
+}
+
 func sameAccess(got, want map[string]access) bool {
 	if len(got) != len(want) {
 		return false
@@ -157,6 +179,7 @@ func FuzzParseRules(f *testing.F) {
 		`key "a" = { policy = "list", }`, `{"key": {"a": {"policy": "read"}}}`,
 		`{"key_prefix": [{"b": {"policy": "write"}}]}`, `key "\u00e9\"" { policy = "read" }`,
 		`key "a" { policy = "read"`, `/*`, `{"key": [`,
+		`session_prefix "" { policy = "write" } session "n1" { policy = "deny" }`,
 	} {
 		f.Add(s)
 	}
@@ -189,21 +212,27 @@ func FuzzParseRules(f *testing.F) {
 		}
 		check(rs.exact, true)
 		check(rs.prefix, false)
+		for k, a := range rs.sessExact {
+			if rs.sessionAccess(k) != a {
+				t.Fatalf("exact session rule %q not matched", k)
+			}
+		}
 		// Round trip: the same rules rendered as HCL parse to the same set.
 		var b strings.Builder
 		names := map[access]string{accessRead: "read", accessWrite: "write", accessDeny: "deny"}
-		for k, a := range rs.exact {
-			b.WriteString("key " + hclQuote(k) + " { policy = \"" + names[a] + "\" }\n")
-		}
-		for k, a := range rs.prefix {
-			b.WriteString("key_prefix " + hclQuote(k) + " { policy = \"" + names[a] + "\" }\n")
+		for _, kind := range []string{"key", "key_prefix", "session", "session_prefix"} {
+			for k, a := range rs.table(kind) {
+				b.WriteString(kind + " " + hclQuote(k) + " { policy = \"" + names[a] + "\" }\n")
+			}
 		}
 		again, err := parseRules(b.String())
 		if err != nil {
 			t.Fatalf("re-rendered rules do not parse: %v\n%s", err, b.String())
 		}
-		if !sameAccess(again.exact, rs.exact) || !sameAccess(again.prefix, rs.prefix) {
-			t.Fatalf("round trip changed the rules")
+		for _, kind := range []string{"key", "key_prefix", "session", "session_prefix"} {
+			if !sameAccess(again.table(kind), rs.table(kind)) {
+				t.Fatalf("round trip changed the %s rules", kind)
+			}
 		}
 	})
 }

@@ -54,6 +54,7 @@ type fakeBackend struct {
 
 	applyCalls   atomic.Int64
 	barrierCalls atomic.Int64
+	renewCalls   atomic.Int64
 }
 
 func newFakeBackend(t testing.TB, dir string) *fakeBackend {
@@ -107,6 +108,14 @@ func (f *fakeBackend) replicate(data []byte) (storage.Result, error) {
 	}
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
+	// As the leader does before it proposes (actors' raft actor).
+	data, refused, err := f.store.CheckLockDelays(data)
+	if err != nil || refused != nil {
+		return storage.Result{Txn: refused}, err
+	}
+	if cmd, err = storage.DecodeCommand(data); err != nil {
+		return storage.Result{}, err
+	}
 	res, err := f.store.Apply(f.store.AppliedIndex()+1, cmd)
 	if err == nil && res.NoSpace {
 		// What cluster.Node.Apply makes of a refusal.
@@ -120,6 +129,17 @@ func (f *fakeBackend) Alarms() []storage.Alarm { return f.store.Alarms() }
 func (f *fakeBackend) Disarm(ctx context.Context, typ, member string) (bool, error) {
 	res, err := f.Apply(ctx, &storage.Command{Op: storage.OpAlarmClear, Key: storage.AlarmKey(typ, member)})
 	return res.OK, err
+}
+
+// RenewSession finds the session in the store, as the leader's sessions
+// actor does (there are no timers to reset here).
+func (f *fakeBackend) RenewSession(ctx context.Context, id string) (storage.Session, bool, error) {
+	f.renewCalls.Add(1)
+	if err := f.get(&f.applyErr); err != nil {
+		return storage.Session{}, false, err
+	}
+	s, found, _, err := f.store.Session(id)
+	return s, found, err
 }
 
 // Read runs the store's own blocking query with the fake's barrier, as the
@@ -207,9 +227,10 @@ func (f *fakeBackend) Faults() faultnet.Rules            { return f.net.Rules() 
 func (f *fakeBackend) SetFaults(rs faultnet.Rules) error { return f.net.SetRules(rs) }
 
 var (
-	_ KV      = (*fakeBackend)(nil)
-	_ Cluster = (*fakeBackend)(nil)
-	_ Chaos   = (*fakeBackend)(nil)
+	_ KV       = (*fakeBackend)(nil)
+	_ Cluster  = (*fakeBackend)(nil)
+	_ Chaos    = (*fakeBackend)(nil)
+	_ Sessions = (*fakeBackend)(nil)
 )
 
 // apiConfig is what newAPI builds a Server from.
@@ -226,7 +247,10 @@ func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
 		fn(&c)
 	}
 	b := newFakeBackend(t, t.TempDir())
-	backends := Backends{KV: b, Cluster: b, ACL: b}
+	backends := Backends{KV: b, Cluster: b, ACL: b, Sessions: b}
+	if c.opts.NodeID == "" {
+		c.opts.NodeID = "n1"
+	}
 	if c.chaos {
 		backends.Chaos = b
 	}

@@ -310,6 +310,84 @@ func FuzzTxnJSON(f *testing.F) {
 	})
 }
 
+// FuzzSessionJSON sends arbitrary bodies to PUT /v1/session/create. The
+// handler must never panic and never answer 5xx (the fake backend never
+// fails); a 400 or 413 must leave the store exactly as it was and never
+// reach Apply; a 200 must have stored exactly one new session that
+// honours every rule of the create (a known behaviour, a TTL of none or
+// within bounds, serfHealth as the only check, a lock-delay that is not
+// negative, a member as its node), and read back through info in
+// Consul's shape.
+func FuzzSessionJSON(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `null`, `{"NodeChecks":[]}`, `{"Checks":["serfHealth"]}`,
+		`{"Behavior":"delete","LockDelay":"2000ms","Name":"n","TTL":"10s"}`,
+		`{"Name":"Consul API Lock","TTL":"15s"}`, `{"Name":"Consul API Semaphore","TTL":"15s","Behavior":"delete"}`,
+		`{"LockDelay":15}`, `{"LockDelay":1e9}`, `{"LockDelay":-1}`, `{"LockDelay":"1h"}`, `{"LockDelay":1.5}`,
+		`{"TTL":"9s"}`, `{"TTL":"24h0m1s"}`, `{"TTL":"0"}`, `{"TTL":"1e3s"}`, `{"Node":"N2"}`, `{"Node":"n3"}`,
+		`{"ServiceChecks":[{"ID":"a","Namespace":"b"}]}`, `{"NodeChecks":null,"Checks":null}`, `{"Behavior":"Release"}`,
+		`{"Name":"\u0000\ud800"}`, `{"ID":"chosen-by-client"}`, `[`, `{"Name":1}`, `{} x`,
+	} {
+		f.Add([]byte(s))
+	}
+	b := newFakeBackend(f, f.TempDir())
+	s := New(Backends{KV: b, Cluster: b, Sessions: b}, Options{NodeID: "n1", RequestTimeout: time.Second})
+	f.Fuzz(func(t *testing.T, body []byte) {
+		before, calls := snapshotStore(t, b.store), b.applyCalls.Load()
+		sessionsBefore, _, err := b.store.Sessions("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest("PUT", "/v1/session/create", bytes.NewReader(body)))
+		switch w.Code {
+		case 400, 413:
+			if b.applyCalls.Load() != calls || !reflect.DeepEqual(before, snapshotStore(t, b.store)) {
+				t.Fatalf("%q: %d %q, but the store changed", body, w.Code, w.Body.String())
+			}
+			if strings.TrimSpace(w.Body.String()) == "" {
+				t.Fatalf("%q: %d without a reason", body, w.Code)
+			}
+			return
+		case 200:
+		default:
+			t.Fatalf("%q: unexpected %d %q", body, w.Code, w.Body.String())
+		}
+		var created struct{ ID string }
+		if err := json.Unmarshal(w.Body.Bytes(), &created); err != nil || len(created.ID) != 36 {
+			t.Fatalf("%q: 200 body %q (%v)", body, w.Body.String(), err)
+		}
+		sessions, _, err := b.store.Sessions("")
+		if err != nil || len(sessions) != len(sessionsBefore)+1 {
+			t.Fatalf("%q: %d sessions after a create, %d before (%v)", body, len(sessions), len(sessionsBefore), err)
+		}
+		sess, found, _, err := b.store.Session(created.ID)
+		if err != nil || !found {
+			t.Fatalf("%q: the created session is not stored (%v)", body, err)
+		}
+		ttl, terr := time.ParseDuration(sess.TTL)
+		switch {
+		case sess.Behavior != storage.SessionRelease && sess.Behavior != storage.SessionDelete:
+			t.Fatalf("%q: behaviour %q", body, sess.Behavior)
+		case sess.TTL != "" && (terr != nil || ttl != 0 && (ttl < DefaultSessionTTLMin || ttl > MaxSessionTTL)):
+			t.Fatalf("%q: TTL %q", body, sess.TTL)
+		case sess.LockDelay < 0:
+			t.Fatalf("%q: lock-delay %v", body, sess.LockDelay)
+		case sess.Node != "n1" && sess.Node != "n2":
+			t.Fatalf("%q: node %q", body, sess.Node)
+		case sess.NodeChecks == nil || len(sess.NodeChecks) > 1 || len(sess.NodeChecks) == 1 && sess.NodeChecks[0] != storage.CheckSerfHealth:
+			t.Fatalf("%q: node checks %q", body, sess.NodeChecks)
+		}
+		info := httptest.NewRecorder()
+		s.ServeHTTP(info, httptest.NewRequest("GET", "/v1/session/info/"+created.ID, nil))
+		var entries []SessionEntry
+		if err := json.Unmarshal(info.Body.Bytes(), &entries); err != nil || len(entries) != 1 || entries[0].ID != created.ID ||
+			entries[0].TTL != sess.TTL || entries[0].LockDelay != sess.LockDelay || entries[0].NodeChecks == nil {
+			t.Fatalf("%q: info %d %q (%v)", body, info.Code, info.Body.String(), err)
+		}
+	})
+}
+
 // FuzzAlarmParams: whatever query a disarm carries, alarmParams either
 // refuses it or returns a known type (or any) and a member that cannot
 // reach past its own alarm key.

@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -265,12 +266,12 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, q url.Values, key
 		a.denied(w, "key:write", key)
 		return
 	}
-	if acquire || release {
-		s.lockUnsupported(w, q)
-		return
-	}
 	value, ok := s.readValue(w, r)
 	if !ok {
+		return
+	}
+	if acquire || release {
+		s.kvLock(w, r, q, key, value, flags, acquire)
 		return
 	}
 	cmd := &storage.Command{Op: storage.OpSet, Key: key, Value: value, Flags: flags}
@@ -280,15 +281,55 @@ func (s *Server) kvPut(w http.ResponseWriter, r *http.Request, q url.Values, key
 	s.applyKV(w, r, cmd)
 }
 
-// lockUnsupported answers ?acquire and ?release. Sessions do not exist yet,
-// so every session id is unknown, which Consul answers with a 500.
-func (s *Server) lockUnsupported(w http.ResponseWriter, q url.Values) {
-	sess := q.Get("acquire") + q.Get("release")
-	if sess == "" {
-		httpError(w, http.StatusInternalServerError, "missing session")
+// kvLock serves ?acquire=<session> and ?release=<session>: a one-operation
+// transaction (lock or unlock), so the same rules decide it as in
+// /v1/txn, and the leader checks the key's lock-delay before it proposes
+// an acquisition. A lock held by another session, a lock-delay, or a
+// release by a session that does not hold the key is false; a session
+// that does not exist is Consul's 500 ("invalid session").
+func (s *Server) kvLock(w http.ResponseWriter, r *http.Request, q url.Values, key string, value []byte, flags uint64, acquire bool) {
+	op := storage.TxnOp{Verb: storage.TxnUnlock, Key: key, Value: value, Flags: flags, Session: strings.ToLower(q.Get("release"))}
+	if acquire {
+		op.Verb, op.Session = storage.TxnLock, strings.ToLower(q.Get("acquire"))
+	}
+	switch {
+	case op.Session == "":
+		// Consul's 500; no state could make such a request succeed.
+		httpError(w, http.StatusBadRequest, "missing session")
+		return
+	case len(op.Session) > storage.MaxSessionIDSize:
+		httpError(w, http.StatusBadRequest, fmt.Sprintf("session id is %d bytes, the limit is %d", len(op.Session), storage.MaxSessionIDSize))
 		return
 	}
-	httpError(w, http.StatusInternalServerError, fmt.Sprintf("invalid session %q", sess))
+	if acquire {
+		// A session unknown here is looked up once more, linearizably,
+		// so an acquisition with a bogus session costs no log entry.
+		// The state machine checks again for the one that is proposed.
+		if local, err := s.b.KV.Read(r.Context(), storage.Query{Kind: storage.QuerySession, Key: op.Session}, true, storage.Block{}); err == nil && !local.Found {
+			if _, found, ok := s.lookupSession(w, r, op.Session); !ok {
+				return
+			} else if !found {
+				w.Header().Set(OutcomeHeader, OutcomeNotApplied)
+				httpError(w, http.StatusInternalServerError, fmt.Sprintf("invalid session %q", op.Session))
+				return
+			}
+		}
+	}
+	res, ok := s.replicate(w, r, &storage.Command{Op: storage.OpTxn, Txn: []storage.TxnOp{op}})
+	if !ok {
+		return
+	}
+	if res.Txn == nil {
+		writeError(w, fmt.Errorf("%w: the leader returned no transaction result", cluster.ErrUnknownOutcome))
+		return
+	}
+	if len(res.Txn.Errors) > 0 && res.Txn.Errors[0].BadSession() {
+		w.Header().Set(OutcomeHeader, OutcomeNotApplied)
+		httpError(w, http.StatusInternalServerError, res.Txn.Errors[0].What)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, strconv.FormatBool(len(res.Txn.Errors) == 0))
 }
 
 // readValue reads a PUT body, refusing anything over MaxValueSize with 413
@@ -382,7 +423,9 @@ func (s *Server) replicate(w http.ResponseWriter, r *http.Request, cmd *storage.
 		writeError(w, err)
 		return res, false
 	}
-	w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
+	if res.Index > 0 { // 0: refused by the leader before Raft (a lock-delay)
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(res.Index, 10))
+	}
 	return res, true
 }
 

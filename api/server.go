@@ -55,6 +55,15 @@ type Cluster interface {
 	Disarm(ctx context.Context, typ, member string) (bool, error)
 }
 
+// Sessions is what the /v1/session endpoints need besides KV's Apply
+// (create, destroy) and Read (info, list, node): renewals, which reset the
+// leader's timer and are no Raft entry.
+type Sessions interface {
+	// RenewSession renews session id through the leader; found false
+	// means there is no such session.
+	RenewSession(ctx context.Context, id string) (s storage.Session, found bool, err error)
+}
+
 // Chaos is the fault injection behind /v1/chaos/*.
 type Chaos interface {
 	// Crash makes an actor fail (fault "" is a panic).
@@ -68,10 +77,11 @@ type Chaos interface {
 // Options.ACLEnabled is off; the /v1/acl endpoints then answer that ACLs
 // are disabled.
 type Backends struct {
-	KV      KV
-	Cluster Cluster
-	Chaos   Chaos
-	ACL     ACL
+	KV       KV
+	Cluster  Cluster
+	Chaos    Chaos
+	ACL      ACL
+	Sessions Sessions
 }
 
 // Options tune the API.
@@ -79,6 +89,12 @@ type Options struct {
 	// Datacenter is the only datacenter this cluster answers for
 	// (?dc=other gets Consul's "No path to datacenter").
 	Datacenter string
+	// NodeID is this node's id: the Node of a session created through
+	// it without one.
+	NodeID string
+	// SessionTTLMin is the shortest session TTL accepted (Consul's
+	// session_ttl_min); zero means DefaultSessionTTLMin.
+	SessionTTLMin time.Duration
 	// MaxValueSize is the largest value a PUT accepts, in bytes.
 	MaxValueSize int64
 	// RequestTimeout bounds how long a linearizable request waits for a
@@ -151,6 +167,9 @@ func New(b Backends, opts Options) *Server {
 	if opts.TxnMaxOps <= 0 {
 		opts.TxnMaxOps = DefaultTxnMaxOps
 	}
+	if opts.SessionTTLMin <= 0 {
+		opts.SessionTTLMin = DefaultSessionTTLMin
+	}
 	if opts.ACLEnabled && b.ACL == nil {
 		// Enforcing with nothing to resolve tokens against would refuse
 		// everything; that is a wiring bug, not a configuration.
@@ -166,6 +185,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/status/leader", s.statusLeader)
 	m.HandleFunc("GET /v1/status/peers", s.statusPeers)
 	m.HandleFunc("PUT /v1/txn", s.txn)
+	m.HandleFunc("PUT /v1/session/create", s.sessionCreate)
+	m.HandleFunc("PUT /v1/session/destroy/{id...}", s.sessionDestroy)
+	m.HandleFunc("PUT /v1/session/renew/{id...}", s.sessionRenew)
+	m.HandleFunc("GET /v1/session/info/{id...}", s.sessionRead("info"))
+	m.HandleFunc("GET /v1/session/list", s.sessionRead("list"))
+	m.HandleFunc("GET /v1/session/node/{node...}", s.sessionRead("node"))
 
 	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
 	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)

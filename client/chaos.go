@@ -24,7 +24,7 @@ var ErrChaosDisabled = errors.New("chaos is not enabled on this node (start kvno
 
 // CrashActors names the actors Crash accepts; "peer/<id>" is the failure
 // detector's monitor of one peer.
-var CrashActors = []string{"raft", "forward", "http", "peers", "quota", "peer/<id>", "node"}
+var CrashActors = []string{"raft", "forward", "http", "peers", "peer/<id>", "sessions", "quota", "node"}
 
 // CrashFaults names the ways Crash can make an actor fail besides a panic
 // (""): "raft-shutdown" stops Raft underneath the raft actor, "listener"

@@ -49,6 +49,7 @@ func TestParity_ServerTypes(t *testing.T) {
 	decodeStrict(t, peerlink.JoinRequest{ID: "n4", RaftAddr: "r"}, &client.JoinRequest{})
 	decodeStrict(t, api.TxnResponse{Results: []api.TxnResult{{KV: &api.KVPair{Key: "k", Flags: semaphoreFlags, Value: []byte("v"), ModifyIndex: 3}}}}, &client.TxnResponse{})
 	decodeStrict(t, api.TxnResponse{Errors: []api.TxnError{{OpIndex: 2, What: "missing session"}}}, &client.TxnResponse{})
+	decodeStrict(t, api.SessionEntry{ID: "s", Name: "n", Node: "n1", LockDelay: 15 * time.Second, Behavior: "release", TTL: "10s", NodeChecks: []string{"serfHealth"}, CreateIndex: 4, ModifyIndex: 4}, &client.Session{})
 	if client.OutcomeHeader != api.OutcomeHeader || client.OutcomeNotApplied != api.OutcomeNotApplied || client.OutcomeUnknown != api.OutcomeUnknown {
 		t.Fatal("outcome header or values differ from package api")
 	}

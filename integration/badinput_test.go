@@ -48,6 +48,21 @@ func TestBadInputThroughRealNodes(t *testing.T) {
 		{"join garbage", http.MethodPost, "/v1/cluster/join", []byte(`{{{`), 400, "join"},
 		{"old internal path", http.MethodPost, "/v1/internal/apply", []byte{1, 1, 0}, 404, "not found"},
 		{"chaos disabled", http.MethodPost, "/v1/chaos/crash?actor=raft", nil, 404, ""},
+		{"session body garbage", http.MethodPut, "/v1/session/create", []byte(`{"TTL":`), 400, "decode"},
+		{"session bad behavior", http.MethodPut, "/v1/session/create", []byte(`{"Behavior":"vanish"}`), 400, "behavior"},
+		{"session TTL too short", http.MethodPut, "/v1/session/create", []byte(`{"TTL":"1s"}`), 400, "ttl"},
+		{"session TTL too long", http.MethodPut, "/v1/session/create", []byte(`{"TTL":"48h"}`), 400, "ttl"},
+		{"session unknown check", http.MethodPut, "/v1/session/create", []byte(`{"NodeChecks":["service:web"]}`), 400, "check"},
+		{"session service check", http.MethodPut, "/v1/session/create", []byte(`{"ServiceChecks":[{"ID":"web"}]}`), 400, "check"},
+		{"session negative lock-delay", http.MethodPut, "/v1/session/create", []byte(`{"LockDelay":"-5s"}`), 400, "negative"},
+		{"session unknown node", http.MethodPut, "/v1/session/create", []byte(`{"Node":"n99"}`), 400, "node"},
+		{"session oversized", http.MethodPut, "/v1/session/create", big, 413, "too large"},
+		{"destroy without id", http.MethodPut, "/v1/session/destroy/", nil, 400, "missing session"},
+		{"renew without id", http.MethodPut, "/v1/session/renew/", nil, 400, "missing session"},
+		{"renew unknown", http.MethodPut, "/v1/session/renew/0a2b4c6d-1111-2222-3333-444455556666", nil, 404, "not found"},
+		{"acquire without session", http.MethodPut, "/v1/kv/keep/me?acquire=", []byte("evil"), 400, "missing session"},
+		{"acquire unknown session", http.MethodPut, "/v1/kv/keep/me?acquire=0a2b4c6d-1111-2222-3333-444455556666", []byte("evil"), 500, "invalid session"},
+		{"txn lock without session", http.MethodPut, "/v1/txn", []byte(`[{"KV":{"Verb":"lock","Key":"keep/me"}}]`), 409, "missing session"},
 	}
 	for _, n := range []*testcluster.Node{follower, leader} {
 		for _, tc := range cases {
@@ -61,7 +76,8 @@ func TestBadInputThroughRealNodes(t *testing.T) {
 		}
 	}
 
-	// Nothing was stored or changed, and every node still serves.
+	// Nothing was stored or changed, no session was made, and every node
+	// still serves.
 	for _, n := range c.Nodes {
 		code, body, _, err := n.Do(http.MethodGet, "/v1/kv/?recurse", nil)
 		if err != nil || code != 200 {
@@ -73,6 +89,9 @@ func TestBadInputThroughRealNodes(t *testing.T) {
 		}
 		if len(pairs) != 1 || pairs[0].Key != "keep/me" || string(pairs[0].Value) != "safe" {
 			t.Fatalf("%s holds %+v after bad input", n.ID, pairs)
+		}
+		if code, body, _, err := n.Do(http.MethodGet, "/v1/session/list?stale", nil); err != nil || code != 200 || strings.TrimSpace(string(body)) != "[]" {
+			t.Fatalf("sessions on %s after bad input: %d %q %v", n.ID, code, body, err)
 		}
 	}
 	for _, n := range c.Nodes {

@@ -43,18 +43,6 @@ func healthSpace(t *testing.T, n *testcluster.Node) spaceView {
 	return v
 }
 
-// eventually polls cond every 100 ms for up to within.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // refusedEverywhere checks that a write through every node is refused with
 // 507, not applied, naming the alarm, while a linearizable read of key
 // still answers want and every node stays ready.

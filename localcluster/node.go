@@ -175,19 +175,29 @@ func (n *Node) signalAndWait(sig syscall.Signal) error {
 // before every thread has stopped, and a request answered in between
 // would make the pause look like it never happened.
 func (n *Node) Pause() error {
-	if err := n.signal(syscall.SIGSTOP); err != nil {
-		return err
-	}
 	p := n.running()
 	if p == nil {
-		return nil
+		return n.signal(syscall.SIGSTOP)
+	}
+	if err := PauseProcess(p.cmd.Process.Pid); err != nil {
+		return fmt.Errorf("%s: %w", n.ID, err)
+	}
+	return nil
+}
+
+// PauseProcess stops process pid with SIGSTOP and returns once the kernel
+// reports it stopped (see Node.Pause); any process, not only a node (the
+// chaos suite pauses lock holders too).
+func PauseProcess(pid int) error {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return err
 	}
 	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if stopped(p.cmd.Process.Pid) {
+		if stopped(pid) {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: still running 2s after SIGSTOP", n.ID)
+	return fmt.Errorf("process %d still running 2s after SIGSTOP", pid)
 }
 
 // stopped reports whether /proc says pid is stopped by a signal (state T).

@@ -55,6 +55,13 @@ type Config struct {
 	RestartWindow       time.Duration
 	Timing              cluster.Timing
 	Detector            cluster.DetectorConfig
+	// SessionNodeGrace: see actors.Config; SessionTTLMin: see
+	// api.Options.
+	SessionNodeGrace time.Duration
+	SessionTTLMin    time.Duration
+	// TombstoneTTL: see actors.Config (negative keeps tombstones for
+	// ever).
+	TombstoneTTL time.Duration
 	// HTTPLimits bound what a client connection may cost (zero values:
 	// actors.DefaultHTTPLimits).
 	HTTPLimits actors.HTTPLimits
@@ -200,16 +207,20 @@ func Start(cfg Config) (*Node, error) {
 		RestartWindow:      cfg.RestartWindow,
 		Detector:           cfg.Detector,
 		HTTPLimits:         cfg.HTTPLimits,
+		SessionNodeGrace:   cfg.SessionNodeGrace,
+		TombstoneTTL:       cfg.TombstoneTTL,
 		Build:              cfg.Build,
 		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
 	handler := api.New(backends, api.Options{
 		Datacenter:         cfg.Datacenter,
+		NodeID:             cfg.NodeID,
+		SessionTTLMin:      cfg.SessionTTLMin,
 		MaxValueSize:       cfg.MaxValueSize,
 		RequestTimeout:     cfg.RequestTimeout,
 		Metrics:            tree.Metrics(),

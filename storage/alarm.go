@@ -85,13 +85,15 @@ func (e *NoSpaceError) Error() string {
 func (e *NoSpaceError) Unwrap() error { return ErrNoSpace }
 
 // Grows reports whether c may make the state larger: a write of a value
-// (set, CAS, and a transaction holding one, locks included). A NOSPACE
-// alarm refuses these. Deletes, the cluster's own bookkeeping (node
-// addresses, the cluster id, no-ops, checkpoints, alarms) and ACL changes
-// (small, and an operator may need a token to clean up) are never refused.
+// (set, CAS, and a transaction holding one, locks included) and a new
+// session (as etcd refuses new leases). A NOSPACE alarm refuses these.
+// Deletes, destroying sessions, reaping tombstones, the cluster's own
+// bookkeeping (node addresses, the cluster id, no-ops, checkpoints,
+// alarms) and ACL changes (small, and an operator may need a token to
+// clean up) are never refused.
 func (c *Command) Grows() bool {
 	switch c.Op {
-	case OpSet, OpCAS:
+	case OpSet, OpCAS, OpSessionCreate:
 		return true
 	case OpTxn:
 		for i := range c.Txn {

@@ -247,6 +247,9 @@ func TestGrows(t *testing.T) {
 		{&Command{Op: OpDeleteCAS, Key: "a"}, false},
 		{&Command{Op: OpACLSetToken, Key: "a"}, false},
 		{&Command{Op: OpRegisterNode, Key: "a"}, false},
+		{&Command{Op: OpSessionCreate, Key: "s"}, true},
+		{&Command{Op: OpSessionDestroy, Key: "s"}, false},
+		{&Command{Op: OpReapTombstones, Index: 9}, false},
 		{raise("n1", ""), false},
 	} {
 		if got := c.cmd.Grows(); got != c.want {

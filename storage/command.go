@@ -55,12 +55,23 @@ const (
 	// of this entry's index (see Store.StateChecks), so nodes can compare
 	// their states at one index.
 	OpCheckpoint Op = 16
+	// OpSessionCreate creates the session Value (EncodeSession) with id
+	// Key, unless a session with that id exists (Result.OK false).
+	OpSessionCreate Op = 17
+	// OpSessionDestroy invalidates session Key: the keys it holds are
+	// released or deleted (its behaviour) and it is gone. Destroy, TTL
+	// expiry and the death of its node all end a session with it.
+	OpSessionDestroy Op = 18
+	// OpReapTombstones removes, in key order, at most Flags tombstones (0:
+	// all) whose index is at most Index (see tombstones.go); Result.OK
+	// false when it stopped at Flags.
+	OpReapTombstones Op = 19
 	// OpAlarmRaise raises the alarm Key (AlarmKey: type and member) with
 	// Value as its reason; raising one already raised changes nothing.
-	OpAlarmRaise Op = 17
+	OpAlarmRaise Op = 20
 	// OpAlarmClear disarms every alarm Key matches (AlarmKey; "" is
 	// every alarm). Result.OK reports whether one was raised.
-	OpAlarmClear Op = 18
+	OpAlarmClear Op = 21
 
 	// opLast is the highest Op a decoder accepts.
 	opLast = OpAlarmClear
@@ -107,6 +118,12 @@ func (o Op) String() string {
 		return "set-cluster-id"
 	case OpCheckpoint:
 		return "checkpoint"
+	case OpSessionCreate:
+		return "session-create"
+	case OpSessionDestroy:
+		return "session-destroy"
+	case OpReapTombstones:
+		return "reap-tombstones"
 	case OpAlarmRaise:
 		return "alarm-raise"
 	case OpAlarmClear:
@@ -127,12 +144,15 @@ var ErrBadCommand = errors.New("storage: malformed command")
 
 // Command is one replicated state change. It is what the Raft log carries.
 type Command struct {
-	Op      Op
-	Key     string
-	Value   []byte
-	Flags   uint64
-	Index   uint64 // expected ModifyIndex for OpCAS and OpDeleteCAS
-	Session string // reserved for lock operations
+	Op    Op
+	Key   string
+	Value []byte
+	Flags uint64
+	// Index is the expected ModifyIndex of OpCAS and OpDeleteCAS, and
+	// for an OpTxn the applied index at which the leader checked the
+	// lock-delays of the keys it acquires (see CheckLockDelays).
+	Index   uint64
+	Session string // reserved
 	// Txn is OpTxn's operations; it takes the place of Value, which an
 	// OpTxn does not carry.
 	Txn []TxnOp

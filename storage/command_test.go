@@ -15,7 +15,8 @@ import (
 const semaphoreFlags uint64 = 16210313421097356768
 
 var allOps = []Op{OpSet, OpCAS, OpDelete, OpDeleteCAS, OpDeleteTree, OpRegisterNode, OpDeregisterNode, OpNoop,
-	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpTxn, OpSetClusterID, OpCheckpoint,
+	OpACLSetPolicy, OpACLDeletePolicy, OpACLSetToken, OpACLDeleteToken, OpACLBootstrap, OpTxn, OpSetClusterID,
+	OpCheckpoint, OpSessionCreate, OpSessionDestroy, OpReapTombstones,
 	OpAlarmRaise, OpAlarmClear}
 
 func commandsEqual(a, b *Command) bool {

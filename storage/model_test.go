@@ -91,7 +91,9 @@ func (m *model) apply(idx uint64, c *Command) (bool, []string) {
 	case OpDeregisterNode:
 		delete(m.nodes, c.Key)
 		return true, nil
-	case OpNoop:
+	case OpNoop, OpReapTombstones:
+		// Reaping changes no key; what it may do to indexes is what the
+		// prefix-index checks below are about.
 		return true, nil
 	}
 	panic("unknown op")
@@ -197,6 +199,8 @@ func TestStore_Model(t *testing.T) {
 			return &Command{Op: OpRegisterNode, Key: key, Value: values[1+rng.IntN(2)]}
 		case r < 97:
 			return &Command{Op: OpDeregisterNode, Key: key}
+		case r < 99:
+			return &Command{Op: OpReapTombstones, Index: rng.Uint64N(idx + 2)}
 		default:
 			return &Command{Op: OpNoop}
 		}

@@ -10,16 +10,18 @@ type QueryKind int
 
 // The reads the KV API offers.
 const (
-	QueryGet  QueryKind = iota // one key
-	QueryList                  // every entry under a prefix (?recurse)
-	QueryKeys                  // the keys under a prefix (?keys), folded at Separator
-	QueryTxn                   // a read-only transaction (Txn), run against one consistent state
+	QueryGet      QueryKind = iota // one key
+	QueryList                      // every entry under a prefix (?recurse)
+	QueryKeys                      // the keys under a prefix (?keys), folded at Separator
+	QueryTxn                       // a read-only transaction (Txn), run against one consistent state
+	QuerySession                   // one session (Key is its id)
+	QuerySessions                  // every session, or those of node Key
 )
 
 // Query is one read of the state file.
 type Query struct {
 	Kind      QueryKind
-	Key       string // the key, or the prefix for QueryList and QueryKeys
+	Key       string // the key, the prefix for QueryList and QueryKeys, a session id or a node
 	Separator string // QueryKeys only
 	// Txn is QueryTxn's operations; a write among them is refused
 	// (ErrBadCommand): writes go through Raft as an OpTxn.
@@ -32,8 +34,10 @@ type QueryResult struct {
 	Entries []Entry    // QueryGet (at most one) and QueryList
 	Keys    []string   // QueryKeys
 	Txn     *TxnResult // QueryTxn
-	Found   bool
-	Index   uint64
+	// Sessions is QuerySession's (at most one) and QuerySessions'.
+	Sessions []Session
+	Found    bool
+	Index    uint64
 }
 
 // Query runs q once.
@@ -41,6 +45,15 @@ func (s *Store) Query(q Query) (QueryResult, error) {
 	var r QueryResult
 	var err error
 	switch q.Kind {
+	case QuerySession:
+		var sess Session
+		sess, r.Found, r.Index, err = s.Session(q.Key)
+		if r.Found {
+			r.Sessions = []Session{sess}
+		}
+	case QuerySessions:
+		r.Sessions, r.Index, err = s.Sessions(q.Key)
+		r.Found = true
 	case QueryTxn:
 		r.Txn, err = s.readTxn(q.Txn)
 		r.Found = err == nil
@@ -80,8 +93,8 @@ type Block struct {
 // drains. before, when set, runs ahead of every evaluation: the caller's
 // read barrier, so each answer is as fresh as the caller promises.
 //
-// For one key, Consul's rule applies: once the key has been seen missing,
-// only its appearance ends the wait, not writes to other keys.
+// For one key or one session, Consul's rule applies: once it has been
+// seen missing, only its appearance ends the wait, not writes to others.
 func (s *Store) BlockingQuery(ctx context.Context, q Query, b Block, before func(context.Context) error) (QueryResult, error) {
 	minIndex := b.MinIndex
 	var deadline time.Time
@@ -102,7 +115,7 @@ func (s *Store) BlockingQuery(ctx context.Context, q Query, b Block, before func
 		if err != nil {
 			return QueryResult{}, err
 		}
-		if q.Kind == QueryGet {
+		if q.Kind == QueryGet || q.Kind == QuerySession {
 			if !r.Found && missingBefore {
 				minIndex = max(minIndex, r.Index)
 			}

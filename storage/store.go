@@ -97,9 +97,10 @@ type Store struct {
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced after every commit
 
-	// sessions stands in for the session table in tests of the lock
-	// rules (see writer.sessionExists).
-	sessions func(id string) bool
+	// delays are the lock-delays running on this node (soft state, see
+	// lockDelays); sessionHook is told of session table changes.
+	delays      lockDelays
+	sessionHook atomic.Pointer[func(SessionChange)]
 
 	// checking is set while a checkpoint's state hash runs; checks holds
 	// the recent results (see StateChecks).
@@ -125,6 +126,7 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{path: path, noSync: noSync, discarded: discarded, db: db, changed: make(chan struct{})}
+	s.delays.now = time.Now
 	s.applied.Store(readApplied(db))
 	s.loadNodes(db)
 	s.loadAlarms(db)
@@ -147,7 +149,7 @@ func openDB(path string, noSync bool) (*bolt.DB, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes, bucketACL} {
+		for _, b := range [][]byte{bucketKV, bucketTombs, bucketMeta, bucketNodes, bucketACL, bucketSessions} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -286,8 +288,11 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 	applied := s.applied.Load()
 	last := applied
 	nodesChanged, alarmsChanged := false, false
-	noSpace := s.NoSpace()
+	var fx applyEffects
+	var noSpace bool
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		fx = applyEffects{} // a retried transaction starts over
+		noSpace = s.NoSpace()
 		r := newReader(tx, s.path)
 		w := writer{
 			kv:    r.table(bucketKV),
@@ -295,9 +300,10 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 			meta:  r.table(bucketMeta),
 			nodes: r.table(bucketNodes),
 			acl:   r.table(bucketACL),
+			sess:  r.table(bucketSessions),
+			fx:    &fx,
 
-			sessions: s.sessions,
-			noSpace:  &noSpace,
+			noSpace: &noSpace,
 		}
 		for i, a := range batch {
 			results[i].Index = a.Index
@@ -314,7 +320,7 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 			}
 			alarmsChanged = alarmsChanged || a.Cmd.Op == OpAlarmRaise || a.Cmd.Op == OpAlarmClear
 			if a.Cmd.Op == OpTxn {
-				res, err := w.applyTxn(a.Index, a.Cmd.Txn)
+				res, err := w.applyTxn(a.Index, a.Cmd.Index, a.Cmd.Txn)
 				if err != nil {
 					return err
 				}
@@ -348,9 +354,15 @@ func (s *Store) applyRun(batch []Applied, results []Result) error {
 	if alarmsChanged {
 		s.loadAlarms(s.db)
 	}
+	// Before the applied index moves: CheckLockDelays relies on every
+	// invalidation up to that index having its delays recorded.
+	s.delays.add(fx.lockDelays)
 	if last != applied {
 		s.applied.Store(last)
 		s.notify()
+	}
+	if len(fx.created) > 0 || len(fx.destroyed) > 0 {
+		s.sessionChanged(SessionChange{Index: last, Created: fx.created, Destroyed: fx.destroyed})
 	}
 	return nil
 }
@@ -383,9 +395,10 @@ func (s *Store) ClusterID() string {
 
 // writer applies commands inside one write transaction.
 type writer struct {
-	kv, tombs, meta, nodes, acl table
+	kv, tombs, meta, nodes, acl, sess table
 
-	sessions func(id string) bool
+	// fx collects what the commands did besides the file.
+	fx *applyEffects
 	// noSpace is whether a NOSPACE alarm is raised as of the command
 	// being applied: alarm commands earlier in the batch change it.
 	noSpace *bool
@@ -445,6 +458,12 @@ func (w writer) apply(idx uint64, c *Command) (bool, error) {
 		return w.aclDeleteToken(c)
 	case OpACLBootstrap:
 		return w.aclBootstrap(idx, c)
+	case OpSessionCreate:
+		return w.sessionCreate(idx, c)
+	case OpSessionDestroy:
+		return w.sessionDestroy(idx, c.Key)
+	case OpReapTombstones:
+		return w.reapTombstones(c.Index, c.Flags)
 	case OpAlarmRaise:
 		return w.alarmRaise(idx, c)
 	case OpAlarmClear:
@@ -471,7 +490,8 @@ func (w writer) set(idx uint64, key, value []byte, flags uint64) error {
 	return w.putEntry(idx, key, &e)
 }
 
-// putEntry stores e under key as written at idx.
+// putEntry stores e under key as written at idx, a change that keeps the
+// key's holder (the lock commands, which change it, use putHeld).
 func (w writer) putEntry(idx uint64, key []byte, e *Entry) error {
 	if err := w.kv.Put(key, encodeEntry(e)); err != nil {
 		return err
@@ -483,11 +503,24 @@ func (w writer) putEntry(idx uint64, key []byte, e *Entry) error {
 	return putUint(w.meta, metaKVIndex, idx)
 }
 
+// putHeld stores e under key, whose holder was prev, and keeps the index
+// of held keys.
+func (w writer) putHeld(idx uint64, key []byte, e *Entry, prev string) error {
+	if err := w.trackHolder(key, prev, e.Session); err != nil {
+		return err
+	}
+	return w.putEntry(idx, key, e)
+}
+
 // delete removes key and leaves a tombstone, so the index of every prefix
 // that covered the key moves forward and blocked listers wake up.
 func (w writer) delete(idx uint64, key []byte) error {
-	if w.kv.Get(key) == nil {
+	cur := w.kv.Get(key)
+	if cur == nil {
 		return nil
+	}
+	if err := w.trackHolder(key, entrySession(cur), ""); err != nil {
+		return err
 	}
 	if err := w.kv.Delete(key); err != nil {
 		return err
@@ -499,11 +532,20 @@ func (w writer) delete(idx uint64, key []byte) error {
 }
 
 func (w writer) deleteTree(idx uint64, prefix []byte) error {
-	doomed := keysWithPrefix(w.kv, prefix)
+	var doomed [][]byte
+	var holders []string
+	c := w.kv.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		doomed = append(doomed, append([]byte(nil), k...))
+		holders = append(holders, entrySession(v))
+	}
 	if len(doomed) == 0 {
 		return nil
 	}
-	for _, k := range doomed {
+	for i, k := range doomed {
+		if err := w.trackHolder(k, holders[i], ""); err != nil {
+			return err
+		}
 		if err := w.kv.Delete(k); err != nil {
 			return err
 		}
@@ -632,8 +674,9 @@ func maxModifyIndex(b table, prefix []byte) uint64 {
 }
 
 // prefixIndex folds the tombstones under prefix into live, the largest
-// ModifyIndex of the live keys under it. An empty prefix, or one nothing has
-// ever touched, reports the KV-wide index.
+// ModifyIndex of the live keys under it, and the floor left by reaped
+// tombstones. An empty prefix, or one with neither keys nor tombstones,
+// reports the KV-wide index.
 func prefixIndex(r reader, prefix []byte, live uint64) uint64 {
 	kvIndex := getUint(r.table(bucketMeta), metaKVIndex)
 	if len(prefix) == 0 {
@@ -647,7 +690,9 @@ func prefixIndex(r reader, prefix []byte, live uint64) uint64 {
 	if idx == 0 {
 		return kvIndex
 	}
-	return idx
+	// What reaped tombstones gave this prefix, the floor still gives
+	// (tombstones.go): an index never goes backwards across a reap.
+	return max(idx, getUint(r.table(bucketMeta), metaTombsReaped))
 }
 
 // prefixEnd returns the smallest key greater than every key starting with
@@ -794,6 +839,7 @@ func (s *Store) Restore(r io.Reader) error {
 	s.loadNodes(db)
 	s.loadAlarms(db)
 	s.notify()
+	s.sessionChanged(SessionChange{Index: applied, Reset: true})
 	return nil
 }
 

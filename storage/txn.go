@@ -192,7 +192,9 @@ func decodeTxn(data []byte) ([]TxnOp, error) {
 type txnState interface {
 	get(key string) (Entry, bool, error)
 	list(prefix string) ([]Entry, error)
-	put(idx uint64, e *Entry) error
+	// put stores e; prev is the key's holder before (the lock verbs
+	// change it).
+	put(idx uint64, e *Entry, prev string) error
 	del(idx uint64, key string) error
 	delTree(idx uint64, prefix string) error
 }
@@ -203,8 +205,10 @@ type fileState struct{ w writer }
 
 func (s fileState) get(key string) (Entry, bool, error) { return getEntry(s.w.kv, key) }
 func (s fileState) list(prefix string) ([]Entry, error) { return listEntries(s.w.kv, prefix) }
-func (s fileState) put(idx uint64, e *Entry) error      { return s.w.putEntry(idx, []byte(e.Key), e) }
-func (s fileState) del(idx uint64, key string) error    { return s.w.delete(idx, []byte(key)) }
+func (s fileState) put(idx uint64, e *Entry, prev string) error {
+	return s.w.putHeld(idx, []byte(e.Key), e, prev)
+}
+func (s fileState) del(idx uint64, key string) error { return s.w.delete(idx, []byte(key)) }
 func (s fileState) delTree(idx uint64, prefix string) error {
 	return s.w.deleteTree(idx, []byte(prefix))
 }
@@ -249,7 +253,7 @@ func (s *scratchState) list(prefix string) ([]Entry, error) {
 	return out, nil
 }
 
-func (s *scratchState) put(idx uint64, e *Entry) error {
+func (s *scratchState) put(idx uint64, e *Entry, _ string) error {
 	c := *e
 	s.pending[e.Key] = &c
 	return nil
@@ -291,24 +295,39 @@ func listEntries(kv table, prefix string) ([]Entry, error) {
 	return out, nil
 }
 
-// sessionExists reports whether id names a live session, which a lock
-// needs. Sessions do not exist yet, so no id does; the sessions change
-// looks id up in its replicated table here (w.sessions is a stand-in for
-// tests of the lock rules).
-func (w writer) sessionExists(id string) bool {
-	return w.sessions != nil && w.sessions(id)
-}
-
 // applyTxn runs ops at idx: first against a scratch layer, and only if
 // every operation passes, again against the file. Both runs see the same
 // state and make the same decisions, so the second one cannot fail; if it
 // ever did, the batch is refused rather than half a transaction stored.
-func (w writer) applyTxn(idx uint64, ops []TxnOp) (*TxnResult, error) {
-	dry, err := runTxn(&scratchState{kv: w.kv, pending: map[string]*Entry{}}, idx, ops, w.sessionExists)
+//
+// lockSeen is the applied index at which the leader checked the
+// lock-delays of the keys the transaction acquires (CheckLockDelays; 0:
+// not checked, as in a command from before the check existed). An
+// unheld key that changed after it, or a missing key deleted after it,
+// may have been released by an invalidation the check did not see, so
+// acquiring it fails as a lock-delay would: every node decides this
+// from the same state and the same command. A write to the key that
+// raced with the acquisition makes it fail too; the client retries.
+func (w writer) applyTxn(idx, lockSeen uint64, ops []TxnOp) (*TxnResult, error) {
+	delayed := map[int]bool{}
+	if lockSeen > 0 {
+		for i, op := range ops {
+			if op.Verb != TxnLock || op.Key == "" || len(op.Key) > MaxKeySize {
+				continue
+			}
+			if v := w.kv.Get([]byte(op.Key)); v != nil {
+				delayed[i] = entrySession(v) == "" && entryModifyIndex(v) > lockSeen
+			} else {
+				delayed[i] = getUint(w.tombs, []byte(op.Key)) > lockSeen
+			}
+		}
+	}
+	rules := txnRules{sessionExists: w.sessionExists, lockDelayed: func(i int) bool { return delayed[i] }}
+	dry, err := runTxn(&scratchState{kv: w.kv, pending: map[string]*Entry{}}, idx, ops, rules)
 	if err != nil || len(dry.Errors) > 0 || !HasWrites(ops) {
 		return dry, err
 	}
-	res, err := runTxn(fileState{w}, idx, ops, w.sessionExists)
+	res, err := runTxn(fileState{w}, idx, ops, rules)
 	if err == nil && len(res.Errors) > 0 {
 		return nil, fmt.Errorf("%w: transaction at index %d failed on the file after its dry run passed: %v", ErrBadCommand, idx, res.Errors)
 	}
@@ -318,11 +337,34 @@ func (w writer) applyTxn(idx uint64, ops []TxnOp) (*TxnResult, error) {
 // errMissingKey is Consul's answer to an operation without a key.
 const errMissingKey = "Must provide key"
 
+// Consul's answers to a lock or unlock without a session, or with one
+// that does not exist: the KV endpoint answers them with 500, where a
+// lock it cannot take is a plain false.
+const (
+	errMissingSession    = "missing session"
+	errInvalidSessionFmt = "invalid session %q"
+)
+
+// BadSession reports an error of a lock or unlock that named no session,
+// or one that does not exist (rather than a lock held by another, or a
+// lock-delay).
+func (e TxnError) BadSession() bool {
+	return e.What == errMissingSession || strings.HasPrefix(e.What, "invalid session ")
+}
+
+// txnRules are what a transaction's lock verbs consult besides the keys.
+type txnRules struct {
+	sessionExists func(id string) bool
+	// lockDelayed reports that operation i, a lock, must fail for a
+	// lock-delay (see applyTxn).
+	lockDelayed func(i int) bool
+}
+
 // runTxn runs every operation in order, each seeing the effects of the
 // ones before it. A failed operation changes nothing and the rest still
 // run, so every failure is reported, as Consul does; the caller discards
 // the writes when there was any. The error is the state file's.
-func runTxn(st txnState, idx uint64, ops []TxnOp, sessionExists func(string) bool) (*TxnResult, error) {
+func runTxn(st txnState, idx uint64, ops []TxnOp, rules txnRules) (*TxnResult, error) {
 	res := &TxnResult{}
 	fail := func(i int, format string, args ...any) {
 		res.Errors = append(res.Errors, TxnError{OpIndex: i, What: fmt.Sprintf(format, args...)})
@@ -370,20 +412,23 @@ func runTxn(st txnState, idx uint64, ops []TxnOp, sessionExists func(string) boo
 				}
 				e.CreateIndex, e.LockIndex, e.Session = cur.CreateIndex, cur.LockIndex, cur.Session
 			}
-			if err := st.put(idx, &e); err != nil {
+			if err := st.put(idx, &e, cur.Session); err != nil {
 				return nil, err
 			}
 			out = &e
 		case TxnLock:
 			switch {
 			case op.Session == "":
-				fail(i, "missing session")
+				fail(i, errMissingSession)
 				continue
-			case !sessionExists(op.Session):
-				fail(i, "invalid session %q", op.Session)
+			case !rules.sessionExists(op.Session):
+				fail(i, errInvalidSessionFmt, op.Session)
 				continue
 			case found && cur.Session != "" && cur.Session != op.Session:
 				fail(i, "failed to lock key %q, lock is already held", op.Key)
+				continue
+			case rules.lockDelayed(i):
+				fail(i, errLockDelayFmt, op.Key)
 				continue
 			}
 			e := Entry{Key: op.Key, Value: op.Value, Flags: op.Flags, CreateIndex: idx, ModifyIndex: idx, LockIndex: 1, Session: op.Session}
@@ -396,13 +441,13 @@ func runTxn(st txnState, idx uint64, ops []TxnOp, sessionExists func(string) boo
 					break
 				}
 			}
-			if err := st.put(idx, &e); err != nil {
+			if err := st.put(idx, &e, cur.Session); err != nil {
 				return nil, err
 			}
 			out = &e
 		case TxnUnlock:
 			if op.Session == "" {
-				fail(i, "missing session")
+				fail(i, errMissingSession)
 				continue
 			}
 			if !found || cur.Session != op.Session {
@@ -411,7 +456,7 @@ func runTxn(st txnState, idx uint64, ops []TxnOp, sessionExists func(string) boo
 			}
 			e := cur
 			e.Value, e.Flags, e.Session, e.ModifyIndex = op.Value, op.Flags, "", idx
-			if err := st.put(idx, &e); err != nil {
+			if err := st.put(idx, &e, cur.Session); err != nil {
 				return nil, err
 			}
 			out = &e
@@ -500,7 +545,7 @@ func (s *Store) readTxn(ops []TxnOp) (*TxnResult, error) {
 	var res *TxnResult
 	err := s.view(func(r reader) error {
 		var err error
-		res, err = runTxn(&scratchState{kv: r.table(bucketKV), pending: map[string]*Entry{}}, 0, ops, func(string) bool { return false })
+		res, err = runTxn(&scratchState{kv: r.table(bucketKV), pending: map[string]*Entry{}}, 0, ops, txnRules{})
 		return err
 	})
 	return res, err

@@ -268,40 +268,43 @@ func TestTxn_DeleteTreeAndTombstones(t *testing.T) {
 	}
 }
 
-// The lock rules of the Consul brief, §2.5, with a stand-in for the
-// session table that the sessions change provides.
+// The lock rules of the Consul brief, §2.5.
 func TestTxn_LockAndUnlock(t *testing.T) {
 	s := openStore(t)
-	s.sessions = func(id string) bool { return id == "s1" || id == "s2" }
-	r := applyTxn(t, s, 1, TxnOp{Verb: TxnLock, Key: "l", Value: []byte("v1"), Flags: 3, Session: "s1"})
-	if e := r.Txn.Entries[0]; !r.OK || e.LockIndex != 1 || e.Session != "s1" || e.CreateIndex != 1 || e.ModifyIndex != 1 || e.Value != nil {
+	createSession(t, s, 1, Session{ID: "s1"})
+	createSession(t, s, 2, Session{ID: "s2"})
+	r := applyTxn(t, s, 3, TxnOp{Verb: TxnLock, Key: "l", Value: []byte("v1"), Flags: 3, Session: "s1"})
+	if e := r.Txn.Entries[0]; !r.OK || e.LockIndex != 1 || e.Session != "s1" || e.CreateIndex != 3 || e.ModifyIndex != 3 || e.Value != nil {
 		t.Fatalf("acquire of a new key: %+v", r.Txn)
 	}
 	// The holder writes again: value changes, lock term does not.
-	r = applyTxn(t, s, 2, TxnOp{Verb: TxnLock, Key: "l", Value: []byte("v2"), Session: "s1"})
-	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.LockIndex != 1 || string(e.Value) != "v2" || e.ModifyIndex != 2 {
+	r = applyTxn(t, s, 4, TxnOp{Verb: TxnLock, Key: "l", Value: []byte("v2"), Session: "s1"})
+	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.LockIndex != 1 || string(e.Value) != "v2" || e.ModifyIndex != 4 {
 		t.Fatalf("re-acquire: %+v", e)
 	}
 	before := withoutApplied(dumpRaw(t, s))
-	wantTxnErrors(t, applyTxn(t, s, 3, TxnOp{Verb: TxnLock, Key: "l", Session: "s2"}), TxnError{0, `failed to lock key "l", lock is already held`})
-	wantTxnErrors(t, applyTxn(t, s, 4, TxnOp{Verb: TxnUnlock, Key: "l", Session: "s2"}), TxnError{0, "lock isn't held, or is held by another session"})
-	wantTxnErrors(t, applyTxn(t, s, 5, TxnOp{Verb: TxnUnlock, Key: "l"}), TxnError{0, "missing session"})
-	wantTxnErrors(t, applyTxn(t, s, 6, TxnOp{Verb: TxnLock, Key: "l", Session: "nobody"}), TxnError{0, `invalid session "nobody"`})
+	wantTxnErrors(t, applyTxn(t, s, 5, TxnOp{Verb: TxnLock, Key: "l", Session: "s2"}), TxnError{0, `failed to lock key "l", lock is already held`})
+	wantTxnErrors(t, applyTxn(t, s, 6, TxnOp{Verb: TxnUnlock, Key: "l", Session: "s2"}), TxnError{0, "lock isn't held, or is held by another session"})
+	wantTxnErrors(t, applyTxn(t, s, 7, TxnOp{Verb: TxnUnlock, Key: "l"}), TxnError{0, "missing session"})
+	wantTxnErrors(t, applyTxn(t, s, 8, TxnOp{Verb: TxnLock, Key: "l", Session: "nobody"}), TxnError{0, `invalid session "nobody"`})
 	requireSameState(t, withoutApplied(dumpRaw(t, s)), before)
 
-	r = applyTxn(t, s, 7, TxnOp{Verb: TxnUnlock, Key: "l", Value: []byte("released"), Session: "s1"})
-	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.Session != "" || e.LockIndex != 1 || string(e.Value) != "released" || e.Flags != 0 || e.ModifyIndex != 7 {
+	r = applyTxn(t, s, 9, TxnOp{Verb: TxnUnlock, Key: "l", Value: []byte("released"), Session: "s1"})
+	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.Session != "" || e.LockIndex != 1 || string(e.Value) != "released" || e.Flags != 0 || e.ModifyIndex != 9 {
 		t.Fatalf("release: %+v", e)
 	}
 	// A fresh acquisition of an unheld key starts the next term.
-	r = applyTxn(t, s, 8, TxnOp{Verb: TxnLock, Key: "l", Session: "s2"}, TxnOp{Verb: TxnCheckSession, Key: "l", Session: "s2"})
-	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.LockIndex != 2 || e.Session != "s2" || e.CreateIndex != 1 {
+	r = applyTxn(t, s, 10, TxnOp{Verb: TxnLock, Key: "l", Session: "s2"}, TxnOp{Verb: TxnCheckSession, Key: "l", Session: "s2"})
+	if e, _, _ := mustGet(t, s, "l"); !r.OK || e.LockIndex != 2 || e.Session != "s2" || e.CreateIndex != 3 {
 		t.Fatalf("second acquisition: %+v", e)
+	}
+	if got := heldKeys(t, s); !reflect.DeepEqual(got, map[string][]string{"s2": {"l"}}) {
+		t.Fatalf("held keys %v", got)
 	}
 }
 
-// Without sessions, which do not exist yet, every lock fails as Consul
-// fails it for an unknown session, and nothing is written.
+// A lock with a session that does not exist fails as Consul fails it, and
+// nothing is written.
 func TestTxn_LockWithoutSessions(t *testing.T) {
 	s := openStore(t)
 	before := withoutApplied(dumpRaw(t, s))
@@ -391,8 +394,8 @@ func FuzzApplyTxn(f *testing.F) {
 	f.Add([]byte{3, 4, 0, 'l', 4, 4, 0, 0, 8, 4, 0, 0})
 	keys := []string{"", "a", "a/b", "a/c", "b", "ab"}
 	s := openStore(f)
-	s.sessions = func(id string) bool { return id == "s1" }
-	idx := uint64(0)
+	createSession(f, s, 1, Session{ID: "s1"})
+	idx := uint64(1)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var ops []TxnOp
 		for i := 0; i+3 < len(data) && len(ops) < 32; i += 4 {

@@ -25,6 +25,9 @@ func (countingHandler) ApplyBatch(_ context.Context, cmds [][]byte) []BatchItemR
 }
 func (countingHandler) ReadIndex(context.Context) (uint64, error)           { return 1, nil }
 func (countingHandler) Membership(context.Context, MembershipRequest) error { return nil }
+func (countingHandler) RenewSession(context.Context, string) (storage.Session, bool, error) {
+	return storage.Session{}, true, nil
+}
 
 // nodeTLS is node id's certificates from a CA made in dir.
 type nodeTLS struct{ *certs.Reloader }

@@ -118,6 +118,17 @@ func (c *Client) Membership(ctx context.Context, addr string, req MembershipRequ
 	return c.call(ctx, addr, pathMembership, body, &reply)
 }
 
+// RenewSession asks the leader at addr to renew session id: found false
+// means there is no such session. A renewal changes no state, so one that
+// failed on the way may be sent again.
+func (c *Client) RenewSession(ctx context.Context, addr, id string) (storage.Session, bool, error) {
+	var reply sessionRenewReply
+	if err := c.call(ctx, addr, pathSessionRenew, []byte(id), &reply); err != nil {
+		return storage.Session{}, false, err
+	}
+	return reply.Session, reply.Found, nil
+}
+
 func (c *Client) call(ctx context.Context, addr, path string, body []byte, out any) error {
 	return c.callWith(ctx, c.hc, addr, path, body, out)
 }

@@ -30,6 +30,8 @@ func FuzzServer(f *testing.F) {
 		{pathMembership, []byte(`{"join":{"id":"n4","raft_addr":"10.0.0.4:8300"}}`)},
 		{pathMembership, []byte(`{"remove":"n3","token":"t"}`)},
 		{pathMembership, []byte(`{"join":{},"remove":"x"}`)},
+		{pathSessionRenew, []byte("0a2b4c6d-1111-2222-3333-444455556666")},
+		{pathSessionRenew, nil},
 		{"/nope", []byte("x")},
 	} {
 		f.Add(seed.path, seed.body)
@@ -84,6 +86,13 @@ func (h *checkingHandler) ApplyBatch(_ context.Context, cmds [][]byte) []BatchIt
 }
 
 func (h *checkingHandler) ReadIndex(context.Context) (uint64, error) { return 1, nil }
+
+func (h *checkingHandler) RenewSession(_ context.Context, id string) (storage.Session, bool, error) {
+	if id == "" || len(id) > storage.MaxSessionIDSize {
+		h.t.Fatalf("a renewal of %d-byte id reached the handler", len(id))
+	}
+	return storage.Session{ID: id}, true, nil
+}
 
 func (h *checkingHandler) Membership(_ context.Context, req MembershipRequest) error {
 	if req.validate() != nil {

@@ -30,6 +30,9 @@ type Handler interface {
 	// Membership makes a membership change a member forwarded; leader
 	// only.
 	Membership(ctx context.Context, req MembershipRequest) error
+	// RenewSession resets the TTL of session id and returns it (found
+	// false: no such session); leader only.
+	RenewSession(ctx context.Context, id string) (s storage.Session, found bool, err error)
 }
 
 // ServerOptions tune the server half.
@@ -90,6 +93,7 @@ func (s *Server) mux() *http.ServeMux {
 	mux.HandleFunc("POST "+pathReadIndex, s.readIndex)
 	mux.HandleFunc("POST "+pathPing, s.ping)
 	mux.HandleFunc("POST "+pathMembership, s.membership)
+	mux.HandleFunc("POST "+pathSessionRenew, s.renewSession)
 	return mux
 }
 
@@ -230,6 +234,22 @@ func (s *Server) membership(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, struct{}{})
+}
+
+func (s *Server) renewSession(w http.ResponseWriter, r *http.Request) {
+	id, err := io.ReadAll(http.MaxBytesReader(w, r.Body, storage.MaxSessionIDSize))
+	if err != nil || len(id) == 0 {
+		writeError(w, &RemoteError{Status: http.StatusBadRequest, Message: fmt.Sprintf("a session renewal carries a session id of 1 to %d bytes", storage.MaxSessionIDSize)})
+		return
+	}
+	ctx, cancel := s.context(r)
+	defer cancel()
+	sess, found, err := s.h.RenewSession(ctx, string(id))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, sessionRenewReply{Found: found, Session: sess})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

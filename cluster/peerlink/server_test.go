@@ -42,6 +42,10 @@ func (h *recordingHandler) ApplyBatch(ctx context.Context, cmds [][]byte) []Batc
 
 func (h *recordingHandler) ReadIndex(ctx context.Context) (uint64, error) { return 0, ErrNotLeader }
 
+func (h *recordingHandler) RenewSession(_ context.Context, id string) (storage.Session, bool, error) {
+	return storage.Session{ID: id, TTL: "10s"}, id != "gone", nil
+}
+
 func (h *recordingHandler) Membership(ctx context.Context, req MembershipRequest) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -214,6 +218,27 @@ func TestTxnResultSurvivesForwarding(t *testing.T) {
 			if got, err := r.Result(); err != nil || !reflect.DeepEqual(got, res) {
 				t.Fatalf("batch item: %+v %v\nwant %+v", got, err, res)
 			}
+		}
+	}
+}
+
+// A renewal reaches the leader's handler with the session id, and its
+// answer comes back whole; an empty or oversized id is refused before it.
+func TestRenewSession(t *testing.T) {
+	_, addr := serve(t)
+	c, _ := newTestClient(t, "n2")
+	ctx := ctxFor(t, 5*time.Second)
+	s, found, err := c.RenewSession(ctx, addr, "abc")
+	if err != nil || !found || s.ID != "abc" || s.TTL != "10s" {
+		t.Fatalf("renew: %+v %v %v", s, found, err)
+	}
+	if _, found, err := c.RenewSession(ctx, addr, "gone"); err != nil || found {
+		t.Fatalf("renew of a missing session: found %v, %v", found, err)
+	}
+	var re *RemoteError
+	for _, id := range []string{"", strings.Repeat("x", storage.MaxSessionIDSize+1)} {
+		if _, _, err := c.RenewSession(ctx, addr, id); !errors.As(err, &re) || re.Status != http.StatusBadRequest {
+			t.Fatalf("renew of a %d-byte id: %v", len(id), err)
 		}
 	}
 }

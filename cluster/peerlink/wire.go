@@ -18,7 +18,18 @@ const (
 	pathReadIndex  = "/read-index"
 	pathPing       = "/ping"
 	pathMembership = "/membership"
+	// pathSessionRenew renews a session on the leader: the body is the
+	// session id. A renewal is no Raft entry: it resets the leader's
+	// timer, and only the leader keeps timers.
+	pathSessionRenew = "/session-renew"
 )
+
+// sessionRenewReply answers a renewal: the session as stored, or Found
+// false when there is no such session.
+type sessionRenewReply struct {
+	Found   bool            `json:"found"`
+	Session storage.Session `json:"session"`
+}
 
 // applyReply answers one forwarded write.
 type applyReply struct {

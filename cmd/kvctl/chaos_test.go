@@ -381,7 +381,7 @@ func TestChaosCommands(t *testing.T) {
 		on(t, nodes, "-o", "json", "chaos", "crash", "--node", n3.HTTPAddr, "peer/n1").expect(t, 0,
 			fmt.Sprintf("{\n  \"endpoint\": %q,\n  \"crashed\": \"peer/n1\"\n}\n", n3.HTTPAddr))
 		on(t, nodes, "chaos", "crash", "--node", "n2", "bogus").expectErr(t, 2,
-			`kvctl: chaos crash: n2 (`+n2.HTTPAddr+`): HTTP 400: unknown actor "bogus" (want one of raft, forward, http, peers, quota, peer/<id>, node)`)
+			`kvctl: chaos crash: n2 (`+n2.HTTPAddr+`): HTTP 400: unknown actor "bogus" (want one of raft, forward, http, peers, peer/<id>, sessions, quota, node)`)
 		on(t, nodes, "chaos", "crash", "--node", "n2", "peer/n2").expectErr(t, 2, `no monitor for "n2"`)
 		on(t, nodes, "chaos", "crash", "raft").expectErr(t, 2, "chaos crash needs --node")
 		// The crashed detectors come back and see everyone alive.

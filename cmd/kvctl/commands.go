@@ -31,6 +31,10 @@ type command struct {
 	// local marks a command that works on local files only: it gets no
 	// client, and the connection settings are not read.
 	local bool
+	// unbounded marks a command that runs until it is done or stopped
+	// (lock, watch): --timeout bounds each of its requests
+	// (invocation.timeout), not the whole run.
+	unbounded bool
 	// setup is nil for a group of subcommands (subs), which is no command
 	// of its own.
 	setup func(fs *pflag.FlagSet) action
@@ -103,6 +107,9 @@ type invocation struct {
 	// (TLS, the token).
 	opts []client.Option
 	json bool
+	// timeout is --timeout (0: none); it bounds ctx, except for an
+	// unbounded command, whose requests it bounds one by one.
+	timeout time.Duration
 }
 
 // printJSON writes v indented, with a trailing newline, without HTML
@@ -178,23 +185,47 @@ without a leader but may lag behind.`,
 		long: `Write value under key, replacing any previous value. A value of "-" is read
 from standard input, byte for byte (values up to 512 KiB by default). Put
 resets the key's flags to --flags (0 unless given), as Consul does. To store a
-value that starts with "-", put "--" before the arguments.`,
+value that starts with "-", put "--" before the arguments.
+
+--acquire <session> writes only by taking the key's lock for that session
+(Consul's ?acquire): it fails (status 1) while another session holds the key
+or during the lock-delay after a holder's session ended. --release <session>
+writes and unlocks. A key's LockIndex counts its acquisitions: it is the
+fencing token of the lock (docs/fault-model.md).`,
 		example: `  kvctl put config/color blue
   kvctl put --flags 42 config/color blue
   kvctl put tls/cert - < cert.pem
   kvctl put -- config/offset -5`,
 		setup: func(fs *pflag.FlagSet) action {
 			flags := fs.Uint64("flags", 0, "opaque 64-bit flags stored with the value")
+			acquire := fs.String("acquire", "", "write only by taking the key's lock for this `session`; status 1 if another holds it or its lock-delay runs")
+			release := fs.String("release", "", "write and release the key's lock held by this `session`; status 1 if it does not hold it")
 			return func(inv *invocation, args []string) error {
 				value, err := inv.value(args[1])
 				if err != nil {
 					return err
 				}
-				ok, meta, err := inv.client.Put(inv.ctx, args[0], value, client.WriteOptions{Flags: *flags})
+				var ok bool
+				var meta client.Meta
+				switch {
+				case *acquire != "" && *release != "":
+					return usagef("--acquire and --release cannot be combined")
+				case *acquire != "":
+					ok, meta, err = inv.client.Acquire(inv.ctx, args[0], *acquire, value, *flags)
+				case *release != "":
+					ok, meta, err = inv.client.Release(inv.ctx, args[0], *release, value, *flags)
+				default:
+					ok, meta, err = inv.client.Put(inv.ctx, args[0], value, client.WriteOptions{Flags: *flags})
+				}
 				if err != nil {
 					return err
 				}
-				return inv.wrote("wrote", args[0], false, ok, meta, nil)
+				return inv.wrote("wrote", args[0], false, ok, meta, func() error {
+					if *acquire != "" {
+						return no("not acquired: %s is held by another session, or its lock-delay runs", args[0])
+					}
+					return no("not released: %s is not held by session %s", args[0], *release)
+				})
 			}
 		},
 	},
@@ -282,10 +313,10 @@ form of Consul's /v1/txn body, so the same file works with curl:
    {"KV": {"Verb": "get", "Key": "cfg/b"}}]
 
 Verbs: set, cas, get, get-or-empty, get-tree, check-index, check-not-exists,
-check-session, delete, delete-tree, delete-cas, lock, unlock (lock needs a
-session, and sessions do not exist yet, so lock always fails). Value is
-base64; Index is what cas, check-index and delete-cas compare ModifyIndex
-with. At most 128 operations (the server's txn_max_ops).
+check-session, delete, delete-tree, delete-cas, lock, unlock (lock and unlock
+name a Session, see 'kvctl session create'). Value is base64; Index is what
+cas, check-index and delete-cas compare ModifyIndex with. At most 128
+operations (the server's txn_max_ops).
 
 On success kvctl prints the entries the operations report (get and get-tree
 with their values; set and cas with their new indexes). When the transaction
@@ -580,6 +611,9 @@ before maintenance, so a restart replays less.`,
 			}
 		},
 	},
+	lockCommand,
+	watchCommand,
+	sessionCommand,
 	aclCommand,
 	chaosCommand,
 	tlsCommand,

@@ -208,7 +208,8 @@ func (c *cli) run(args []string) int {
 			inv.opts = append(inv.opts, client.WithTLS(set.tls))
 		}
 		inv.opts = append(inv.opts, client.WithToken(c.tokenOf(fs, g.token)))
-		if set.timeout > 0 {
+		inv.timeout = set.timeout
+		if set.timeout > 0 && !cmd.unbounded {
 			var cancel context.CancelFunc
 			inv.ctx, cancel = context.WithTimeout(inv.ctx, set.timeout)
 			defer cancel()
@@ -293,10 +294,10 @@ func resolveCommand(args []string, forHelp bool) (*command, []string, error) {
 }
 
 const exitStatusHelp = `Exit status:
-  0  success
+  0  success (lock: the command's own status)
   1  the answer is "no": key not found (get), CAS precondition failed
      (cas, del --cas), no leader known (leader), a peer not alive
-     (health --check)
+     (health --check), no such session (session info, session renew)
   2  error: bad usage, cluster unreachable, server error or timeout, chaos
      not enabled on a node; for writes the message says whether the write
      may have been applied
@@ -317,7 +318,7 @@ Usage:
 		listed = append(listed, one)
 		width = max(width, len(one.fullName()))
 	}
-	for _, group := range []string{kv, clusterGroup, aclGroup, chaosGroup, tlsGroup} {
+	for _, group := range []string{kv, coordGroup, clusterGroup, aclGroup, chaosGroup, tlsGroup} {
 		fmt.Fprintf(w, "%s:\n", group)
 		for _, cmd := range listed {
 			if cmd.group == group {

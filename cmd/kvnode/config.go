@@ -58,6 +58,9 @@ var settings = []setting{
 	{"log_format", kString, "text", "text or json"},
 	{"max_value_size", kInt, "524288", "largest value a PUT accepts, in bytes"},
 	{"txn_max_ops", kInt, "128", "most operations one /v1/txn may carry; past it 413"},
+	{"session_ttl_min", kDuration, "10s", "shortest session TTL a create accepts (the longest is 24h)"},
+	{"session_node_grace", kDuration, "5s", "how long the leader's failure detector must hold a node dead before its sessions (serfHealth) are invalidated"},
+	{"tombstone_ttl", kDuration, "15m", "how long a deleted key's tombstone is kept (for blocking queries) before the leader has it reaped; 0 keeps them for ever"},
 	{"state_check_interval", kDuration, "5m", "how often every node hashes its whole state at a checkpoint the leader proposes, to compare with the others' (0: off)"},
 	{"request_timeout", kDuration, "5s", "how long a request waits for a leader/quorum before answering 503"},
 	{"max_in_flight", kInt, "4096", "writes waiting on Raft at once before new ones are refused with 429"},
@@ -253,6 +256,9 @@ func build(v *viper.Viper) (*Config, error) {
 		ACLToken:            p.str("acl_token"),
 		MaxBlockingQueries:  p.positiveInt("http_max_blocking_queries"),
 		TxnMaxOps:           p.positiveInt("txn_max_ops"),
+		SessionTTLMin:       p.positiveDuration("session_ttl_min"),
+		SessionNodeGrace:    p.positiveDuration("session_node_grace"),
+		TombstoneTTL:        tombstoneTTL(p.nonNegativeDuration("tombstone_ttl")),
 		StateCheckInterval:  p.nonNegativeDuration("state_check_interval"),
 		QuotaBytes:          p.nonNegativeInt64("quota_bytes"),
 		MinFreeBytes:        p.nonNegativeInt64("min_free_bytes"),
@@ -300,6 +306,15 @@ func build(v *viper.Viper) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// tombstoneTTL maps the setting to server.Config's: 0 (keep for ever) is
+// negative there, where 0 means the default.
+func tombstoneTTL(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func (c *Config) validate(initialCluster, join string) error {

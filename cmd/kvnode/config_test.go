@@ -57,20 +57,28 @@ func mustLoad(t *testing.T, args ...string) *Config {
 // settingValue reads a setting back out of a Config, as text comparable to
 // the settings table. Every setting must have an entry.
 var settingValue = map[string]func(c *Config) string{
-	"node_id":                   func(c *Config) string { return c.NodeID },
-	"data_dir":                  func(c *Config) string { return c.DataDir },
-	"http_addr":                 func(c *Config) string { return c.HTTPAddr },
-	"raft_addr":                 func(c *Config) string { return c.RaftAddr },
-	"advertise_http":            func(c *Config) string { return c.AdvertiseHTTP },
-	"advertise_raft":            func(c *Config) string { return c.AdvertiseRaft },
-	"initial_cluster":           func(c *Config) string { return formatCluster(c.InitialCluster) },
-	"join":                      func(c *Config) string { return strings.Join(c.Join, ",") },
-	"initial_cluster_token":     func(c *Config) string { return c.InitialClusterToken },
-	"datacenter":                func(c *Config) string { return c.Datacenter },
-	"log_level":                 func(c *Config) string { return c.LogLevel },
-	"log_format":                func(c *Config) string { return c.LogFormat },
-	"max_value_size":            func(c *Config) string { return strconv.FormatInt(c.MaxValueSize, 10) },
-	"txn_max_ops":               func(c *Config) string { return strconv.Itoa(c.TxnMaxOps) },
+	"node_id":               func(c *Config) string { return c.NodeID },
+	"data_dir":              func(c *Config) string { return c.DataDir },
+	"http_addr":             func(c *Config) string { return c.HTTPAddr },
+	"raft_addr":             func(c *Config) string { return c.RaftAddr },
+	"advertise_http":        func(c *Config) string { return c.AdvertiseHTTP },
+	"advertise_raft":        func(c *Config) string { return c.AdvertiseRaft },
+	"initial_cluster":       func(c *Config) string { return formatCluster(c.InitialCluster) },
+	"join":                  func(c *Config) string { return strings.Join(c.Join, ",") },
+	"initial_cluster_token": func(c *Config) string { return c.InitialClusterToken },
+	"datacenter":            func(c *Config) string { return c.Datacenter },
+	"log_level":             func(c *Config) string { return c.LogLevel },
+	"log_format":            func(c *Config) string { return c.LogFormat },
+	"max_value_size":        func(c *Config) string { return strconv.FormatInt(c.MaxValueSize, 10) },
+	"txn_max_ops":           func(c *Config) string { return strconv.Itoa(c.TxnMaxOps) },
+	"session_ttl_min":       func(c *Config) string { return c.SessionTTLMin.String() },
+	"session_node_grace":    func(c *Config) string { return c.SessionNodeGrace.String() },
+	"tombstone_ttl": func(c *Config) string {
+		if c.TombstoneTTL < 0 {
+			return "0s"
+		}
+		return c.TombstoneTTL.String()
+	},
 	"state_check_interval":      func(c *Config) string { return c.StateCheckInterval.String() },
 	"request_timeout":           func(c *Config) string { return c.RequestTimeout.String() },
 	"max_in_flight":             func(c *Config) string { return strconv.Itoa(c.MaxInFlight) },
@@ -210,6 +218,9 @@ func TestEverySettingFromEachSource(t *testing.T) {
 		"log_format":                "json",
 		"max_value_size":            "1048576",
 		"txn_max_ops":               "16",
+		"session_ttl_min":           "1s",
+		"session_node_grace":        "2s",
+		"tombstone_ttl":             "30s",
 		"state_check_interval":      "30s",
 		"request_timeout":           "7s",
 		"max_in_flight":             "128",

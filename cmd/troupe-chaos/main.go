@@ -6,7 +6,8 @@
 // 1 when it found a violation or lost writes, and 2 on errors.
 //
 // 'troupe-chaos inject NEMESIS' instead applies one fault to a running
-// cluster by hand and reports what it did to the leader (inject.go).
+// cluster by hand and reports what it did to the leader (inject.go);
+// 'troupe-chaos fencing' plays the fencing-token story (fencing.go).
 package main
 
 import (
@@ -34,12 +35,19 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "inject" {
-		return runInject(args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "inject":
+			return runInject(args[1:])
+		case "fencing":
+			return runFencing(args[1:])
+		case "fencing-holder":
+			return runFencingHolder()
+		}
 	}
 	fs := pflag.NewFlagSet("troupe-chaos", pflag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: troupe-chaos [flags]\n       troupe-chaos inject NEMESIS [flags]   (one fault by hand; inject --help)\n\n")
+		fmt.Fprintf(os.Stderr, "Usage: troupe-chaos [flags]\n       troupe-chaos inject NEMESIS [flags]   (one fault by hand; inject --help)\n       troupe-chaos fencing [flags]          (the fencing-token story; fencing --help)\n\n")
 		fs.PrintDefaults()
 	}
 	nodes := fs.Int("nodes", 3, "nodes of the local cluster to start")
@@ -104,6 +112,11 @@ func run(args []string) int {
 			// Nodes should refuse (503, not applied) before the client
 			// gives up (unknown): a request timeout below the op timeout.
 			extra = append(extra, "--request-timeout", max(*timeout-time.Second, *timeout/2).String())
+		}
+		if !strings.Contains(strings.Join(*nodeArgs, " "), "state-check-interval") {
+			// Checkpoints often enough that the nodes compare their state
+			// hashes many times under the faults of a run.
+			extra = append(extra, "--state-check-interval", "10s")
 		}
 		if *unsafe {
 			extra = append(extra, "--unsafe-local-reads")

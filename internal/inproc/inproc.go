@@ -46,6 +46,12 @@ type Options struct {
 	// QuotaBytes, when set, gives each node its quota_bytes (0: none,
 	// as when unset).
 	QuotaBytes func(id string) int64
+	// SessionNodeGrace and SessionTTLMin: see server.Config (zero: the
+	// defaults).
+	SessionNodeGrace time.Duration
+	SessionTTLMin    time.Duration
+	// TombstoneTTL: see server.Config (zero: the default).
+	TombstoneTTL time.Duration
 }
 
 // Node is one in-process node.
@@ -128,23 +134,26 @@ func Start(t testing.TB, n int, opts Options) []*Node {
 			dataDir = opts.DataDir(nd.ID)
 		}
 		node, err := server.Start(server.Config{
-			NodeID:         nd.ID,
-			DataDir:        dataDir,
-			LogSegmentSize: opts.LogSegmentSize,
-			HTTPAddr:       nd.HTTPAddr,
-			RaftAddr:       nd.RaftAddr,
-			InitialCluster: initial,
-			Timing:         FastTiming(),
-			RequestTimeout: opts.RequestTimeout,
-			MaxInFlight:    4096,
-			MaxRestarts:    opts.MaxRestarts,
-			RestartWindow:  time.Minute,
-			Chaos:          opts.Chaos,
-			HTTPLimits:     opts.HTTPLimits,
-			ACLEnabled:     opts.ACLEnabled,
-			Build:          build,
-			QuotaBytes:     quota,
-			Logger:         logger,
+			NodeID:           nd.ID,
+			DataDir:          dataDir,
+			LogSegmentSize:   opts.LogSegmentSize,
+			HTTPAddr:         nd.HTTPAddr,
+			RaftAddr:         nd.RaftAddr,
+			InitialCluster:   initial,
+			Timing:           FastTiming(),
+			RequestTimeout:   opts.RequestTimeout,
+			MaxInFlight:      4096,
+			MaxRestarts:      opts.MaxRestarts,
+			RestartWindow:    time.Minute,
+			Chaos:            opts.Chaos,
+			HTTPLimits:       opts.HTTPLimits,
+			ACLEnabled:       opts.ACLEnabled,
+			Build:            build,
+			SessionNodeGrace: opts.SessionNodeGrace,
+			SessionTTLMin:    opts.SessionTTLMin,
+			TombstoneTTL:     opts.TombstoneTTL,
+			QuotaBytes:       quota,
+			Logger:           logger,
 		})
 		if err != nil {
 			t.Fatal(err)

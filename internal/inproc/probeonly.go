@@ -47,3 +47,7 @@ func (p probeOnly) ReadIndex(context.Context) (uint64, error) { return 0, peerli
 func (p probeOnly) Membership(context.Context, peerlink.MembershipRequest) error {
 	return peerlink.ErrNotLeader
 }
+
+func (p probeOnly) RenewSession(context.Context, string) (storage.Session, bool, error) {
+	return storage.Session{}, false, peerlink.ErrNotLeader
+}
