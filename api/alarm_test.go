@@ -32,6 +32,7 @@ func TestNoSpaceAlarm(t *testing.T) {
 		{"PUT", "/v1/kv/app/a", "changed"},
 		{"PUT", "/v1/kv/app/new?cas=0", "v"},
 		{"PUT", "/v1/txn", `[{"KV":{"Verb":"delete","Key":"app/b"}},{"KV":{"Verb":"set","Key":"app/c","Value":"eA=="}}]`},
+		{"PUT", "/v1/session/create", `{"Name":"n"}`},
 	} {
 		func() {
 			// The refused entry is still applied, as a no-op on every
