@@ -34,7 +34,7 @@ import (
 //
 // Each tenure uses a fresh session (TTL LockTTL, lock-delay LockDelay,
 // bound to the node it was created on): create, acquire, write, release,
-// destroy. Now and then a holder freezes itself past 2×TTL without
+// destroy. Now and then a holder freezes itself well past 2×TTL without
 // renewing (a GC pause or a frozen VM, simulated), so its session expires,
 // another client takes the lock with a higher token, and the stale holder
 // writes with its old token when it wakes: the resource must refuse it.
@@ -97,9 +97,12 @@ type LockConfig struct {
 	Prefix    string        // keys <Prefix>lock and <Prefix>resource (default "chaos/lock/")
 	TTL       time.Duration // session TTL (default 10s, the server's minimum)
 	LockDelay time.Duration // session lock-delay (default 1s)
-	// PauseChance is the chance that a tenure freezes past 2×TTL (default
-	// 0.1; negative: never).
+	// PauseChance is the chance that a tenure freezes (default 0.08;
+	// negative: never), for Pause (default 4×TTL + LockDelay + 2s: past
+	// 2×TTL, and past the extra TTL a session gets when a new leader
+	// re-arms its timer, so another client can take the lock meanwhile).
 	PauseChance float64
+	Pause       time.Duration
 }
 
 func (c *LockConfig) defaults() {
@@ -113,7 +116,10 @@ func (c *LockConfig) defaults() {
 		c.LockDelay = time.Second
 	}
 	if c.PauseChance == 0 {
-		c.PauseChance = 0.1
+		c.PauseChance = 0.08
+	}
+	if c.Pause <= 0 {
+		c.Pause = 4*c.TTL + c.LockDelay + 2*time.Second
 	}
 }
 
@@ -270,7 +276,7 @@ func (l *LockWorkload) hold(ctx context.Context, rng *rand.Rand, c int, sid stri
 		if pause && writes == 1 {
 			// Frozen: no renewal, no news; the session ends meanwhile.
 			op := LockOp{Client: c, Session: sid, Kind: LockPause, Token: token, Outcome: OK, Call: l.w.rec.Now()}
-			sleep(ctx, 2*l.cfg.TTL+2*time.Second)
+			sleep(ctx, l.cfg.Pause)
 			op.Return = l.w.rec.Now()
 			l.record(op)
 			if ctx.Err() != nil {
