@@ -140,6 +140,10 @@ type Verdict struct {
 	LostWrites []Op `json:"lost_writes,omitempty"`
 	// Diverged names keys whose final value differs between nodes.
 	Diverged []string `json:"diverged,omitempty"`
+	// Lock is the lock checker's verdict ("ok", "violation", "unknown"),
+	// empty without the lock workload; LockViolations says what broke.
+	Lock           string   `json:"lock,omitempty"`
+	LockViolations []string `json:"lock_violations,omitempty"`
 	// Counts per outcome.
 	OK      int `json:"ok"`
 	Failed  int `json:"failed"`
@@ -148,13 +152,13 @@ type Verdict struct {
 
 // Passed reports whether every check ran and found nothing wrong.
 func (v Verdict) Passed() bool {
-	return v.Linearizable == "ok" && len(v.LostWrites) == 0 && len(v.Diverged) == 0
+	return v.Linearizable == "ok" && len(v.LostWrites) == 0 && len(v.Diverged) == 0 && (v.Lock == "" || v.Lock == "ok")
 }
 
 // Broken reports whether a check found a real problem: a violation, a lost
 // write or diverged replicas (as opposed to a check that could not decide).
 func (v Verdict) Broken() bool {
-	return v.Linearizable == "violation" || len(v.LostWrites) > 0 || len(v.Diverged) > 0
+	return v.Linearizable == "violation" || len(v.LostWrites) > 0 || len(v.Diverged) > 0 || v.Lock == "violation"
 }
 
 // CheckLinearizable runs porcupine over the history, key by key. info is

@@ -112,6 +112,8 @@ type FaultWindow struct {
 type History struct {
 	Ops    []Op          `json:"ops"`
 	Faults []FaultWindow `json:"faults"`
+	// Lock is the lock workload's history (lockload.go), when it ran.
+	Lock []LockOp `json:"lock,omitempty"`
 }
 
 // WriteJSON saves the history.

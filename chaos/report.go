@@ -147,6 +147,7 @@ nemeses: {{range .Summary.Nemeses}}<code>{{.}}</code> {{else}}none{{end}}. Gener
 <tr><th>Lost acknowledged writes</th><td>{{len .Summary.Verdict.LostWrites}}</td></tr>
 <tr><th>Diverged replicas</th><td>{{len .Summary.Verdict.Diverged}}</td></tr>
 <tr><th>Operations</th><td>{{.Summary.Operations}}: {{.Summary.Verdict.OK}} ok, {{.Summary.Verdict.Failed}} failed, {{.Summary.Verdict.Unknown}} unknown</td></tr>
+{{with .Summary.Lock}}<tr><th>Lock and fencing tokens</th><td>{{if eq .Verdict "ok"}}ok{{else}}<span class="fail">{{.Verdict}}</span>{{end}} ({{.Acquisitions}} acquisitions, {{.Accepted}} fenced writes accepted, {{.Refused}} refused)</td></tr>{{end}}
 {{if .Summary.Error}}<tr><th>Error</th><td class="fail">{{.Summary.Error}}</td></tr>{{end}}
 </table>
 <h2>Throughput</h2>
@@ -159,6 +160,16 @@ nemeses: {{range .Summary.Nemeses}}<code>{{.}}</code> {{else}}none{{end}}. Gener
 <table><tr><th>nemesis</th><th>detail</th><th>from</th><th>to</th><th>ok</th><th>failed</th><th>unknown</th><th>longest gap without success</th><th>first write after heal</th></tr>
 {{range .Faults}}<tr><td>{{.Nemesis}}</td><td>{{.Detail}}{{range .Steps}}<br><small>{{.}}</small>{{end}}</td><td>{{secs .Start}}</td><td>{{secs .End}}</td><td>{{.OK}}</td><td>{{.Failed}}</td><td>{{.Unknown}}</td><td>{{ms .UnavailableMS}}</td><td>{{ms .RecoveryMS}}</td></tr>
 {{else}}<tr><td colspan="9">no faults</td></tr>{{end}}</table>
+{{with .Summary.Lock}}<h2>Lock workload</h2>
+<p>{{.Clients}} clients contend for one lock, each tenure with a session of its own, and write to a fenced resource with the lock's LockIndex as token (docs/chaos.md, "Lock workload"). Checked: no two sessions hold the same LockIndex, LockIndex rises across acquisitions in real time, no write is accepted with a token below one accepted before it, and the resource ends with the highest accepted token.</p>
+<table>
+<tr><th>Verdict</th><td>{{if eq .Verdict "ok"}}<span class="pass">ok</span>{{else}}<span class="fail">{{.Verdict}}</span>{{end}}</td></tr>
+<tr><th>Acquires</th><td>{{.Acquires}} attempts: {{.Acquisitions}} acquisitions with their token, {{.AcquireUnknown}} unknown; {{.Releases}} releases</td></tr>
+<tr><th>Holders frozen past their TTL</th><td>{{.Pauses}}</td></tr>
+<tr><th>Fenced writes</th><td>{{.Writes}}: {{.Accepted}} accepted, {{.Refused}} refused (stale token), {{.Conflicts}} lost a CAS race, {{.WriteFailed}} failed, {{.WriteUnknown}} unknown</td></tr>
+<tr><th>Tokens</th><td>highest accepted {{.HighestToken}}; the resource ends with {{.FinalToken}} (<code>{{.FinalValue}}</code>)</td></tr>
+</table>
+{{if .Violations}}<ul>{{range .Violations}}<li class="fail">{{.}}</li>{{end}}</ul>{{end}}{{end}}
 {{if .Summary.Verdict.LostWrites}}<h2>Lost writes</h2><table><tr><th>key</th><th>value</th><th>node</th><th>at</th></tr>
 {{range .Summary.Verdict.LostWrites}}<tr><td>{{.Key}}</td><td>{{.Value}}{{.To}}</td><td>{{.Node}}</td><td>{{secs .Call}}</td></tr>{{end}}</table>{{end}}
 {{if .Summary.Verdict.Diverged}}<h2>Diverged</h2><ul>{{range .Summary.Verdict.Diverged}}<li>{{.}}</li>{{end}}</ul>{{end}}

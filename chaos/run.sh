@@ -37,9 +37,13 @@ e.g. $PROG --clients 20 --fault-duration 15s. 'bin/troupe-chaos --help' lists
 every flag, including --endpoints and --kill-cmd for a cluster that is
 already running.
 
+Beside the KV workload, 4 lock clients (--lock-clients N, 0: none)
+contend for one lock and write a fenced resource with its token.
+
 Exit status (troupe-chaos's): 0 the run passed; 1 a linearizability
-violation, lost writes or diverged replicas; 2 an error (the cluster did
-not start or did not settle, bad flags, a build failure).
+violation, lost writes, diverged replicas or a lock/fencing violation; 2
+an error (the cluster did not start or did not settle, bad flags, a build
+failure).
 EOF
 }
 
@@ -119,6 +123,7 @@ case $status in
     [ "$lin" != violation ] || why+=("a linearizability violation")
     ! grep -q '"lost_writes"' "$OUT/summary.json" 2>/dev/null || why+=("lost writes")
     ! grep -q '"diverged"' "$OUT/summary.json" 2>/dev/null || why+=("diverged replicas")
+    ! grep -q '"lock_violations"' "$OUT/summary.json" 2>/dev/null || why+=("a lock or fencing violation")
     if [ "${#why[@]}" -gt 0 ]; then
       verdict="FAIL: ${why[0]}"
       for w in "${why[@]:1}"; do verdict+=", $w"; done

@@ -32,10 +32,11 @@ func TestChaosSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos smoke takes a minute")
 	}
-	lt := startLocal(t, 3)
+	lt := startLocal(t, 3, "--session-ttl-min", "1s")
 	out := t.TempDir()
 	sum, err := Run(context.Background(), Config{
 		Duration:      75 * time.Second,
+		Lock:          LockConfig{Clients: 3, TTL: 2 * time.Second},
 		Nemeses:       []string{"kill", "kill-leader", "partition-leader", "partition-half", "pause", "pause-leader"},
 		Interval:      5 * time.Second,
 		FaultDuration: 5 * time.Second,
@@ -57,6 +58,11 @@ func TestChaosSmoke(t *testing.T) {
 	if len(sum.Faults) < 5 || sum.Verdict.OK < 1000 {
 		t.Fatalf("the run did too little to mean anything: %d faults, %d ok operations", len(sum.Faults), sum.Verdict.OK)
 	}
+	if l := sum.Lock; l == nil || l.Verdict != "ok" || l.Acquisitions < 5 || l.Accepted < 10 {
+		t.Fatalf("the lock workload: %+v", sum.Lock)
+	}
+	t.Logf("lock: %d acquisitions, %d fenced writes accepted, %d refused, %d holders frozen",
+		sum.Lock.Acquisitions, sum.Lock.Accepted, sum.Lock.Refused, sum.Lock.Pauses)
 }
 
 // TestCheckerCatchesUnsafeReads runs the same pipeline against nodes that

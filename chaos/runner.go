@@ -28,6 +28,9 @@ type Config struct {
 	FaultDuration time.Duration
 	Seed          uint64
 	Workload      WorkloadConfig
+	// Lock adds the lock workload beside the KV one (Lock.Clients 0:
+	// none).
+	Lock LockConfig
 	// OutDir receives history.json, summary.json and report.html.
 	OutDir string
 	// Progress gets a line a second while the run goes (nil: quiet).
@@ -72,8 +75,10 @@ type Summary struct {
 	Verdict    Verdict           `json:"verdict"`
 	Faults     []FaultOutcome    `json:"faults"`
 	Final      map[string]string `json:"final_values"`
-	Error      string            `json:"error,omitempty"`
-	OutDir     string            `json:"out_dir"`
+	// Lock is the lock workload's account and verdict (absent without it).
+	Lock   *LockSummary `json:"lock,omitempty"`
+	Error  string       `json:"error,omitempty"`
+	OutDir string       `json:"out_dir"`
 }
 
 // Run drives the workload and the nemeses against target for
@@ -100,6 +105,10 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 		endpoints = append(endpoints, n.HTTPAddr)
 	}
 	w := NewWorkload(cfg.Workload, func() []string { return endpoints }, rec)
+	var lw *LockWorkload
+	if cfg.Lock.Clients > 0 {
+		lw = NewLockWorkload(cfg.Lock, w)
+	}
 	env := &Env{
 		Target: target,
 		Rand:   rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
@@ -117,6 +126,10 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 	)
 	wg.Add(2)
 	go func() { defer wg.Done(); w.Run(loadCtx) }()
+	if lw != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); lw.Run(loadCtx) }()
+	}
 	go func() {
 		defer wg.Done()
 		if len(cfg.Nemeses) == 0 {
@@ -169,7 +182,11 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 				if fault == "" {
 					fault = "none"
 				}
-				logf("%6.0fs  ops %-7d fault: %s", time.Since(rec.Start()).Seconds(), w.Operations(), fault)
+				locks := ""
+				if lw != nil {
+					locks = fmt.Sprintf("lock ops %-5d ", lw.Operations())
+				}
+				logf("%6.0fs  ops %-7d %sfault: %s", time.Since(rec.Start()).Seconds(), w.Operations(), locks, fault)
 			}
 		}
 	}()
@@ -189,6 +206,23 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 		logf("cluster did not converge: %v", err)
 	}
 	sum.Final = final
+	var lockOps []LockOp
+	if lw != nil {
+		lockOps = lw.Ops()
+		resource, known := "", false
+		if err == nil {
+			rctx, cancel := context.WithTimeout(cleanup, cfg.SettleTimeout)
+			resource, err = lw.FinalResource(rctx, env.Target.Nodes()[0].HTTPAddr)
+			cancel()
+			if err != nil {
+				sum.Error = err.Error()
+			}
+			known = err == nil
+		}
+		ls := CheckLock(lockOps, resource, known)
+		sum.Lock = &ls
+		sum.Verdict.Lock, sum.Verdict.LockViolations = ls.Verdict, ls.Violations
+	}
 
 	ops := rec.Ops()
 	sum.Operations = len(ops)
@@ -217,7 +251,7 @@ func Run(ctx context.Context, cfg Config, target Target) (*Summary, error) {
 	avail := Measure(ops, windows, end)
 	sum.Faults = avail.Faults
 
-	hist := History{Ops: ops, Faults: windows}
+	hist := History{Ops: ops, Faults: windows, Lock: lockOps}
 	if err := hist.WriteJSON(filepath.Join(cfg.OutDir, "history.json")); err != nil {
 		return sum, err
 	}

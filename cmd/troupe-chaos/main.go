@@ -59,6 +59,8 @@ func run(args []string) int {
 	faultFor := fs.Duration("fault-duration", 8*time.Second, "how long each fault lasts (varies by half)")
 	clients := fs.Int("clients", 10, "concurrent clients")
 	keys := fs.Int("keys", 8, "keys the clients contend on")
+	lockClients := fs.Int("lock-clients", 4, "clients of the lock workload beside the KV one: they contend for one lock and write a fenced resource (0: none)")
+	lockTTL := fs.Duration("lock-ttl", 0, "session TTL of the lock clients (default 3s on a local cluster, started with --session-ttl-min 1s; 10s with --endpoints)")
 	timeout := fs.Duration("op-timeout", 3*time.Second, "per-operation timeout (past it the outcome is unknown)")
 	kvnode := fs.String("kvnode", "", "kvnode binary of the local cluster (default: $TROUPE_KVNODE, else the kvnode beside troupe-chaos)")
 	netns := fs.Bool("netns", false, "run the local nodes in network namespaces (root) and add the os-partition nemesis")
@@ -118,6 +120,14 @@ func run(args []string) int {
 			// hashes many times under the faults of a run.
 			extra = append(extra, "--state-check-interval", "10s")
 		}
+		if !strings.Contains(strings.Join(*nodeArgs, " "), "session-ttl-min") {
+			// Short lock sessions, so a frozen lock holder's session ends
+			// (and another takes the lock) within seconds.
+			extra = append(extra, "--session-ttl-min", "1s")
+			if *lockTTL == 0 {
+				*lockTTL = 3 * time.Second
+			}
+		}
 		if *unsafe {
 			extra = append(extra, "--unsafe-local-reads")
 		}
@@ -143,6 +153,7 @@ func run(args []string) int {
 		FaultDuration: *faultFor,
 		Seed:          *seed,
 		Workload:      chaos.WorkloadConfig{Clients: *clients, Keys: *keys, Timeout: *timeout},
+		Lock:          chaos.LockConfig{Clients: *lockClients, TTL: *lockTTL},
 		OutDir:        *out,
 		Progress:      progress,
 	}, target)
@@ -214,7 +225,15 @@ func printSummary(s *chaos.Summary) {
 	if len(v.ViolatingKeys) > 0 {
 		fmt.Printf(" (keys %s)", strings.Join(v.ViolatingKeys, ", "))
 	}
-	fmt.Printf("\nlost writes     %d\ndiverged        %d\nfaults          %d\n", len(v.LostWrites), len(v.Diverged), len(s.Faults))
+	fmt.Printf("\nlost writes     %d\ndiverged        %d\n", len(v.LostWrites), len(v.Diverged))
+	if l := s.Lock; l != nil {
+		fmt.Printf("lock            %s (%d clients, %d acquisitions, %d unknown acquires, %d holders frozen; fenced writes: %d accepted, %d refused, %d conflicts, %d unknown; highest token %d, final %d)\n",
+			l.Verdict, l.Clients, l.Acquisitions, l.AcquireUnknown, l.Pauses, l.Accepted, l.Refused, l.Conflicts, l.WriteUnknown, l.HighestToken, l.FinalToken)
+		for _, msg := range l.Violations {
+			fmt.Printf("  %s\n", msg)
+		}
+	}
+	fmt.Printf("faults          %d\n", len(s.Faults))
 	for _, f := range s.Faults {
 		rec := "no write before the end"
 		if f.RecoveryMS >= 0 {
