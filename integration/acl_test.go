@@ -337,7 +337,15 @@ func TestACLCluster(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n5 := c.Node("n5"); !strings.Contains(n5.Log(), "join attempt failed") || !strings.Contains(n5.Log(), "401") {
-		t.Fatalf("n5 did not log its refused joins:\n%s", n5.Tail(2000))
+	// n4 may be in before n5's first attempt has come back: wait for it.
+	n5 := c.Node("n5")
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(n5.Log(), "join attempt failed") || !strings.Contains(n5.Log(), "401"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("n5 did not log its refused joins:\n%s", n5.Tail(2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body := rawCall(t, n1, "GET", "/v1/cluster/members", mgmt, ""); code != 200 || strings.Contains(body, `"id":"n5"`) {
+		t.Fatalf("a node without a token joined: %d %s", code, body)
 	}
 }
