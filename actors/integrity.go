@@ -56,15 +56,25 @@ func (s *stateIntegrity) set(v cluster.Integrity) (changed bool) {
 	}
 	was := s.fenced != nil
 	s.verdict = v
-	switch v.State {
-	case cluster.StateDiverged:
+	if v.State == cluster.StateDiverged {
 		s.fenced = fmt.Errorf("%w: %s", cluster.ErrStateDiverged, v.Reason)
-	case cluster.StateCorrupt:
-		s.fenced = fmt.Errorf("%w (this node is stopping: %s)", storage.ErrCorrupt, v.Reason)
-	default:
+	} else {
 		s.fenced = nil
 	}
 	return was != (s.fenced != nil)
+}
+
+// markCorrupt fences the node for good and reports whether this was the
+// first corruption found (only the first stops the node).
+func (s *stateIntegrity) markCorrupt(err error) (first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.verdict.State == cluster.StateCorrupt {
+		return false
+	}
+	s.verdict = cluster.Integrity{State: cluster.StateCorrupt, Check: s.verdict.Check, Reason: err.Error()}
+	s.fenced = fmt.Errorf("%w (this node is stopping: %v)", storage.ErrCorrupt, err)
+	return true
 }
 
 // corrupted fences the node for good after a value failed its seal, and
@@ -74,7 +84,7 @@ func (t *Tree) corrupted(err error) {
 	if !errors.Is(err, storage.ErrCorrupt) {
 		return
 	}
-	if !t.integrity.set(cluster.Integrity{State: cluster.StateCorrupt, Reason: err.Error()}) {
+	if !t.integrity.markCorrupt(err) {
 		return
 	}
 	t.send("node", &giveUp{err: fmt.Errorf("%w; the node stops: at the next start the state file is checked whole, and with repair_state_file: true it is rebuilt from the newest snapshot and the Raft log (docs/operations.md: a damaged state file)", err)})

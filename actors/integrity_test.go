@@ -44,3 +44,21 @@ func TestJudgeState(t *testing.T) {
 		})
 	}
 }
+
+// A corruption found while the node is already fenced (diverged) still
+// stops it: the first corruption is what counts, not the fencing.
+func TestCorruptionAfterDivergence(t *testing.T) {
+	var s stateIntegrity
+	if !s.set(cluster.Integrity{State: cluster.StateDiverged, Reason: "r"}) {
+		t.Fatal("fencing a diverged node changed nothing")
+	}
+	if !s.markCorrupt(storage.ErrCorrupt) {
+		t.Fatal("a corruption on a diverged node was not taken as the first")
+	}
+	if s.markCorrupt(storage.ErrCorrupt) {
+		t.Fatal("a second corruption was taken as the first")
+	}
+	if s.set(cluster.Integrity{State: cluster.StateAgrees}) || s.err() == nil || s.get().State != cluster.StateCorrupt {
+		t.Fatalf("a later verdict lifted the corruption's fence: %+v", s.get())
+	}
+}
