@@ -52,7 +52,7 @@ func newMetrics(t *Tree) *metrics {
 		}),
 		sessionInvalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "troupe_session_invalidations_total",
-			Help: "Sessions this node, as leader, invalidated on its own: ttl (not renewed for 2xTTL) or node (its node dead past the grace).",
+			Help: "Sessions this node, as leader, invalidated on its own: ttl (not renewed for 2xTTL) node (its node dead past the grace) or removed (its node no longer a member).",
 		}, []string{"reason"}),
 		tombstoneReaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "troupe_tombstone_reaps_total",

@@ -46,7 +46,12 @@ const sessionSweep = 250 * time.Millisecond
 //
 // A node's sessions with serfHealth end once the detector here has held
 // that node dead for SessionNodeGrace; a node that comes back within the
-// grace keeps them.
+// grace keeps them. Every session of a node removed from the cluster ends,
+// whatever its checks, once the member list has gone without that node for
+// the same grace (Consul ends a node's sessions when the node is
+// deregistered): nothing is left to renew them or to judge the node by, and
+// the grace spares a node that makes a session for itself just before it
+// is added.
 //
 // Its state is soft: a restart loses the timers, and the next sweep arms
 // every session afresh, as a new leader does.
@@ -67,10 +72,25 @@ type sessionsActor struct {
 	gone      map[string]bool          // destroyed while a load ran
 	ending    map[string]bool          // an invalidation is on its way
 
+	nodeOf  map[string]string    // every session's node, to notice removed nodes
+	absent  map[string]time.Time // nodes holding sessions that are not members, since when
+	checks  int                  // sweeps since the last look at the member list
+
 	dead    map[string]time.Time // peers held dead, since when (this node's detector)
-	reaping map[string]bool      // a node whose sessions are being ended
-	reaped  map[string]uint64    // the session index as of the last reaping of a node
+	reaping map[reapKey]bool     // a node whose sessions are being ended
+	reaped  map[reapKey]uint64   // the session index as of the last reaping of a node
 }
+
+// reapKey names one reaping of a node's sessions: those bound to its
+// health (it is dead) or all of them (it was removed).
+type reapKey struct {
+	node    string
+	removed bool
+}
+
+// sessionMemberCheck is how many sweeps pass between looks at the member
+// list for nodes that hold sessions but were removed.
+const sessionMemberCheck = 4
 
 // Messages of the sessions actor.
 type (
@@ -98,9 +118,13 @@ type (
 		err error
 	}
 	nodeReaped struct {
-		node  string
+		key   reapKey
 		index uint64
 		err   error
+	}
+	sessionMembers struct {
+		members []cluster.Member
+		err     error
 	}
 )
 
@@ -108,7 +132,7 @@ func (a *sessionsActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.reset()
-		a.dead, a.reaping, a.reaped = map[string]time.Time{}, map[string]bool{}, map[string]uint64{}
+		a.dead, a.reaping, a.reaped = map[string]time.Time{}, map[reapKey]bool{}, map[reapKey]uint64{}
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		a.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
 			if e, ok := evt.(*cluster.PeerStateChanged); ok {
@@ -139,10 +163,15 @@ func (a *sessionsActor) Receive(ctx actor.Context) {
 			delete(a.dead, m.Peer)
 		}
 	case *nodeReaped:
-		delete(a.reaping, m.node)
+		delete(a.reaping, m.key)
 		if m.err == nil {
-			a.reaped[m.node] = m.index
+			a.reaped[m.key] = m.index
+			if m.key.removed {
+				delete(a.dead, m.key.node)
+			}
 		}
+	case *sessionMembers:
+		a.checkMembers(ctx, m)
 	case *crash:
 		panic(fmt.Sprintf("injected crash: %s", m.reason))
 	}
@@ -154,6 +183,7 @@ func (a *sessionsActor) reset() {
 	a.epoch++
 	a.deadlines, a.ttls = map[string]time.Time{}, map[string]time.Duration{}
 	a.gone, a.ending = map[string]bool{}, map[string]bool{}
+	a.nodeOf, a.absent, a.checks = map[string]string{}, map[string]time.Time{}, 0
 	a.tree.metrics.sessionsTimed.Set(0)
 }
 
@@ -207,13 +237,16 @@ func (a *sessionsActor) loaded(m *sessionsLoaded) {
 	present := map[string]bool{}
 	for _, s := range m.sessions {
 		present[s.ID] = true
+		if !a.gone[s.ID] {
+			a.nodeOf[s.ID] = s.Node
+		}
 		if _, armed := a.deadlines[s.ID]; !armed && !a.gone[s.ID] {
 			a.arm(s.ID, s.TTLDuration(), now)
 		}
 	}
 	// Armed by a change the table no longer shows: destroyed before
 	// the read, its destroy change still on its way or lost.
-	for id := range a.deadlines {
+	for id := range a.nodeOf {
 		if !present[id] && a.seen <= m.index {
 			a.drop(id)
 		}
@@ -235,6 +268,7 @@ func (a *sessionsActor) arm(id string, ttl time.Duration, now time.Time) {
 }
 
 func (a *sessionsActor) drop(id string) {
+	delete(a.nodeOf, id)
 	delete(a.deadlines, id)
 	delete(a.ttls, id)
 	a.tree.metrics.sessionsTimed.Set(float64(len(a.deadlines)))
@@ -252,6 +286,7 @@ func (a *sessionsActor) changed(c *storage.SessionChange) {
 	}
 	now := time.Now()
 	for _, s := range c.Created {
+		a.nodeOf[s.ID] = s.Node
 		a.arm(s.ID, s.TTLDuration(), now)
 	}
 	for _, id := range c.Destroyed {
@@ -300,9 +335,19 @@ func (a *sessionsActor) sweep(ctx actor.Context) {
 	}
 	grace := a.tree.cfg.SessionNodeGrace
 	for node, since := range a.dead {
-		if now.Sub(since) >= grace && !a.reaping[node] {
-			a.reap(ctx, node)
+		if now.Sub(since) >= grace && !a.reaping[reapKey{node: node}] {
+			a.reap(ctx, reapKey{node: node})
 		}
+	}
+	if a.checks++; a.checks >= sessionMemberCheck && len(a.nodeOf) > 0 {
+		// The member list comes back as a message, so this mailbox never
+		// waits on the raft actor.
+		a.checks = 0
+		self, root, client := ctx.Self(), ctx.ActorSystem().Root, a.tree.client
+		go func() {
+			ms, err := client.Members()
+			root.Send(self, &sessionMembers{members: ms, err: err})
+		}()
 	}
 	if idx, err := a.tree.cfg.Store.SessionIndex(); err != nil || idx <= a.seen {
 		a.behind = 0
@@ -330,21 +375,62 @@ func (a *sessionsActor) end(ctx actor.Context, id, why string) {
 	}()
 }
 
-// reap ends every session of node that is bound to its health, off the
-// mailbox. It runs again only when sessions were created or destroyed
-// since, so a node that stays dead costs one read of the table.
-func (a *sessionsActor) reap(ctx actor.Context, node string) {
-	store := a.tree.cfg.Store
-	idx, err := store.SessionIndex()
-	if err != nil || a.reaped[node] == idx {
+// checkMembers starts the end of every session of a node that has not
+// been a member for the grace. An unknown member list decides nothing.
+func (a *sessionsActor) checkMembers(ctx actor.Context, m *sessionMembers) {
+	if !a.active || a.loading || m.err != nil || len(m.members) == 0 {
 		return
 	}
-	a.reaping[node] = true
+	member := map[string]bool{}
+	for _, mb := range m.members {
+		member[mb.ID] = true
+	}
+	holders := map[string]bool{}
+	for _, node := range a.nodeOf {
+		holders[node] = true
+	}
+	now, grace := time.Now(), a.tree.cfg.SessionNodeGrace
+	for node := range a.absent {
+		if member[node] || !holders[node] {
+			delete(a.absent, node)
+		}
+	}
+	for node := range holders {
+		if member[node] {
+			continue
+		}
+		since, seen := a.absent[node]
+		if !seen {
+			a.absent[node] = now
+			continue
+		}
+		if k := (reapKey{node: node, removed: true}); now.Sub(since) >= grace && !a.reaping[k] {
+			a.reap(ctx, k)
+		}
+	}
+}
+
+// reap ends the sessions of a node, off the mailbox: those bound to its
+// health when it is dead, all of them when it was removed. It runs again
+// only when sessions were created or destroyed since, so a node that
+// stays dead costs one read of the table.
+func (a *sessionsActor) reap(ctx actor.Context, k reapKey) {
+	store := a.tree.cfg.Store
+	idx, err := store.SessionIndex()
+	if err != nil || a.reaped[k] == idx {
+		return
+	}
+	a.reaping[k] = true
 	self, root, client, timeout, log := ctx.Self(), ctx.ActorSystem().Root, a.tree.client, a.tree.cfg.RequestTimeout, a.tree.cfg.Logger
-	grace, since := a.tree.cfg.SessionNodeGrace, a.dead[node]
-	invalidations := a.tree.metrics.sessionInvalidations.WithLabelValues("node")
+	node, grace, since := k.node, a.tree.cfg.SessionNodeGrace, a.dead[k.node]
+	why, line := "node", "the node of a session is dead: invalidating the session"
+	if k.removed {
+		since = a.absent[node]
+		why, line = "removed", "the node of a session was removed from the cluster: invalidating the session"
+	}
+	invalidations := a.tree.metrics.sessionInvalidations.WithLabelValues(why)
 	go func() {
-		m := &nodeReaped{node: node, index: idx}
+		m := &nodeReaped{key: k, index: idx}
 		defer func() { root.Send(self, m) }()
 		sessions, _, err := store.Sessions(node)
 		if err != nil {
@@ -352,10 +438,10 @@ func (a *sessionsActor) reap(ctx actor.Context, node string) {
 			return
 		}
 		for _, s := range sessions {
-			if !s.HasSerfHealth() {
+			if !k.removed && !s.HasSerfHealth() {
 				continue
 			}
-			log.Warn("the node of a session is dead: invalidating the session", "session", s.ID, "node", node, "dead_since", since, "grace", grace)
+			log.Warn(line, "session", s.ID, "node", node, "since", since, "grace", grace)
 			invalidations.Inc()
 			c, cancel := context.WithTimeout(context.Background(), timeout)
 			_, err := client.Apply(c, &storage.Command{Op: storage.OpSessionDestroy, Key: s.ID})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/troupe-kv/troupe/actors"
+	"github.com/troupe-kv/troupe/cluster/peerlink"
 	"github.com/troupe-kv/troupe/internal/inproc"
 	"github.com/troupe-kv/troupe/storage"
 )
@@ -225,6 +226,41 @@ func TestSessionsOfADeadNodeEnd(t *testing.T) {
 	}
 	if !logged {
 		t.Fatal("no log line names the dead node's session")
+	}
+}
+
+// Every session of a node removed from the cluster ends, whatever its
+// checks (Consul ends a node's sessions when it is deregistered), even
+// while the removed node's process still runs; a member's sessions stay.
+func TestSessionsOfARemovedNodeEnd(t *testing.T) {
+	nodes := inproc.Start(t, 3, inproc.Options{MaxRestarts: 5, SessionNodeGrace: 500 * time.Millisecond})
+	leader := leaderOf(t, nodes)
+	var victim *inproc.Node
+	for _, nd := range nodes {
+		if nd != leader {
+			victim = nd
+		}
+	}
+	c := leader.Client()
+	bound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{storage.CheckSerfHealth}})
+	unbound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{}})
+	kept := newSession(t, c, storage.Session{Node: leader.ID, NodeChecks: []string{}})
+	if why := acquire(t, c, "removed/lock", unbound.ID); why != "" {
+		t.Fatal(why)
+	}
+	if err := c.ChangeMembership(ctx(t), peerlink.MembershipRequest{Remove: victim.ID}); err != nil {
+		t.Fatalf("remove %s: %v", victim.ID, err)
+	}
+	waitGone(t, leader, bound.ID, 60*time.Second)
+	waitGone(t, leader, unbound.ID, 60*time.Second)
+	if e, _, _, _ := leader.Store.Get("removed/lock"); e.Session != "" {
+		t.Fatalf("the removed node's lock is still held: %+v", e)
+	}
+	if !sessionExists(t, leader, kept.ID) {
+		t.Fatal("a member's session ended with another node's removal")
+	}
+	if !strings.Contains(leader.Logs.String(), "was removed from the cluster: invalidating the session") {
+		t.Fatal("no log line names the removed node's sessions")
 	}
 }
 
