@@ -72,9 +72,9 @@ type sessionsActor struct {
 	gone      map[string]bool          // destroyed while a load ran
 	ending    map[string]bool          // an invalidation is on its way
 
-	nodeOf  map[string]string    // every session's node, to notice removed nodes
-	absent  map[string]time.Time // nodes holding sessions that are not members, since when
-	checks  int                  // sweeps since the last look at the member list
+	nodeOf map[string]string    // every session's node, to notice removed nodes
+	absent map[string]time.Time // nodes holding sessions that are not members, since when
+	checks int                  // sweeps since the last look at the member list
 
 	dead    map[string]time.Time // peers held dead, since when (this node's detector)
 	reaping map[reapKey]bool     // a node whose sessions are being ended
