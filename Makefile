@@ -16,7 +16,7 @@ STAMP    := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMM
 # Release binaries: stamped, without symbol tables and debug info.
 LDFLAGS  := -s -w $(STAMP)
 
-.PHONY: all build test-bin run test vet fmt-check unit integration bench bench-etcd clean
+.PHONY: all build test-bin run test vet fmt-check unit integration bench bench-etcd bench-coordination clean
 
 all: build
 
@@ -65,12 +65,23 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./storage/... ./api/...
 	$(BIN)/troupe-bench $(BENCH_ARGS)
 
-# The same load table against etcd (built from the Go module proxy into
-# bin/etcd) right after Troupe's, on the same machine.
+# The same load table beside etcd (built from the Go module proxy into
+# bin/etcd): both clusters run, and each row alternates which store goes
+# first, with a sync between.
 bench-etcd: build
 	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
 	test -x $(BIN)/etcd || ./bench/build-etcd.sh
-	$(BIN)/troupe-bench --etcd $(BIN)/etcd $(BENCH_ARGS)
+	$(BIN)/troupe-bench --stores troupe,etcd --etcd $(BIN)/etcd $(BENCH_ARGS)
+
+# Coordination: transactions of 4 sets at 16 and 64 clients beside etcd's
+# /v3/kv/txn (alternating), lock hand-off latency, and 10,000 sessions
+# renewed every TTL/2 (leader CPU and memory, writes at 64 clients with
+# and without them).
+COORD_ARGS ?= --kinds txn-4 --clients 16,64 --duration 20s --lock-handoffs 500 --sessions 10000
+bench-coordination: build
+	$(GO) build -o $(BIN)/troupe-bench ./cmd/troupe-bench
+	test -x $(BIN)/etcd || ./bench/build-etcd.sh
+	$(BIN)/troupe-bench --stores troupe,etcd --etcd $(BIN)/etcd $(COORD_ARGS)
 
 clean:
 	rm -rf $(BIN) ./data ./dist ./build

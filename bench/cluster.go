@@ -213,12 +213,23 @@ func Max(ds []time.Duration) time.Duration {
 
 // Report is everything one benchmark run measured; it is written as JSON.
 type Report struct {
-	When       string          `json:"when"`
-	Machine    string          `json:"machine"`
-	Results    []Result        `json:"results"`
-	FailoverMS []float64       `json:"failover_ms,omitempty"`
-	CatchUp    *CatchUpResult  `json:"catch_up,omitempty"`
-	Footprints []FootprintStep `json:"footprints,omitempty"`
+	When        string             `json:"when"`
+	Machine     string             `json:"machine"`
+	Results     []Result           `json:"results"`
+	FailoverMS  []float64          `json:"failover_ms,omitempty"`
+	CatchUp     *CatchUpResult     `json:"catch_up,omitempty"`
+	Footprints  []FootprintStep    `json:"footprints,omitempty"`
+	Sessions    *SessionCost       `json:"sessions,omitempty"`
+	LockHandoff *LockHandoffResult `json:"lock_handoff,omitempty"`
+}
+
+// LockHandoffResult summarises the lock hand-off measurement.
+type LockHandoffResult struct {
+	Waiters  int     `json:"waiters"`
+	Handoffs int     `json:"handoffs"`
+	P50MS    float64 `json:"p50_ms"`
+	P99MS    float64 `json:"p99_ms"`
+	MaxMS    float64 `json:"max_ms"`
 }
 
 // CatchUpResult is the catch-up measurement: the median of its tries.

@@ -59,6 +59,15 @@ func (Etcd) CAS(endpoint, key string, value []byte, version uint64) *http.Reques
 	})
 }
 
+// Txn is a /v3/kv/txn with no comparison and one put per key.
+func (Etcd) Txn(endpoint string, keys []string, value []byte) *http.Request {
+	puts := make([]any, len(keys))
+	for i, k := range keys {
+		puts[i] = map[string]any{"request_put": map[string]string{"key": b64(k), "value": base64.StdEncoding.EncodeToString(value)}}
+	}
+	return etcdRequest(endpoint, "/v3/kv/txn", map[string]any{"success": puts})
+}
+
 // Check reads etcd's answers; the version is the revision a write created,
 // or a read key's mod revision.
 func (Etcd) Check(kind Kind, resp *http.Response, body []byte) (bool, uint64) {
@@ -79,7 +88,7 @@ func (Etcd) Check(kind Kind, resp *http.Response, body []byte) (bool, uint64) {
 	}
 	rev, _ := strconv.ParseUint(r.Header.Revision, 10, 64)
 	switch kind {
-	case CAS:
+	case CAS, Txn:
 		return r.Succeeded, rev
 	case Writes:
 		return true, rev

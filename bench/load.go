@@ -32,7 +32,13 @@ const (
 	Stale  Kind = "stale-reads" // any node, local state
 	Mix    Kind = "mix-90-10"   // 90% linearizable reads, 10% writes
 	CAS    Kind = "cas"
+	// Txn is one transaction of TxnOps sets of distinct keys, applied
+	// atomically (Troupe's /v1/txn, etcd's /v3/kv/txn).
+	Txn Kind = "txn-4"
 )
+
+// TxnOps is how many sets a Txn row's transaction holds.
+const TxnOps = 4
 
 // Store is the HTTP dialect of the store under test.
 type Store interface {
@@ -42,6 +48,8 @@ type Store interface {
 	Put(endpoint, key string, value []byte) *http.Request
 	Get(endpoint, key string, stale bool) *http.Request
 	CAS(endpoint, key string, value []byte, version uint64) *http.Request
+	// Txn sets every key to value in one atomic transaction.
+	Txn(endpoint string, keys []string, value []byte) *http.Request
 	// Check reads an answer: whether it succeeded and, for CAS and Put,
 	// the key's new version (0 when unknown).
 	Check(kind Kind, resp *http.Response, body []byte) (ok bool, version uint64)
@@ -206,6 +214,7 @@ func Run(ctx context.Context, cfg Config) Result {
 			}
 			mine := make([]time.Duration, 0, 4096)
 			bad := 0
+			txnKeys := make([]string, TxnOps)
 			for seq := 0; ctx.Err() == nil; seq++ {
 				key := cfg.Prefix + strconv.Itoa(rng.IntN(cfg.Keys))
 				stamp(value, run, c, seq)
@@ -226,6 +235,16 @@ func Run(ctx context.Context, cfg Config) Result {
 					req = cfg.Store.Get(endpoint, key, true)
 				case CAS:
 					req = cfg.Store.CAS(endpoint, casKey, value, version)
+				case Txn:
+					// One group of TxnOps neighbouring keys: distinct (etcd
+					// refuses a transaction that names a key twice), and a
+					// group's keys always hold one value, which shows the
+					// transactions were applied whole.
+					group := rng.IntN(max(1, cfg.Keys/TxnOps)) * TxnOps
+					for i := range txnKeys {
+						txnKeys[i] = cfg.Prefix + strconv.Itoa(group+i)
+					}
+					req = cfg.Store.Txn(endpoint, txnKeys, value)
 				}
 				t0 := time.Now()
 				resp, err := hc.Do(req.WithContext(ctx))

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -57,6 +58,21 @@ func (t Troupe) CAS(endpoint, key string, value []byte, version uint64) *http.Re
 	return req
 }
 
+// Txn is PUT /v1/txn with one KV "set" per key.
+func (t Troupe) Txn(endpoint string, keys []string, value []byte) *http.Request {
+	ops := make([]map[string]any, len(keys))
+	for i, k := range keys {
+		ops[i] = map[string]any{"KV": map[string]any{"Verb": "set", "Key": k, "Value": value}}
+	}
+	body, _ := json.Marshal(ops)
+	scheme := "http://"
+	if t.TLS != nil {
+		scheme = "https://"
+	}
+	req, _ := http.NewRequest(http.MethodPut, scheme+endpoint+"/v1/txn", bytes.NewReader(body))
+	return req
+}
+
 // Check: writes and CAS succeed on 200 "true", reads on 200 or 404. The
 // version is X-Consul-Index, which is the written key's new ModifyIndex
 // after a successful write and the key's ModifyIndex on a read.
@@ -65,6 +81,8 @@ func (Troupe) Check(kind Kind, resp *http.Response, body []byte) (bool, uint64) 
 	switch kind {
 	case Writes, CAS:
 		return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(body)) == "true", v
+	case Txn:
+		return resp.StatusCode == http.StatusOK, v
 	default:
 		return resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNotFound, v
 	}

@@ -46,12 +46,18 @@ func run(args []string) int {
 	failover := fs.Int("failover", 0, "also kill -9 the leader this many times and report write unavailability")
 	catchUp := fs.Int("catch-up", 0, "also measure how fast a node that missed this many writes catches up")
 	catchUpTries := fs.Int("catch-up-tries", 3, "catch-up measurements to take; the median is reported")
+	sessions := fs.Int("sessions", 0, "also measure this many live sessions renewed every TTL/2: leader CPU and memory, and writes at --session-writers clients with and without them")
+	sessionTTL := fs.Duration("session-ttl", 10*time.Second, "TTL of the --sessions sessions")
+	sessionWriters := fs.Int("session-writers", 64, "clients of the write rows beside --sessions")
+	lockHandoffs := fs.Int("lock-handoffs", 0, "also measure this many hand-offs of one lock between --lock-waiters clients (release to next acquire)")
+	lockWaiters := fs.Int("lock-waiters", 4, "clients contending for the lock of --lock-handoffs")
+	lockHold := fs.Duration("lock-hold", 5*time.Millisecond, "how long each holder keeps the lock of --lock-handoffs")
 	footprint := fs.String("footprint", "", "also load up to these key counts (e.g. 100000,1000000) and report RSS and file sizes")
 	out := fs.String("out", "", "JSON report path (default bench-results/<time>.json)")
 	dir := fs.String("dir", "", "data directory of the local cluster, with a subdirectory per store when --stores names two (default: a temporary one)")
 	goBench := fs.String("gobench", "", "also write the table as Go benchmark output to this file, for benchstat")
 	etcdBin := fs.String("etcd", "", "also run the load table against a local etcd cluster built from this binary (see bench/build-etcd.sh)")
-	storesFlag := fs.String("stores", "troupe", "local Troupe clusters to measure side by side, alternating which goes first in each row: troupe (plain HTTP), troupe-tls (HTTPS with client certificates, mutual TLS between nodes), or troupe,troupe-tls")
+	storesFlag := fs.String("stores", "troupe", "local clusters to measure side by side, alternating which goes first in each row: troupe (plain HTTP), troupe-tls (HTTPS with client certificates, mutual TLS between nodes), etcd (needs --etcd), e.g. troupe,etcd")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -65,6 +71,10 @@ func run(args []string) int {
 	names, err := storeNames(*storesFlag, *endpoints != "")
 	if err != nil {
 		logf("troupe-bench: --stores: %v", err)
+		return 2
+	}
+	if slices.Contains(names, "etcd") && *etcdBin == "" {
+		logf("troupe-bench: --stores etcd needs the etcd binary (--etcd)")
 		return 2
 	}
 	var counts []int
@@ -82,11 +92,16 @@ func run(args []string) int {
 	// one the failover, catch-up and footprint measurements use.
 	var targets []target
 	var clusters []*bench.Cluster
+	var etcdSide *bench.EtcdCluster // etcd as one of --stores
 	closeClusters := func() {
 		for _, c := range clusters {
 			c.Close()
 		}
 		clusters = nil
+		if etcdSide != nil {
+			etcdSide.Close()
+			etcdSide = nil
+		}
 	}
 	if *endpoints != "" {
 		targets = append(targets, target{store: bench.Troupe{}, eps: strings.Split(*endpoints, ","), pids: func() []int { return nil }})
@@ -111,6 +126,18 @@ func run(args []string) int {
 			cd := d
 			if len(names) > 1 {
 				cd = filepath.Join(d, name)
+			}
+			if name == "etcd" {
+				if err := os.MkdirAll(cd, 0o755); err != nil {
+					logf("troupe-bench: %v", err)
+					return 2
+				}
+				if etcdSide, err = bench.StartEtcd(cd, *etcdBin, *nodes); err != nil {
+					logf("troupe-bench: starting etcd: %v", err)
+					return 2
+				}
+				targets = append(targets, target{store: bench.Etcd{}, eps: etcdSide.Endpoints(), pids: etcdSide.Pids})
+				continue
 			}
 			c, err := bench.StartCluster(ctx, cd, bin, *nodes, *nodeArgs, name == "troupe-tls")
 			if err != nil {
@@ -169,6 +196,10 @@ func run(args []string) int {
 		}
 		clusters = clusters[:1]
 	}
+	if etcdSide != nil {
+		etcdSide.Close()
+		etcdSide = nil
+	}
 	if cl != nil && *failover > 0 {
 		ds, err := cl.Failover(ctx, *failover)
 		if err != nil {
@@ -197,6 +228,36 @@ func run(args []string) int {
 			fmt.Printf("a node that missed %d writes caught up in %s (median of %d; max %s)\n", *catchUp, bench.Median(ds).Round(time.Millisecond), len(ds), bench.Max(ds).Round(time.Millisecond))
 		}
 	}
+	if cl != nil && *lockHandoffs > 0 && ctx.Err() == nil {
+		syscall.Sync()
+		ds, err := bench.LockHandoffs(ctx, cl.Store(), cl.Endpoints(), "bench/lock", *lockWaiters, *lockHandoffs, *lockHold)
+		if err != nil {
+			logf("troupe-bench: lock hand-offs: %v", err)
+		}
+		if len(ds) > 0 {
+			rep.LockHandoff = &bench.LockHandoffResult{Waiters: *lockWaiters, Handoffs: len(ds),
+				P50MS: ms(bench.Percentile(ds, 0.5)), P99MS: ms(bench.Percentile(ds, 0.99)), MaxMS: ms(bench.Max(ds))}
+			fmt.Printf("lock hand-off (release sent → next holder's acquire acknowledged), %d waiters: median %.2f ms, p99 %.2f ms, max %.2f ms over %d hand-offs\n",
+				*lockWaiters, rep.LockHandoff.P50MS, rep.LockHandoff.P99MS, rep.LockHandoff.MaxMS, len(ds))
+		}
+	}
+	if cl != nil && *sessions > 0 && ctx.Err() == nil {
+		logf("sessions: creating %d with TTL %s", *sessions, *sessionTTL)
+		sc, err := cl.MeasureSessions(ctx, *sessions, *sessionTTL, *duration, *sessionWriters, *keys, *valueSize)
+		if err != nil {
+			logf("troupe-bench: sessions: %v", err)
+		}
+		if sc != nil {
+			rep.Sessions = sc
+			fmt.Printf("%d sessions, TTL %s, renewed every TTL/2: %.0f renewals/s, %d failed, %d late rounds, %d live at the end\n",
+				sc.Sessions, *sessionTTL, sc.RenewalsPerSec, sc.Failures, sc.Late, sc.Live)
+			fmt.Printf("  leader CPU %.2f cores idle → %.2f with sessions (cluster %.2f); leader RSS %.1f → %.1f MiB\n",
+				sc.LeaderCPUIdle, sc.LeaderCPUWithSessions, sc.ClusterCPUWithSessions, mib(sc.LeaderRSSBefore), mib(sc.LeaderRSSWith))
+			fmt.Println("  before: " + sc.WritesBefore.String())
+			fmt.Println("  with:   " + sc.WritesWith.String())
+			fmt.Println("  after:  " + sc.WritesAfter.String())
+		}
+	}
 	if cl != nil && *footprint != "" {
 		loaded := *keys
 		for _, s := range strings.Split(*footprint, ",") {
@@ -222,7 +283,7 @@ func run(args []string) int {
 			}
 		}
 	}
-	if *etcdBin != "" && ctx.Err() == nil {
+	if *etcdBin != "" && etcdSide == nil && !slices.Contains(names, "etcd") && ctx.Err() == nil {
 		// After Troupe's runs, with Troupe stopped, so the two never share
 		// the machine.
 		closeClusters()
@@ -269,6 +330,8 @@ func run(args []string) int {
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
 // target is one store of the table and where to reach it.
 type target struct {
 	store bench.Store
@@ -276,16 +339,16 @@ type target struct {
 	pids  func() []int // its server processes, for CPU per request; none if remote
 }
 
-// storeNames parses --stores: troupe and troupe-tls, each at most once. A
-// running cluster (--endpoints) is measured as plain troupe only, since
-// troupe-bench has no certificate for it.
+// storeNames parses --stores: troupe, troupe-tls and etcd, each at most
+// once. A running cluster (--endpoints) is measured as plain troupe only,
+// since troupe-bench has no certificate for it.
 func storeNames(flag string, remote bool) ([]string, error) {
 	var names []string
 	for _, s := range strings.Split(flag, ",") {
 		name := strings.TrimSpace(s)
 		switch {
-		case name != "troupe" && name != "troupe-tls":
-			return nil, fmt.Errorf("%q is not a store (troupe or troupe-tls)", name)
+		case name != "troupe" && name != "troupe-tls" && name != "etcd":
+			return nil, fmt.Errorf("%q is not a store (troupe, troupe-tls or etcd)", name)
 		case slices.Contains(names, name):
 			return nil, fmt.Errorf("%s is named twice", name)
 		case remote && name != "troupe":

@@ -18,7 +18,9 @@ func TestStoreNames(t *testing.T) {
 		{"troupe-tls", false, []string{"troupe-tls"}},
 		{"troupe-tls", true, nil}, // no certificate for a running cluster
 		{"troupe,troupe", false, nil},
-		{"etcd", false, nil}, // etcd is --etcd
+		{"troupe,etcd", false, []string{"troupe", "etcd"}},
+		{"etcd", false, []string{"etcd"}},
+		{"etcd", true, nil}, // a running cluster is Troupe's
 		{"", false, nil},
 	} {
 		got, err := storeNames(tc.flag, tc.remote)

@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/troupe-kv/troupe/internal/testcluster"
+)
+
+// The coordination rows measure what they claim on a real 3-node
+// cluster: a txn-4 row writes its four keys atomically, the lock
+// hand-offs change hands between clients, and the session load keeps
+// every session alive and destroys them when it stops.
+func TestCoordinationLoadsOnARealCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := StartCluster(ctx, t.TempDir(), testcluster.Binary(t), 3, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	store, eps := c.Store(), c.Endpoints()
+
+	r := Run(ctx, Config{Store: store, Endpoints: eps, Kind: Txn, Clients: 4, Duration: time.Second, Keys: 40, Prefix: "txn/"})
+	if r.Ops == 0 || r.Errors != 0 {
+		t.Fatalf("txn-4 row: %+v", r)
+	}
+	// Every transaction sets a group of four keys to one value, so each
+	// group's keys hold one value whichever transaction came last.
+	hc := NewClient(1, nil)
+	defer hc.CloseIdleConnections()
+	written := 0
+	for g := 0; g < 40; g += TxnOps {
+		var first string
+		for i := g; i < g+TxnOps; i++ {
+			resp, err := hc.Do(store.Get(eps[0], "txn/"+strconv.Itoa(i), false).WithContext(ctx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var v string
+			if resp.StatusCode == http.StatusOK {
+				var entries []struct{ Value []byte }
+				if err := json.Unmarshal(body, &entries); err != nil || len(entries) != 1 {
+					t.Fatalf("read txn/%d: %s", i, body)
+				}
+				v = string(entries[0].Value)
+				written++
+			}
+			if i == g {
+				first = v
+			} else if v != first {
+				t.Fatalf("group %d: txn/%d holds %q, txn/%d holds %q: a transaction was applied in part", g, g, first, i, v)
+			}
+		}
+	}
+	if written == 0 {
+		t.Fatal("the txn-4 row wrote nothing")
+	}
+
+	ds, err := LockHandoffs(ctx, store, eps, "bench/lock", 3, 10, time.Millisecond)
+	if err != nil || len(ds) < 10 {
+		t.Fatalf("lock hand-offs: %d measured, %v", len(ds), err)
+	}
+	for _, d := range ds {
+		if d <= 0 {
+			t.Fatalf("a hand-off of %s", d)
+		}
+	}
+
+	l, err := StartSessions(ctx, store, eps, 20, 10*time.Second, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * time.Second) // one renewal period and a bit
+	if st := l.Stats(); st.Renewals < 20 || st.Failures != 0 {
+		t.Fatalf("after one period: %+v", st)
+	}
+	if live, err := l.Live(ctx, eps[1]); err != nil || live != 20 {
+		t.Fatalf("%d of 20 sessions live (%v)", live, err)
+	}
+	if err := l.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if live, err := l.Live(ctx, eps[2]); err != nil || live != 0 {
+		t.Fatalf("%d sessions live after Stop (%v)", live, err)
+	}
+}
