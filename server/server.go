@@ -213,7 +213,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client, Snapshots: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}

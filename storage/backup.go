@@ -81,6 +81,9 @@ type BackupInfo struct {
 	Size int64 `json:"size"`
 	// SHA256 is the stream's checksum, in hex.
 	SHA256 string `json:"sha256"`
+	// RestoredAt is set by a restore: the log index the cluster's state
+	// now stands at.
+	RestoredAt uint64 `json:"restored_at,omitempty"`
 }
 
 // WriteBackup writes the whole state, as of one applied index, to w in the
