@@ -719,9 +719,6 @@ func removeSnapshotLeftovers(dataDir string, logger hclog.Logger) error {
 // newest snapshot, when that is later).
 func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
 
-// CurrentTerm is this node's current Raft term.
-func (n *Node) CurrentTerm() uint64 { return n.raft.CurrentTerm() }
-
 // RestoreState replaces the whole cluster's state with the state file at
 // path, built (storage.Store.BuildRestore) to stand at log index at.
 // Leader only. It goes through hashicorp/raft's user-snapshot restore:

@@ -177,11 +177,7 @@ func (b *backupWriter) json(v any) {
 // ErrBadBackup; an error of fn or of r is returned as it is.
 func ReadBackup(r io.Reader, fn func(bucket string, key, value []byte) error) (BackupInfo, error) {
 	br := &backupReader{r: bufio.NewReaderSize(r, 256<<10), h: sha256.New()}
-	info, err := br.read(fn)
-	if err != nil {
-		return info, err
-	}
-	return info, nil
+	return br.read(fn)
 }
 
 type backupReader struct {
@@ -472,8 +468,7 @@ type restoreBuilder struct {
 
 const restoreBatch = 50_000
 
-// stampedMeta are the meta keys a restore sets itself, and carriedMeta
-// those it keeps from the current state.
+// stampedMeta are the meta keys a restore sets to its own index.
 var stampedMeta = [][]byte{metaApplied, metaKVIndex, metaTombsReaped, metaSessionIndex}
 
 func (b *restoreBuilder) put(bucket string, key, value []byte) error {
