@@ -2,6 +2,7 @@ package actors
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"time"
 
@@ -53,4 +54,14 @@ func (h peerHandler) Membership(ctx context.Context, req peerlink.MembershipRequ
 // leader serves it.
 func (h peerHandler) RenewSession(ctx context.Context, id string) (storage.Session, bool, error) {
 	return h.c.renewSession(ctx, id, true)
+}
+
+// RestoreSnapshot takes a backup another member passed on for a client;
+// only the leader serves it. As with membership, the leader checks the
+// client's token itself.
+func (h peerHandler) RestoreSnapshot(ctx context.Context, token string, r io.Reader) (storage.BackupInfo, error) {
+	if h.c.tree.cfg.ACLEnabled && !h.c.isManagement(token) {
+		return storage.BackupInfo{}, &peerlink.RemoteError{Status: http.StatusForbidden, Message: "Permission denied: restoring a snapshot needs a management token (operator:write)"}
+	}
+	return h.c.restoreSnapshot(ctx, r, token, true)
 }

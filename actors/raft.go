@@ -61,6 +61,10 @@ type raftActor struct {
 	tombstones  *tombstoneClock
 	handingOver bool
 	cancelTick  func()
+
+	// restoring is set while a snapshot restore runs: proposals and
+	// membership changes are refused meanwhile (see restoreState).
+	restoring bool
 }
 
 // Messages the raft actor sends itself.
@@ -137,6 +141,10 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		}
 	case *membership:
 		a.membership(ctx, m)
+	case *restoreState:
+		a.restoreState(ctx, m)
+	case restoreDone:
+		a.restoring = false
 	case *getStatus:
 		m.answer(&statusReply{status: a.node.Status()})
 	case *getMembers:
@@ -240,6 +248,10 @@ func (a *raftActor) propose(ctx actor.Context, m *propose) {
 		m.answer(&proposeResult{err: cluster.ErrNotLeader, leaderChanged: a.node.LeaderChanged()})
 		return
 	}
+	if a.restoring {
+		m.answer(&proposeResult{err: errRestoring})
+		return
+	}
 	if a.inflight.Load() >= int64(a.tree.cfg.MaxInFlight) {
 		m.answer(&proposeResult{err: cluster.ErrBusy})
 		return
@@ -310,6 +322,10 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 		// Client routed it here by a view that has changed since: it
 		// routes it again.
 		m.answer(&done{err: cluster.ErrNotLeader, leaderChanged: a.node.LeaderChanged()})
+		return
+	}
+	if a.restoring {
+		m.answer(&done{err: errRestoring})
 		return
 	}
 	timeout := a.tree.cfg.RequestTimeout

@@ -82,6 +82,8 @@ type Backends struct {
 	Chaos    Chaos
 	ACL      ACL
 	Sessions Sessions
+	// Snapshots may be nil: /v1/snapshot is then not mounted.
+	Snapshots Snapshots
 }
 
 // Options tune the API.
@@ -214,6 +216,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /readyz", s.readyz)
 
 	s.aclRoutes()
+	s.snapshotRoutes()
 
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

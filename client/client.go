@@ -230,6 +230,12 @@ type request struct {
 	// accept lists the statuses that are answers rather than errors (404 is
 	// an answer for a KV read).
 	accept []int
+	// bodyFrom, when set, opens the body afresh for each attempt (a
+	// stream too large to hold, e.g. a snapshot), instead of body.
+	bodyFrom func() (io.Reader, error)
+	// into, when set, takes the body of a 200 answer as a stream instead
+	// of its being read into memory; it starts over on each attempt.
+	into func(io.Reader) error
 }
 
 type response struct {
@@ -362,6 +368,12 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 	if r.body != nil {
 		body = bytes.NewReader(r.body)
 	}
+	if r.bodyFrom != nil {
+		var err error
+		if body, err = r.bodyFrom(); err != nil {
+			return nil, &Error{Endpoint: ep.name, Message: err.Error(), Outcome: OutcomeNotApplied, Err: err}
+		}
+	}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), r.method, u.String(), body)
 	if err != nil {
 		return nil, &Error{Endpoint: ep.name, Message: err.Error(), Outcome: OutcomeNotApplied, Err: err}
@@ -390,6 +402,12 @@ func (c *Client) once(ctx context.Context, ep endpoint, r *request) (*response, 
 		return nil, e
 	}
 	defer resp.Body.Close()
+	if r.into != nil && resp.StatusCode == http.StatusOK {
+		if err := r.into(resp.Body); err != nil {
+			return nil, &Error{Endpoint: ep.name, Message: "reading the response: " + transportMessage(err), Outcome: unknownIfWrote(), Err: err}
+		}
+		return &response{status: resp.StatusCode, header: resp.Header, endpoint: ep.name, read: r.read}, nil
+	}
 	data, err := io.ReadAll(resp.Body)
 	if err != nil {
 		// The server answered, so it processed the request; only the

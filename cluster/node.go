@@ -714,3 +714,56 @@ func removeSnapshotLeftovers(dataDir string, logger hclog.Logger) error {
 	}
 	return nil
 }
+
+// LastIndex is the index of the last entry in this node's log (or of its
+// newest snapshot, when that is later).
+func (n *Node) LastIndex() uint64 { return n.raft.LastIndex() }
+
+// RestoreState replaces the whole cluster's state with the state file at
+// path, built (storage.Store.BuildRestore) to stand at log index at.
+// Leader only. It goes through hashicorp/raft's user-snapshot restore:
+// the file becomes this node's newest snapshot, at index at and in the
+// current term, with the current membership; the state machine takes it;
+// the log jumps past the hole, so every follower is sent the snapshot; and
+// the call returns once an entry after it has committed, which shows a
+// majority has taken it. Raft lands the snapshot at at only when its log
+// ends before at-1: the caller keeps proposals out while it runs, and an
+// index that came out different is reported as an error (the state is
+// replaced all the same).
+func (n *Node) RestoreState(path string, at uint64, timeout time.Duration) error {
+	if !n.IsLeader() {
+		return ErrNotLeader
+	}
+	if last := n.raft.LastIndex(); last >= at-1 {
+		return fmt.Errorf("%w (the log reached index %d while the restore was prepared for %d; try again)", ErrBusy, last, at)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: at - 1, Term: n.raft.CurrentTerm(), Size: fi.Size()}
+	if err := n.raft.Restore(meta, f, timeout); err != nil {
+		return translate(err)
+	}
+	// Raft ends a restore with a no-op of its own, which the state
+	// machine never sees: until an entry it does see commits, its applied
+	// index trails the commit index and linearizable reads would wait.
+	noop := (&storage.Command{Op: storage.OpNoop}).Encode()
+	if err := n.raft.Apply(noop, timeout).Error(); err != nil {
+		return fmt.Errorf("the state is restored, but the entry after it did not commit: %w", translate(err))
+	}
+	if got := n.store.AppliedIndex(); got < at {
+		return fmt.Errorf("the restored state stands at index %d, not %d", got, at)
+	}
+	var snap uint64
+	fmt.Sscan(n.raft.Stats()["last_snapshot_index"], &snap)
+	if snap != at {
+		return fmt.Errorf("raft placed the restored snapshot at index %d, not %d: indexes between may have gone backwards", snap, at)
+	}
+	return nil
+}

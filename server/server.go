@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,6 +32,9 @@ import (
 // Config is a node's validated configuration (cmd/kvnode reads it from
 // flags, environment and file; docs/configuration.md lists every setting).
 type Config struct {
+	// Backups schedules snapshots of the state to a directory (off by
+	// default).
+	Backups        Backups
 	NodeID         string
 	DataDir        string
 	HTTPAddr       string // address the HTTP API binds
@@ -119,6 +123,11 @@ type Node struct {
 	cfg   Config
 	store *storage.Store
 	tree  *actors.Tree
+	// stopBackups ends scheduled backups; backupsDone closes when they
+	// have (nil when there are none).
+	stopBackups chan struct{}
+	backupsDone chan struct{}
+	stopOnce    sync.Once
 }
 
 // Start builds the node described by cfg and starts it. The node runs
@@ -213,7 +222,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client, Snapshots: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
@@ -250,7 +259,15 @@ func Start(cfg Config) (*Node, error) {
 	if cfg.UnsafeReads {
 		cfg.Logger.Warn("unsafe_local_reads is on: reads may return stale data; this setting exists only to test the chaos checker")
 	}
-	return &Node{cfg: cfg, store: store, tree: tree}, nil
+	n := &Node{cfg: cfg, store: store, tree: tree, stopBackups: make(chan struct{})}
+	if b := cfg.Backups; b.Dir != "" && b.Interval > 0 {
+		n.backupsDone = make(chan struct{})
+		go func() {
+			defer close(n.backupsDone)
+			runBackups(b, tree.Client(), cfg.NodeID, max(cfg.RequestTimeout, time.Minute), cfg.Logger, n.stopBackups)
+		}()
+	}
+	return n, nil
 }
 
 func chaosOpen(on bool) string {
@@ -289,6 +306,13 @@ func (n *Node) Store() *storage.Store { return n.store }
 // the state file is left open: Raft may still be applying to it, and
 // bbolt is crash-safe.
 func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() { close(n.stopBackups) })
+	if n.backupsDone != nil {
+		select {
+		case <-n.backupsDone:
+		case <-ctx.Done():
+		}
+	}
 	if err := n.tree.Stop(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}

@@ -3,6 +3,7 @@ package peerlink
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,6 +26,9 @@ func (countingHandler) ApplyBatch(_ context.Context, cmds [][]byte) []BatchItemR
 }
 func (countingHandler) ReadIndex(context.Context) (uint64, error)           { return 1, nil }
 func (countingHandler) Membership(context.Context, MembershipRequest) error { return nil }
+func (countingHandler) RestoreSnapshot(context.Context, string, io.Reader) (storage.BackupInfo, error) {
+	return storage.BackupInfo{}, nil
+}
 func (countingHandler) RenewSession(context.Context, string) (storage.Session, bool, error) {
 	return storage.Session{}, true, nil
 }

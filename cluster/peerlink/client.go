@@ -134,11 +134,30 @@ func (c *Client) call(ctx context.Context, addr, path string, body []byte, out a
 }
 
 func (c *Client) callWith(ctx context.Context, hc *http.Client, addr, path string, body []byte, out any) error {
+	return c.send(ctx, hc, addr, path, bytes.NewReader(body), nil, out)
+}
+
+// RestoreSnapshot streams a backup to the leader at addr for it to
+// restore, with the client's ACL token, which the leader checks itself.
+func (c *Client) RestoreSnapshot(ctx context.Context, addr, token string, backup io.Reader) (storage.BackupInfo, error) {
+	var info storage.BackupInfo
+	h := http.Header{}
+	if token != "" {
+		h.Set(tokenHeader, token)
+	}
+	err := c.send(ctx, c.hc, addr, pathSnapshotRestore, backup, h, &info)
+	return info, err
+}
+
+func (c *Client) send(ctx context.Context, hc *http.Client, addr, path string, body io.Reader, header http.Header, out any) error {
 	sent := false
 	trace := &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) { sent = i.Err == nil }}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodPost, "http://"+addr+path, body)
 	if err != nil {
 		return err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := hc.Do(req)

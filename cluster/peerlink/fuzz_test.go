@@ -3,6 +3,7 @@ package peerlink
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -99,4 +100,8 @@ func (h *checkingHandler) Membership(_ context.Context, req MembershipRequest) e
 		h.t.Fatalf("an invalid membership request reached the handler: %+v", req)
 	}
 	return nil
+}
+
+func (h *checkingHandler) RestoreSnapshot(_ context.Context, _ string, r io.Reader) (storage.BackupInfo, error) {
+	return storage.ReadBackup(r, nil)
 }

@@ -33,6 +33,10 @@ type Handler interface {
 	// RenewSession resets the TTL of session id and returns it (found
 	// false: no such session); leader only.
 	RenewSession(ctx context.Context, id string) (s storage.Session, found bool, err error)
+	// RestoreSnapshot restores the backup read from r, which a member
+	// passed on for a client holding token; leader only. It may take
+	// much longer than a request timeout: it bounds itself.
+	RestoreSnapshot(ctx context.Context, token string, r io.Reader) (storage.BackupInfo, error)
 }
 
 // ServerOptions tune the server half.
@@ -94,6 +98,7 @@ func (s *Server) mux() *http.ServeMux {
 	mux.HandleFunc("POST "+pathPing, s.ping)
 	mux.HandleFunc("POST "+pathMembership, s.membership)
 	mux.HandleFunc("POST "+pathSessionRenew, s.renewSession)
+	mux.HandleFunc("POST "+pathSnapshotRestore, s.restoreSnapshot)
 	return mux
 }
 
@@ -250,6 +255,18 @@ func (s *Server) renewSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, sessionRenewReply{Found: found, Session: sess})
+}
+
+func (s *Server) restoreSnapshot(w http.ResponseWriter, r *http.Request) {
+	info, err := s.h.RestoreSnapshot(r.Context(), r.Header.Get(tokenHeader), r.Body)
+	if err != nil {
+		if errors.Is(err, storage.ErrBadBackup) {
+			err = &RemoteError{Status: http.StatusBadRequest, Message: err.Error()}
+		}
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, info)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -3,6 +3,8 @@ package peerlink
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"reflect"
 	"strings"
@@ -19,6 +21,8 @@ type recordingHandler struct {
 	mu      sync.Mutex
 	applied [][]byte
 	members []MembershipRequest
+	// restored is token:body of every restore.
+	restored []string
 }
 
 func (h *recordingHandler) Ping() PingReply {
@@ -51,6 +55,44 @@ func (h *recordingHandler) Membership(ctx context.Context, req MembershipRequest
 	defer h.mu.Unlock()
 	h.members = append(h.members, req)
 	return nil
+}
+
+// RestoreSnapshot reads the stream as a backup and records the token;
+// a body of "fail" reads as a damaged backup.
+func (h *recordingHandler) RestoreSnapshot(_ context.Context, token string, r io.Reader) (storage.BackupInfo, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return storage.BackupInfo{}, err
+	}
+	h.mu.Lock()
+	h.restored = append(h.restored, token+":"+string(data))
+	h.mu.Unlock()
+	if string(data) == "fail" {
+		return storage.BackupInfo{}, fmt.Errorf("%w: damaged", storage.ErrBadBackup)
+	}
+	return storage.BackupInfo{Size: int64(len(data))}, nil
+}
+
+// TestRestoreSnapshotStreams: a backup travels whole to the leader with
+// the client's token, and a refusal of it comes back as a 400.
+func TestRestoreSnapshotStreams(t *testing.T) {
+	h, addr := serve(t)
+	c, _ := newTestClient(t, "n2")
+	ctx := ctxFor(t, 5*time.Second)
+	body := strings.Repeat("x", 3<<20) // past MaxCommandBytes: no such limit here
+	info, err := c.RestoreSnapshot(ctx, addr, "secret", strings.NewReader(body))
+	if err != nil || info.Size != int64(len(body)) {
+		t.Fatalf("restore: %+v, %v", info, err)
+	}
+	var re *RemoteError
+	if _, err := c.RestoreSnapshot(ctx, addr, "", strings.NewReader("fail")); !errors.As(err, &re) || re.Status != http.StatusBadRequest || !strings.Contains(re.Message, "damaged") {
+		t.Fatalf("a damaged backup: %v, want a 400 naming the damage", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.restored) != 2 || h.restored[0] != "secret:"+body || h.restored[1] != ":fail" {
+		t.Fatalf("the handler saw %d restores", len(h.restored))
+	}
 }
 
 func (h *recordingHandler) seen() (int, int) {

@@ -22,7 +22,14 @@ const (
 	// session id. A renewal is no Raft entry: it resets the leader's
 	// timer, and only the leader keeps timers.
 	pathSessionRenew = "/session-renew"
+	// pathSnapshotRestore takes a backup (storage's format) as a stream
+	// for the leader to restore; the client's token travels in
+	// tokenHeader.
+	pathSnapshotRestore = "/snapshot-restore"
 )
+
+// tokenHeader carries a client's ACL token on a forwarded request.
+const tokenHeader = "X-Consul-Token"
 
 // sessionRenewReply answers a renewal: the session as stored, or Found
 // false when there is no such session.

@@ -591,26 +591,8 @@ hand leadership over first.`,
 	},
 	healthCommand,
 	alarmCommand,
-	{
-		name: "snapshot", group: clusterGroup, maxArgs: 0,
-		summary: "make a node take a Raft snapshot now",
-		long: `Make the answering node snapshot its state and compact its Raft log, e.g.
-before maintenance, so a restart replays less.`,
-		example: `  kvctl --addr 10.0.0.2:8500 snapshot`,
-		setup: func(fs *pflag.FlagSet) action {
-			return func(inv *invocation, args []string) error {
-				idx, err := inv.client.Snapshot(inv.ctx)
-				if err != nil {
-					return err
-				}
-				if inv.json {
-					return inv.printJSON(map[string]uint64{"index": idx})
-				}
-				fmt.Fprintf(inv.stdout, "snapshot taken at index %d\n", idx)
-				return nil
-			}
-		},
-	},
+	snapshotCommand,
+	kvCommand,
 	lockCommand,
 	watchCommand,
 	sessionCommand,

@@ -73,6 +73,9 @@ var settingValue = map[string]func(c *Config) string{
 	"txn_max_ops":           func(c *Config) string { return strconv.Itoa(c.TxnMaxOps) },
 	"session_ttl_min":       func(c *Config) string { return c.SessionTTLMin.String() },
 	"session_node_grace":    func(c *Config) string { return c.SessionNodeGrace.String() },
+	"backup_dir":            func(c *Config) string { return c.Backups.Dir },
+	"backup_interval":       func(c *Config) string { return c.Backups.Interval.String() },
+	"backup_retain":         func(c *Config) string { return strconv.Itoa(c.Backups.Retain) },
 	"tombstone_ttl": func(c *Config) string {
 		if c.TombstoneTTL < 0 {
 			return "0s"

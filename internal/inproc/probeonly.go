@@ -2,6 +2,7 @@ package inproc
 
 import (
 	"context"
+	"io"
 	"testing"
 
 	"github.com/troupe-kv/troupe/cluster/faultnet"
@@ -50,4 +51,8 @@ func (p probeOnly) Membership(context.Context, peerlink.MembershipRequest) error
 
 func (p probeOnly) RenewSession(context.Context, string) (storage.Session, bool, error) {
 	return storage.Session{}, false, peerlink.ErrNotLeader
+}
+
+func (p probeOnly) RestoreSnapshot(context.Context, string, io.Reader) (storage.BackupInfo, error) {
+	return storage.BackupInfo{}, peerlink.ErrNotLeader
 }
