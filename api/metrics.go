@@ -144,8 +144,9 @@ func (s *Server) agentMetrics(w http.ResponseWriter, r *http.Request) {
 // MetricsSummary is the JSON form of /v1/agent/metrics, in the shape of
 // Consul's. Consul reports what happened within its last 10-second
 // interval; Troupe's figures are Prometheus' cumulative ones since the
-// node started: a counter's Count and Sum are its total, a histogram's
-// Count and Sum its observations' count and sum, Mean their ratio.
+// node started: a counter's Sum is its total and Count that total rounded
+// down (consul/api reads Count as an integer), a histogram's Count and
+// Sum its observations' count and sum, Mean their ratio.
 // Min, Max and Stddev are not tracked and stay 0.
 type MetricsSummary struct {
 	Timestamp string
@@ -165,7 +166,7 @@ type GaugeValue struct {
 // SampledValue is one counter or histogram series of a MetricsSummary.
 type SampledValue struct {
 	Name   string
-	Count  float64
+	Count  int64
 	Sum    float64
 	Min    float64
 	Max    float64
@@ -194,23 +195,23 @@ func metricsSummary(families []*dto.MetricFamily, now time.Time) MetricsSummary 
 				out.Gauges = append(out.Gauges, GaugeValue{Name: name, Value: finite(m.GetUntyped().GetValue()), Labels: labels})
 			case dto.MetricType_COUNTER:
 				v := finite(m.GetCounter().GetValue())
-				out.Counters = append(out.Counters, SampledValue{Name: name, Count: v, Sum: v, Labels: labels})
+				out.Counters = append(out.Counters, SampledValue{Name: name, Count: int64(v), Sum: v, Labels: labels})
 			case dto.MetricType_HISTOGRAM:
 				h := m.GetHistogram()
-				out.Samples = append(out.Samples, sample(name, float64(h.GetSampleCount()), h.GetSampleSum(), labels))
+				out.Samples = append(out.Samples, sample(name, h.GetSampleCount(), h.GetSampleSum(), labels))
 			case dto.MetricType_SUMMARY:
 				sm := m.GetSummary()
-				out.Samples = append(out.Samples, sample(name, float64(sm.GetSampleCount()), sm.GetSampleSum(), labels))
+				out.Samples = append(out.Samples, sample(name, sm.GetSampleCount(), sm.GetSampleSum(), labels))
 			}
 		}
 	}
 	return out
 }
 
-func sample(name string, count, sum float64, labels map[string]string) SampledValue {
-	v := SampledValue{Name: name, Count: count, Sum: finite(sum), Labels: labels}
+func sample(name string, count uint64, sum float64, labels map[string]string) SampledValue {
+	v := SampledValue{Name: name, Count: int64(count), Sum: finite(sum), Labels: labels}
 	if count > 0 {
-		v.Mean = finite(sum / count)
+		v.Mean = finite(sum / float64(count))
 	}
 	return v
 }

@@ -241,44 +241,55 @@ func Missing(exprs []string, exposed map[string]bool) []string {
 
 // DashboardExprs returns the PromQL of a Grafana dashboard: every "expr"
 // of a panel's targets, however deeply nested (rows hold panels), and
-// the query of every templating variable.
+// the query of every templating variable of type "query" (the others,
+// a data source's plugin name, a constant, a list, hold no PromQL).
 func DashboardExprs(dashboard []byte) ([]string, error) {
-	var doc any
+	var doc struct {
+		Templating struct {
+			List []struct {
+				Type  string `json:"type"`
+				Query any    `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
 	if err := json.Unmarshal(dashboard, &doc); err != nil {
 		return nil, fmt.Errorf("dashboard: %w", err)
 	}
+	var tree any
+	_ = json.Unmarshal(dashboard, &tree)
 	var out []string
-	var walk func(v any, inTemplating bool)
-	walk = func(v any, inTemplating bool) {
+	var walk func(v any)
+	walk = func(v any) {
 		switch v := v.(type) {
 		case map[string]any:
 			for k, x := range v {
-				switch {
-				case k == "expr":
-					if e, ok := x.(string); ok && strings.TrimSpace(e) != "" {
-						out = append(out, e)
-					}
-				case k == "query" && inTemplating:
-					q, ok := x.(string)
-					if m, isObj := x.(map[string]any); isObj {
-						q, ok = m["query"].(string)
-					}
-					if ok {
-						if q = variableExpr(q); q != "" {
-							out = append(out, q)
-						}
-					}
-				default:
-					walk(x, inTemplating || k == "templating")
+				if e, ok := x.(string); ok && k == "expr" && strings.TrimSpace(e) != "" {
+					out = append(out, e)
+				} else if k != "templating" {
+					walk(x)
 				}
 			}
 		case []any:
 			for _, x := range v {
-				walk(x, inTemplating)
+				walk(x)
 			}
 		}
 	}
-	walk(doc, false)
+	walk(tree)
+	for _, v := range doc.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		q, ok := v.Query.(string)
+		if m, isObj := v.Query.(map[string]any); isObj {
+			q, ok = m["query"].(string)
+		}
+		if ok {
+			if q = variableExpr(q); q != "" {
+				out = append(out, q)
+			}
+		}
+	}
 	return out, nil
 }
 

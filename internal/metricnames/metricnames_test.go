@@ -55,15 +55,17 @@ troupe_http_request_duration_seconds_count{route="/v1/kv/{key...}"} 3
 	  {"targets": [{"expr": "troupe_http_request_duration_seconds"}]}
 	],
 	"templating": {"list": [
-	  {"name": "instance", "query": {"query": "label_values(troupe_build_info, instance)"}},
-	  {"name": "peer", "query": "label_values(peer)"}
+	  {"name": "datasource", "type": "datasource", "query": "prometheus"},
+	  {"name": "instance", "type": "query", "query": {"query": "label_values(troupe_build_info, instance)"}},
+	  {"name": "peer", "type": "query", "query": "label_values(peer)"},
+	  {"name": "job", "type": "query", "query": "sum by (job) (troupe_raft_leader)"}
 	]}}`)
 	exprs, err := DashboardExprs(dashboard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(exprs) != 5 {
-		t.Fatalf("expressions %q: want the 4 targets' and the instance variable's", exprs)
+	if len(exprs) != 6 {
+		t.Fatalf("expressions %q: want the 4 targets' and the instance and job variables'", exprs)
 	}
 	missing := Missing(exprs, exposed)
 	var names []string
