@@ -51,11 +51,27 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 // observe records one answered request.
 func (m *httpMetrics) observe(r *http.Request, route string, code int, took time.Duration) {
 	method := methodLabel(r.Method)
-	c := strconv.Itoa(code)
+	c := codeLabel(code)
 	m.requests.WithLabelValues(route, method, c).Inc()
 	if !blockingQuery(r) {
 		m.duration.WithLabelValues(route, method, c).Observe(took.Seconds())
 	}
+}
+
+// codeLabels are the status codes' labels, made once: strconv.Itoa
+// allocates for every number past 99.
+var codeLabels = func() (l [600]string) {
+	for i := range l {
+		l[i] = strconv.Itoa(i)
+	}
+	return l
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codeLabels) {
+		return codeLabels[code]
+	}
+	return strconv.Itoa(code)
 }
 
 // methodLabel keeps the method label to the methods the API serves: any

@@ -97,6 +97,10 @@ func TestHTTPMetricsByRouteAndCode(t *testing.T) {
 	if code, _ := do(t, http.MethodGet, base+"/no/such/path", "", ""); code != http.StatusNotFound {
 		t.Fatalf("an unknown path answered %d", code)
 	}
+	// A method of the client's invention is no new series.
+	for _, m := range []string{"BREW", "WHEN"} {
+		do(t, m, base+"/v1/status/leader", "", "")
+	}
 	// Behind the key's index already, so it answers at once; it still
 	// counts as blocking.
 	if code, _ := do(t, http.MethodGet, base+"/v1/kv/app/a?index=1", "", ""); code != http.StatusOK {
@@ -115,6 +119,7 @@ func TestHTTPMetricsByRouteAndCode(t *testing.T) {
 		{reqLabels(kv, "GET", "200"), 1},
 		{reqLabels("/v1/status/leader", "GET", "200"), 1},
 		{reqLabels("unmatched", "GET", "404"), 1},
+		{reqLabels("unmatched", "other", "405"), 2},
 	} {
 		m := series(fams, "troupe_http_requests_total", c.labels)
 		if got := m.GetCounter().GetValue(); got != c.want {
