@@ -34,6 +34,11 @@ func BenchmarkHandlerGet(b *testing.B) {
 
 func BenchmarkHandlerGetStale(b *testing.B) {
 	s, _ := newAPI(b)
+	benchGetStale(b, s)
+}
+
+// benchGetStale times stale reads of one 100-byte value through s.
+func benchGetStale(b *testing.B, s *Server) {
 	putBytes(b, s, "bench/k", bytes.Repeat([]byte("v"), 100))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -74,23 +79,13 @@ func BenchmarkHTTPInstrumentation(b *testing.B) {
 					ac.opts.Registerer = prometheus.NewRegistry()
 				}
 			})
-			putBytes(b, s, "bench/k", bytes.Repeat([]byte("v"), 100))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				req := httptest.NewRequest(http.MethodGet, "/v1/kv/bench/k?stale", nil)
-				w := httptest.NewRecorder()
-				s.ServeHTTP(w, req)
-				if w.Code != http.StatusOK {
-					b.Fatal(w.Code)
-				}
-			}
+			benchGetStale(b, s)
 		})
 	}
 }
 
-// What the instrumentation adds to each request, alone: the status
-// recorder and one counter and one histogram update.
+// What the instrumentation adds to each request, alone: the labels'
+// lookup, one counter and one histogram update, and the clock reads.
 func BenchmarkHTTPObserve(b *testing.B) {
 	m := newHTTPMetrics(prometheus.NewRegistry())
 	req := httptest.NewRequest(http.MethodGet, "/v1/kv/bench/k?stale", nil)
@@ -98,8 +93,6 @@ func BenchmarkHTTPObserve(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: nil}
-		rec.code = http.StatusOK
-		m.observe(req, routeKV, rec.code, time.Since(start))
+		m.observe(req, routeKV, http.StatusOK, time.Since(start))
 	}
 }
