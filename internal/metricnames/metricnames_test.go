@@ -135,3 +135,26 @@ func FuzzReferenced(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFiles: the readers of whole files (a dashboard, an exposition, a
+// rules file) return an error or a result on any input, never a panic,
+// and every expression they return yields names the tokenizer accepts.
+func FuzzFiles(f *testing.F) {
+	f.Add([]byte(`{"panels":[{"targets":[{"expr":"rate(x[5m])"}]}],"templating":{"list":[{"type":"query","query":"label_values(y, i)"}]}}`))
+	f.Add([]byte("# HELP a b\na{b=\"c\"} 1\n"))
+	f.Add([]byte("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if exprs, err := DashboardExprs(in); err == nil {
+			for _, e := range exprs {
+				Referenced(e)
+			}
+		}
+		_, _ = Exposed(strings.NewReader(string(in)))
+		if r, err := ParseRules(strings.NewReader(string(in))); err == nil {
+			for _, e := range r.Exprs() {
+				Referenced(e)
+			}
+		}
+		variableExpr(string(in))
+	})
+}
