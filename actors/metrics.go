@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -68,7 +69,20 @@ func newMetrics(t *Tree) *metrics {
 			return f(st)
 		}
 	}
+	// Series that exist from the start, at 0, rather than from their
+	// first event: Prometheus' increase() and rate() miss the first
+	// increment of a series that appears with it, and a dashboard or an
+	// alert can only be checked against names the exposition holds.
+	for _, child := range supervisedActors {
+		for _, d := range []actor.Directive{actor.RestartDirective, actor.StopDirective} {
+			m.actorFailure.WithLabelValues(child, d.String())
+		}
+	}
+	for _, why := range []string{"ttl", "node"} {
+		m.sessionInvalidations.WithLabelValues(why)
+	}
 	b := t.cfg.Build
+	m.registry.MustRegister(t.cfg.Raft.Metrics.Collectors()...)
 	m.registry.MustRegister(
 		m.peerState, m.peerPhi, m.peerChanges, m.actorFailure,
 		m.sessionsTimed, m.sessionRenewals, m.sessionInvalidations, m.tombstoneReaps,
@@ -107,11 +121,21 @@ func newMetrics(t *Tree) *metrics {
 			func() float64 { return float64(t.cfg.QuotaBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_data_dir_free_bytes", Help: "Free space of the file system holding this node's data directory; below min_free_bytes the node raises the NOSPACE alarm."},
 			space(t, func(s *cluster.Space) int64 { return s.DataDirFreeBytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_data_dir_size_bytes", Help: "Size of the file system holding this node's data directory (with troupe_data_dir_free_bytes: how full it is)."},
+			space(t, func(s *cluster.Space) int64 { return s.DataDirSizeBytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_wal_bytes", Help: "Size of this node's Raft log (the segment files under wal/)."},
+			space(t, func(s *cluster.Space) int64 { return s.WALBytes })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_snapshot_bytes", Help: "Size of the Raft snapshots this node retains (under snapshots/)."},
+			space(t, func(s *cluster.Space) int64 { return s.SnapshotBytes })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "troupe_raft_last_contact_seconds", Help: "Time since this node last heard from a leader (0 on the leader)."},
 			status(func(s cluster.Status) float64 { return float64(s.LastContactMS) / 1000 })),
 	)
 	return m
 }
+
+// supervisedActors are the actors whose crashes are counted from the
+// start (the peer monitors, one per peer, come and go with the members).
+var supervisedActors = []string{"app/node", "app/node/forward", "app/node/peers", "app/node/raft", "app/node/sessions", "app/node/quota", "app/node/http"}
 
 // space reads one figure of the quota actor's latest measurement (0
 // before the first).

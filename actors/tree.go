@@ -200,6 +200,8 @@ func New(cfg Config) *Tree {
 	t.client = &Client{tree: t}
 	t.cfg.Raft.PeerHandler = peerHandler{t.client}
 	t.cfg.Raft.Disk = &t.disk
+	// Raft's own series outlive each reopening of Raft by the raft actor.
+	t.cfg.Raft.Metrics = cluster.NewMetrics()
 	t.metrics = newMetrics(t)
 	// The leader's session timers hear of every session created and
 	// destroyed; elsewhere the message is dropped at once.
@@ -209,6 +211,10 @@ func New(cfg Config) *Tree {
 
 // Metrics is the node's Prometheus registry, served at /metrics.
 func (t *Tree) Metrics() prometheus.Gatherer { return t.metrics.registry }
+
+// Registerer is the same registry, for the parts built around the tree
+// (the HTTP API) to add the series they measure themselves.
+func (t *Tree) Registerer() prometheus.Registerer { return t.metrics.registry }
 
 // Client is the HTTP API's way into the tree.
 func (t *Tree) Client() *Client { return t.client }

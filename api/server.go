@@ -10,13 +10,11 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
@@ -123,9 +121,13 @@ type Options struct {
 	// ones (docs/api.md) needs a token that allows it. Off, tokens are
 	// accepted and ignored, as in Consul with ACLs disabled.
 	ACLEnabled bool
-	// Metrics, when set, is served in Prometheus' text format at /metrics.
+	// Metrics, when set, is served in Prometheus' text format at /metrics
+	// and at Consul's /v1/agent/metrics.
 	Metrics prometheus.Gatherer
-	Logger  *slog.Logger
+	// Registerer, when set, receives the API's own series (requests by
+	// route and code, their latency); nil leaves requests uncounted.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // DefaultMaxValueSize is Consul's default kv_max_value_size: 512 KiB.
@@ -147,6 +149,9 @@ type Server struct {
 	blocking atomic.Int64   // blocking queries held now
 
 	policies policyCache
+
+	httpm      *httpMetrics // nil: requests are not counted
+	prometheus http.Handler // the exposition of opts.Metrics
 }
 
 // New returns the node's HTTP handler.
@@ -177,7 +182,7 @@ func New(b Backends, opts Options) *Server {
 		// everything; that is a wiring bug, not a configuration.
 		panic("api: ACLEnabled without an ACL backend")
 	}
-	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{}), limiter: newClientLimiter(opts.RateLimit, opts.RateBurst)}
+	s := &Server{b: b, opts: opts, mux: http.NewServeMux(), draining: make(chan struct{}), limiter: newClientLimiter(opts.RateLimit, opts.RateBurst), httpm: newHTTPMetrics(opts.Registerer)}
 	s.routes()
 	return s
 }
@@ -211,7 +216,9 @@ func (s *Server) routes() {
 		m.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if s.opts.Metrics != nil {
-		m.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Metrics, promhttp.HandlerOpts{}))
+		s.prometheus = prometheusHandler(s.opts.Metrics)
+		m.Handle("GET /metrics", s.prometheus)
+		m.HandleFunc("GET /v1/agent/metrics", s.agentMetrics)
 	}
 	m.HandleFunc("GET /readyz", s.readyz)
 
@@ -230,25 +237,44 @@ func (s *Server) routes() {
 // shutdown does not wait for long polls or cut them off without an answer.
 func (s *Server) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
-// ServeHTTP routes /v1/kv/ itself: net/http's mux would answer keys with
-// "//" or "." segments with a redirect, and Consul clients turn a redirected
-// PUT into a GET.
+// ServeHTTP answers r and, when the API has a Registerer, counts and
+// times it by the route it took.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.rateLimited(w, r) {
+	if s.httpm == nil {
+		s.serve(w, r)
 		return
+	}
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w}
+	route := s.serve(rec, r)
+	if rec.code == 0 {
+		// A handler that wrote nothing answered 200 with no body.
+		rec.code = http.StatusOK
+	}
+	s.httpm.observe(r, route, rec.code, time.Since(start))
+}
+
+// serve routes /v1/kv/ itself: net/http's mux would answer keys with
+// "//" or "." segments with a redirect, and Consul clients turn a redirected
+// PUT into a GET. It returns the route's label for the metrics.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) string {
+	if s.rateLimited(w, r) {
+		return s.routeOf(r)
 	}
 	if s.opts.ACLEnabled {
 		w.Header().Set("X-Consul-Default-ACL-Policy", "deny")
 		var ok bool
 		if r, ok = s.authorize(w, r); !ok {
-			return
+			return s.routeOf(r)
 		}
 	}
-	if r.URL.Path == "/v1/kv" || strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+	if isKVPath(r.URL.Path) {
 		s.kv(w, r)
-		return
+		return routeKV
 	}
 	s.mux.ServeHTTP(w, r)
+	// The mux sets the pattern it matched on the request it was given.
+	return routeLabel(r.Pattern)
 }
 
 // requestContext bounds a request that needs a leader or a quorum.

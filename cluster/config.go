@@ -127,6 +127,9 @@ type Config struct {
 	MaxCommandBytes int64
 	// RequestTimeout bounds a forwarded request's wait for this node.
 	RequestTimeout time.Duration
+	// Metrics, when set, receives the commit and apply times and the
+	// leader changes (see Metrics); it outlives this Node.
+	Metrics *Metrics
 	// LogSegmentSize is the size at which the Raft log starts a new segment
 	// file; 0 means raft-wal's default (64 MiB). Compaction frees whole
 	// segments only, so tests that need entries gone use small ones.

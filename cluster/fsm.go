@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -50,6 +51,10 @@ func (f *ApplyFault) Unwrap() error { return f.Err }
 type fsm struct {
 	store   *storage.Store
 	onFault func(*ApplyFault)
+	// metrics (nil: none) times each batch; leaderTerm is the term this
+	// node leads in, 0 when it does not lead.
+	metrics    *Metrics
+	leaderTerm func() uint64
 
 	mu     sync.Mutex
 	failed bool
@@ -71,6 +76,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if f.failed {
 		return f.refuse(out)
 	}
+	start := time.Now()
 	batch := make([]storage.Applied, len(logs))
 	for i, l := range logs {
 		batch[i].Index = l.Index
@@ -93,6 +99,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	for i := range results {
 		out[i] = results[i]
+	}
+	if f.metrics != nil {
+		f.metrics.observeBatch(logs, start, f.leaderTerm())
 	}
 	return out
 }

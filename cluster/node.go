@@ -147,7 +147,8 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, err
 	}
 	n.acks = newAckTransport(n.transport)
-	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }}, cache, logStore, snaps, n.acks)
+	machine := &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }, metrics: cfg.Metrics, leaderTerm: n.leaderTerm}
+	r, err := raft.NewRaft(rc, machine, cache, logStore, snaps, n.acks)
 	if err != nil {
 		n.transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -270,6 +271,9 @@ func (n *Node) watchLeader() {
 			case o := <-ch:
 				switch d := o.Data.(type) {
 				case raft.LeaderObservation:
+					if d.LeaderID != "" {
+						n.cfg.Metrics.leaderChanged()
+					}
 					n.leaderMu.Lock()
 					close(n.leaderCh)
 					n.leaderCh = make(chan struct{})
@@ -320,6 +324,16 @@ func (n *Node) logCorrupt(err *LogCorruptError) {
 		n.cfg.Logger.Error("corrupt raft log entry: this node stops", "error", err.Error())
 	}
 	n.fault(err)
+}
+
+// leaderTerm is the term this node leads in, or 0 when it does not lead
+// (or Raft does not run yet).
+func (n *Node) leaderTerm() uint64 {
+	r := n.running.Load()
+	if r == nil || r.State() != raft.Leader {
+		return 0
+	}
+	return r.CurrentTerm()
 }
 
 // Running reports whether Raft is still running: false once it has shut

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"time"
 
 	"github.com/troupe-kv/troupe/storage"
@@ -23,6 +25,14 @@ type Space struct {
 	// min_free_bytes (0: not checked).
 	DataDirFreeBytes int64 `json:"data_dir_free_bytes"`
 	MinFreeBytes     int64 `json:"min_free_bytes"`
+	// DataDirSizeBytes is that file system's size, so that free space
+	// can be judged as a share of it.
+	DataDirSizeBytes int64 `json:"data_dir_size_bytes"`
+	// WALBytes and SnapshotBytes are what the Raft log (wal/) and the
+	// retained snapshots (snapshots/) take: the rest of the data
+	// directory besides kv.db.
+	WALBytes      int64 `json:"wal_bytes"`
+	SnapshotBytes int64 `json:"snapshot_bytes"`
 	// Error is why a measurement failed; the alarm is left as it is.
 	Error      string    `json:"error,omitempty"`
 	MeasuredAt time.Time `json:"measured_at"`
@@ -38,10 +48,32 @@ func MeasureSpace(store *storage.Store, dataDir string, quota, minFree int64) Sp
 		return s
 	}
 	s.StateFileBytes, s.StateUsedBytes = u.FileBytes, u.UsedBytes
-	if s.DataDirFreeBytes, err = freeBytes(dataDir); err != nil {
+	if s.DataDirFreeBytes, s.DataDirSizeBytes, err = diskSpace(dataDir); err != nil {
 		s.Error = fmt.Sprintf("free space of %s: %v", dataDir, err)
+		return s
 	}
+	// A file removed while the walk runs (a compacted segment, a
+	// replaced snapshot) is skipped, not an error: the next measurement
+	// a second later has the new figure.
+	s.WALBytes = dirBytes(filepath.Join(dataDir, walDirName))
+	s.SnapshotBytes = dirBytes(filepath.Join(dataDir, "snapshots"))
 	return s
+}
+
+// dirBytes is the total size of the regular files under dir (0 when it
+// does not exist yet).
+func dirBytes(dir string) int64 {
+	var total int64
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			total += info.Size()
+		}
+		return nil
+	})
+	return total
 }
 
 // Over says why the node should raise the NOSPACE alarm, or "" when it

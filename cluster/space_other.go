@@ -4,6 +4,6 @@ package cluster
 
 import "errors"
 
-func freeBytes(string) (int64, error) {
-	return 0, errors.New("not measured on this platform")
+func diskSpace(string) (free, size int64, err error) {
+	return 0, 0, errors.New("not measured on this platform")
 }

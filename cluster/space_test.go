@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,6 +37,23 @@ func TestMeasureSpace(t *testing.T) {
 	s := MeasureSpace(store, dir, 1, 1<<62)
 	if s.Error != "" || s.StateUsedBytes <= 0 || s.StateFileBytes < s.StateUsedBytes || s.DataDirFreeBytes <= 0 {
 		t.Fatalf("%+v", s)
+	}
+	if s.DataDirSizeBytes < s.DataDirFreeBytes || s.WALBytes != 0 || s.SnapshotBytes != 0 {
+		t.Fatalf("an empty data directory: %+v", s)
+	}
+	// The Raft log's and the snapshots' files are counted apart, however
+	// deep they lie, and kv.db is in neither.
+	for path, size := range map[string]int{"wal/00001.wal": 1000, "wal/wal-meta.db": 24, "snapshots/2-10-1/state.bin": 500, "snapshots/2-10-1/meta.json": 7} {
+		full := filepath.Join(dir, path)
+		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := MeasureSpace(store, dir, 0, 0); s.WALBytes != 1024 || s.SnapshotBytes != 507 {
+		t.Fatalf("wal %d bytes (want 1024), snapshots %d (want 507)", s.WALBytes, s.SnapshotBytes)
 	}
 	if !strings.Contains(s.Over(), "over quota_bytes") {
 		t.Fatalf("a 1-byte quota is not exceeded: %q", s.Over())

@@ -233,6 +233,7 @@ func Start(cfg Config) (*Node, error) {
 		MaxValueSize:       cfg.MaxValueSize,
 		RequestTimeout:     cfg.RequestTimeout,
 		Metrics:            tree.Metrics(),
+		Registerer:         tree.Registerer(),
 		UnsafeReads:        cfg.UnsafeReads,
 		Pprof:              cfg.Pprof,
 		MaxBlockingQueries: cfg.MaxBlockingQueries,
