@@ -114,8 +114,18 @@ type snapshotTaken struct {
 }
 
 // transferLeadership asks a leading raft actor to hand over before the
-// node stops. The reply is a *done.
+// node stops. The reply is a *handedOver.
 type transferLeadership struct{ asked }
+
+// handedOver answers transferLeadership: wasLeader says whether this node
+// led when asked, to the voter that took over (when known), term the term
+// this node led in.
+type handedOver struct {
+	wasLeader bool
+	to        string
+	term      uint64
+	err       error
+}
 
 // getHealth asks the peers actor for a *cluster.Health.
 type getHealth struct{ asked }

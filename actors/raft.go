@@ -75,7 +75,7 @@ type (
 		complete bool
 		err      error
 	}
-	handedOver struct{}
+	fencedHandedOver struct{}
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -107,7 +107,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		a.close(ctx)
 		return
 	case *actor.Stopping:
-		a.close(ctx)
+		a.closeWithin(ctx, RaftCloseTimeout)
 		return
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 		return
@@ -150,7 +150,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 			return &snapshotTaken{index: idx, err: err}
 		})
 	case *transferLeadership:
-		a.async(m.asked, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
+		a.handOverForShutdown(m)
 	case leaderChanged, maintainTick:
 		a.maintain(ctx)
 	case *clusterNamed:
@@ -169,7 +169,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		if m.err != nil {
 			a.tree.cfg.Logger.Warn("proposing a state checkpoint failed", "err", m.err)
 		}
-	case *handedOver:
+	case *fencedHandedOver:
 		a.handingOver = false
 	case *registerDone:
 		a.registering = false
@@ -212,6 +212,25 @@ func (a *raftActor) open(ctx actor.Context) {
 		}
 	}
 	ctx.Send(self, maintainTick{})
+}
+
+// closeWithin closes Raft as the node stops, waiting at most timeout:
+// Raft's shutdown waits for its goroutines, and one writing a large
+// snapshot does not stop midway. Past the timeout the close goes on in
+// the background and the tree says so (see Tree.Stop), so the state file
+// stays open under it.
+func (a *raftActor) closeWithin(ctx actor.Context, timeout time.Duration) {
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		a.close(ctx)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		a.tree.raftLeftOpen.Store(true)
+		a.tree.cfg.Logger.Error("raft did not shut down in time; stopping without it", "timeout", timeout)
+	}
 }
 
 func (a *raftActor) close(ctx actor.Context) {
@@ -523,6 +542,50 @@ func (a *raftActor) checkpoint(ctx actor.Context) {
 	}()
 }
 
+// handOverForShutdown hands leadership to a voter the failure detector
+// holds alive, before this node stops: otherwise the others notice the
+// leader gone only after an election timeout, and elect one more
+// timeout later. Voters the detector is unsure of come after those it
+// holds alive; those it holds dead are not tried (a transfer to one would
+// use up the attempt's election timeout for nothing).
+func (a *raftActor) handOverForShutdown(m *transferLeadership) {
+	client, timeout := a.tree.client, a.tree.cfg.RequestTimeout
+	a.async(m.asked, func(n *cluster.Node) any {
+		if !n.IsLeader() {
+			return &handedOver{}
+		}
+		term := n.Status().Term
+		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 250*time.Millisecond))
+		h, err := client.Health(ctx)
+		cancel()
+		var prefer []string
+		if err == nil {
+			if prefer = handOverOrder(h); len(prefer) == 0 {
+				return &handedOver{wasLeader: true, term: term, err: errors.New("no other voter is alive")}
+			}
+		}
+		to, err := n.HandOver(prefer)
+		return &handedOver{wasLeader: true, to: to, term: term, err: err}
+	})
+}
+
+// handOverOrder lists the peers to hand leadership to: alive ones first,
+// then those not yet judged or suspect; never the dead. The list holds
+// every member; HandOver skips those that are not voters.
+func handOverOrder(h *cluster.Health) []string {
+	var alive, unsure []string
+	for _, p := range h.Peers {
+		switch p.State {
+		case cluster.PeerAlive:
+			alive = append(alive, p.ID)
+		case cluster.PeerDead:
+		default:
+			unsure = append(unsure, p.ID)
+		}
+	}
+	return append(alive, unsure...)
+}
+
 // handOver transfers leadership away from a fenced leader.
 func (a *raftActor) handOver(ctx actor.Context) {
 	a.handingOver = true
@@ -532,7 +595,7 @@ func (a *raftActor) handOver(ctx actor.Context) {
 		if err != nil {
 			logger.Warn("a fenced leader could not hand over leadership; retrying", "err", err)
 		}
-		root.Send(self, &handedOver{})
+		root.Send(self, &fencedHandedOver{})
 	}()
 }
 

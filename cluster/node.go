@@ -675,15 +675,65 @@ func (n *Node) HasState() bool {
 }
 
 // TransferLeadership asks raft to hand leadership to another voter; used
-// before a graceful shutdown of the leader.
+// by a fenced leader.
 func (n *Node) TransferLeadership() error {
+	_, err := n.HandOver(nil)
+	return err
+}
+
+// HandOver transfers leadership to the first of the voters in prefer
+// that takes it, trying each in turn, and returns which one did. With
+// none preferred (or none left that is a voter) raft picks the most
+// up-to-date voter itself. It is a no-op ("", nil) on a follower, and on
+// a leader that is the only voter.
+//
+// Raft's own pick goes by replication progress alone, so in an idle
+// cluster it can choose a voter that died since: the transfer then fails
+// after an election timeout and the cluster waits one more for an
+// election. A caller that knows who is alive (the failure detector) says
+// so in prefer. Each attempt is bounded by raft (an election timeout,
+// once the target has caught up).
+func (n *Node) HandOver(prefer []string) (to string, err error) {
 	if !n.IsLeader() {
-		return nil
+		return "", nil
 	}
-	if peers, err := n.Peers(); err == nil && len(peers) < 2 {
-		return nil // nobody to hand over to
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "", err
 	}
-	return n.raft.LeadershipTransfer().Error()
+	voters := map[string]string{}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
+			voters[string(s.ID)] = string(s.Address)
+		}
+	}
+	if len(voters) == 0 {
+		return "", nil // nobody to hand over to
+	}
+	tried := false
+	for _, id := range prefer {
+		addr, ok := voters[id]
+		if !ok {
+			continue
+		}
+		tried = true
+		err = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+		if err == nil {
+			return id, nil
+		}
+		if !n.IsLeader() {
+			// Deposed meanwhile: there is nothing left to hand over.
+			return "", nil
+		}
+	}
+	if tried {
+		return "", fmt.Errorf("no preferred voter took over: %w", err)
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		return "", err
+	}
+	id, _ := n.Leader()
+	return id, nil
 }
 
 // removeSnapshotLeftovers deletes what an interrupted snapshot left in
