@@ -113,9 +113,9 @@ type Tree struct {
 	// raftLeftOpen is set when Raft did not close within RaftCloseTimeout
 	// as the node stopped.
 	raftLeftOpen atomic.Bool
-	exitOnce sync.Once
-	exited   chan error
-	stopped  chan struct{} // closed when the app actor (so the whole tree) has stopped
+	exitOnce     sync.Once
+	exited       chan error
+	stopped      chan struct{} // closed when the app actor (so the whole tree) has stopped
 
 	lastFailMu sync.Mutex
 	lastFail   map[string]string // actor id -> reason of its latest crash
