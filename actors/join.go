@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -59,7 +60,11 @@ func (a *joinActor) Receive(ctx actor.Context) {
 func (a *joinActor) attempt(ctx actor.Context) {
 	cfg := a.tree.cfg
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	body, _ := json.Marshal(peerlink.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise})
+	req := peerlink.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise}
+	if cfg.JoinAsNonvoter {
+		req.Suffrage = peerlink.SuffrageNonvoter
+	}
+	body, _ := json.Marshal(req)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.JoinTLS}}
 	go func() {
 		defer hc.CloseIdleConnections()
@@ -68,7 +73,7 @@ func (a *joinActor) attempt(ctx actor.Context) {
 			status, b, err := postJoin(c, hc, seedURL(seed, cfg.JoinTLS != nil), cfg.JoinToken, body)
 			cancel()
 			if err == nil && status == http.StatusOK {
-				cfg.Logger.Info("joined the cluster", "through", seed)
+				cfg.Logger.Info("joined the cluster", "through", seed, "suffrage", cmp.Or(req.Suffrage, peerlink.SuffrageVoter))
 				root.Send(self, &joinResult{joined: true})
 				return
 			}

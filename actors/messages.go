@@ -101,6 +101,7 @@ type statusReply struct {
 
 type membersReply struct {
 	members []cluster.Member
+	index   uint64 // of the configuration
 	err     error
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -140,8 +141,8 @@ func (a *raftActor) Receive(ctx actor.Context) {
 	case *getStatus:
 		m.answer(&statusReply{status: a.node.Status()})
 	case *getMembers:
-		ms, err := a.node.Members()
-		m.answer(&membersReply{members: ms, err: err})
+		c, err := a.node.Configuration()
+		m.answer(&membersReply{members: c.Members, index: c.Index, err: err})
 	case *getReady:
 		m.answer(&done{err: a.ready()})
 	case *takeSnapshot:
@@ -322,8 +323,8 @@ func (a *raftActor) startReadRound(ctx actor.Context) {
 	}()
 }
 
-// membership adds or removes a member on the leader, registering or
-// dropping its HTTP address with it.
+// membership adds, removes or promotes a member on the leader,
+// dropping a removed member's HTTP address with it.
 func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	if !a.node.IsLeader() {
 		// Client routed it here by a view that has changed since: it
@@ -334,58 +335,132 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	timeout := a.tree.cfg.RequestTimeout
 	link, client, self := a.tree.link, a.tree.client, a.tree.cfg.Raft.NodeID
 	a.async(m.asked, func(n *cluster.Node) any {
-		if !m.req.Force {
+		members, err := n.Members()
+		if err != nil {
+			return &done{err: err}
+		}
+		req := asPromotion(m.req, members)
+		if id := req.Promote; id != "" {
+			if err := promotable(n, link, members, id, req.Force, timeout); err != nil {
+				return &done{err: err}
+			}
+		}
+		if !req.Force {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			h, err := client.Health(ctx)
 			cancel()
 			if err != nil {
 				return &done{err: err}
 			}
-			members, err := n.Members()
-			if err != nil {
-				return &done{err: err}
-			}
-			if err := keepsQuorum(members, h, self, m.req); err != nil {
+			if err := keepsQuorum(members, h, self, req); err != nil {
 				return &done{err: err}
 			}
 		}
-		if j := m.req.Join; j != nil {
+		switch {
+		case req.Promote != "":
+			return &done{err: n.Promote(req.Promote, timeout)}
+		case req.Join != nil:
+			j := req.Join
 			if err := reachable(n, link, j, timeout); err != nil {
 				return &done{err: err}
 			}
 			// The new node registers its own client address once it is
 			// a member: only it may.
+			if j.Nonvoter() {
+				return &done{err: n.AddNonvoter(j.ID, j.RaftAddr, timeout)}
+			}
 			return &done{err: n.AddVoter(j.ID, j.RaftAddr, timeout)}
 		}
-		err := n.RemoveServer(m.req.Remove, timeout)
+		err = n.RemoveServer(req.Remove, timeout)
 		if err == nil {
-			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: m.req.Remove}
+			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: req.Remove}
 			_, err = n.Apply(cmd.Encode(), timeout)
 		}
 		return &done{err: err}
 	})
 }
 
+// asPromotion turns a voter's join of a member that is a non-voter at
+// the same address into its promotion, so that the join cannot make a
+// voter of a node that has not caught up.
+func asPromotion(req peerlink.MembershipRequest, members []cluster.Member) peerlink.MembershipRequest {
+	j := req.Join
+	if j == nil || j.Nonvoter() {
+		return req
+	}
+	for _, m := range members {
+		if m.ID == j.ID && !m.Voter && m.RaftAddr == j.RaftAddr {
+			return peerlink.MembershipRequest{Promote: j.ID, Token: req.Token, Force: req.Force}
+		}
+	}
+	return req
+}
+
+// PromoteMaxLag is how many committed entries a non-voter may still lack
+// to be promoted: Consul's autopilot calls a server healthy within 250
+// entries of the leader (max_trailing_logs), and etcd promotes a learner
+// only once it is as good as caught up. A voter that is far behind would
+// count towards the quorum while it cannot yet help one form: with one
+// more node down, the cluster would stall until it caught up.
+const PromoteMaxLag = 250
+
+// promotable checks that id is a non-voter (a voter is left alone) and,
+// unless forced, that it has caught up: asked at its Raft address, it
+// has applied all but at most PromoteMaxLag of the entries this leader
+// has committed.
+func promotable(n *cluster.Node, link *peerlink.Client, members []cluster.Member, id string, force bool, timeout time.Duration) error {
+	var target *cluster.Member
+	for i := range members {
+		if members[i].ID == id {
+			target = &members[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return &peerlink.RemoteError{Status: http.StatusNotFound, Message: fmt.Sprintf("no member with id %q", id)}
+	case target.Voter || force:
+		return nil
+	}
+	commit := n.Status().CommitIndex
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 3*time.Second))
+	defer cancel()
+	got, err := link.Identify(ctx, target.RaftAddr, id)
+	switch {
+	case err != nil:
+		return &peerlink.RemoteError{Status: http.StatusConflict, Message: fmt.Sprintf("cannot reach non-voter %q at %s to see how far it has caught up (%v): not promoted", id, target.RaftAddr, err)}
+	case got.AppliedIndex+PromoteMaxLag < commit:
+		return &peerlink.RemoteError{Status: http.StatusConflict, Message: fmt.Sprintf(
+			"non-voter %q has not caught up: it has applied index %d, the leader has committed %d (%d entries behind; promotion needs it within %d): not promoted; try again once it has caught up (kvctl members promote --wait)",
+			id, got.AppliedIndex, commit, commit-got.AppliedIndex, PromoteMaxLag)}
+	}
+	return nil
+}
+
 // keepsQuorum refuses a change after which the voters this leader can
 // reach (itself, the peers its failure detector calls alive, and a node
-// being added, which is checked to answer) would be fewer than a quorum
-// of the new configuration: the cluster would stop committing, perhaps
-// for good (etcd's strict reconfiguration check). MembershipRequest.Force
+// being added or promoted, which is checked to answer) would be fewer
+// than a quorum of the new configuration: the cluster would stop
+// committing, perhaps for good (etcd's strict reconfiguration check).
+// Adding or removing a non-voter changes no quorum. MembershipRequest.Force
 // skips it, for an operator who knows better.
 func keepsQuorum(members []cluster.Member, h *cluster.Health, self string, req peerlink.MembershipRequest) error {
 	alive := map[string]bool{self: true}
 	for _, p := range h.Peers {
 		alive[p.ID] = p.State == cluster.PeerAlive
 	}
+	newVoter := req.Promote
+	if req.Join != nil && !req.Join.Nonvoter() {
+		newVoter = req.Join.ID
+	}
 	voters, reached := 0, 0
 	var unreached []string
 	known := false
 	for _, m := range members {
+		if m.ID == newVoter {
+			known = m.Voter
+		}
 		if !m.Voter || m.ID == req.Remove {
 			continue
-		}
-		if req.Join != nil && m.ID == req.Join.ID {
-			known = true
 		}
 		voters++
 		if alive[m.ID] {
@@ -394,13 +469,16 @@ func keepsQuorum(members []cluster.Member, h *cluster.Health, self string, req p
 			unreached = append(unreached, m.ID)
 		}
 	}
-	if req.Join != nil && !known {
+	if newVoter != "" && !known {
 		voters++
 		reached++
 	}
 	if quorum := voters/2 + 1; reached < quorum {
 		what := "removing " + req.Remove
-		if req.Join != nil {
+		switch {
+		case req.Promote != "":
+			what = "promoting " + req.Promote
+		case req.Join != nil:
 			what = "adding " + req.Join.ID
 		}
 		return fmt.Errorf("%s would leave %d voters, of which this leader reaches %d (not alive: %s), and a quorum needs %d: the cluster would stop committing; bring the others back first, or pass ?force=true", what, voters, reached, strings.Join(unreached, ", "), quorum)

@@ -40,6 +40,8 @@ type Config struct {
 	// Join lists the client addresses (host:port or URL) of existing
 	// members to ask, through their client API, to add this node.
 	Join []string
+	// JoinAsNonvoter asks the seeds to add this node as a non-voter.
+	JoinAsNonvoter bool
 	// JoinTLS, when set, is used for https seeds (and makes bare
 	// host:port seeds https); JoinToken is the ACL token sent with the
 	// request.

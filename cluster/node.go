@@ -521,6 +521,10 @@ type Member struct {
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
 	Voter    bool   `json:"voter"`
+	// Suffrage is "voter" or "nonvoter" (peerlink.SuffrageVoter,
+	// SuffrageNonvoter): Voter said as a word, as kvctl and the docs
+	// name it.
+	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
 	// Version is the release the member runs: this node's own, or what a
 	// peer last said in answer to the failure detector's probe; "" for a
@@ -544,26 +548,61 @@ func (n *Node) LearnPeerAddrs() {
 // Members lists the latest Raft configuration with each node's registered
 // HTTP address.
 func (n *Node) Members() ([]Member, error) {
+	c, err := n.Configuration()
+	return c.Members, err
+}
+
+// Configuration is the Raft configuration as this node holds it: its
+// members and the log index it was made at (the Index of Consul's
+// /v1/operator/raft/configuration).
+type Configuration struct {
+	Members []Member
+	Index   uint64
+}
+
+// Configuration returns the latest Raft configuration this node knows
+// (which may not be committed yet) with each node's registered HTTP
+// address.
+func (n *Node) Configuration() (Configuration, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, err
+		return Configuration{}, err
 	}
 	addrs, err := n.store.NodeAddrs()
 	if err != nil {
-		return nil, err
+		return Configuration{}, err
 	}
 	leaderID, _ := n.Leader()
-	var out []Member
+	out := Configuration{Index: f.Index()}
 	for _, s := range f.Configuration().Servers {
-		out = append(out, Member{
+		suffrage := peerlink.SuffrageVoter
+		if s.Suffrage != raft.Voter {
+			suffrage = peerlink.SuffrageNonvoter
+		}
+		out.Members = append(out.Members, Member{
 			ID:       string(s.ID),
 			RaftAddr: string(s.Address),
 			HTTPAddr: addrs[string(s.ID)],
 			Voter:    s.Suffrage == raft.Voter,
+			Suffrage: suffrage,
 			Leader:   string(s.ID) == leaderID,
 		})
 	}
 	return out, nil
+}
+
+// member returns the server with id in the latest configuration.
+func (n *Node) member(id string) (raft.Server, bool, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return raft.Server{}, false, err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return s, true, nil
+		}
+	}
+	return raft.Server{}, false, nil
 }
 
 // AddVoter adds (or re-addresses) a voting member. Leader only.
@@ -581,6 +620,49 @@ func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
 		}
 	}
 	return translate(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// AddNonvoter adds a member that replicates the log but does not vote:
+// it counts towards no quorum, so adding it can never cost the cluster
+// its quorum, however far behind it starts. Adding it again at the same
+// address is a no-op; a voter is not demoted. Leader only.
+func (n *Node) AddNonvoter(id, addr string, timeout time.Duration) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.Address) == addr && string(s.ID) != id {
+			return fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
+		}
+		if string(s.ID) == id && string(s.Address) == addr {
+			if s.Suffrage == raft.Voter {
+				return fmt.Errorf("%s is already a voter", id)
+			}
+			return nil
+		}
+	}
+	return translate(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// ErrNotMember is Promote's error for an id that is not in the
+// configuration.
+var ErrNotMember = errors.New("not a member")
+
+// Promote makes the non-voter id a voter, at the address it has. Its
+// caller checks first that it has caught up (see actors); a voter is left
+// as it is. Leader only.
+func (n *Node) Promote(id string, timeout time.Duration) error {
+	s, ok, err := n.member(id)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%q: %w", id, ErrNotMember)
+	case s.Suffrage == raft.Voter:
+		return nil
+	}
+	return translate(n.raft.AddVoter(s.ID, s.Address, 0, timeout).Error())
 }
 
 // RemoveServer removes a member. Leader only; removing the leader itself
