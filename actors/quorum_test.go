@@ -84,9 +84,9 @@ func TestJoinOfANonvoterIsAPromotion(t *testing.T) {
 	}
 	for _, req := range []peerlink.MembershipRequest{
 		join("n4", "a:4", peerlink.SuffrageNonvoter), // already one: a no-op join
-		join("n4", "a:9", ""),                         // another address: refused later
-		join("n5", "a:5", ""),                         // a new node
-		join("n1", "a:1", ""),                         // already a voter
+		join("n4", "a:9", ""),                        // another address: refused later
+		join("n5", "a:5", ""),                        // a new node
+		join("n1", "a:1", ""),                        // already a voter
 	} {
 		if got := asPromotion(req, members); got.Promote != "" || got.Join == nil {
 			t.Fatalf("%+v became %+v", req.Join, got)

@@ -54,7 +54,7 @@ type fakeBackend struct {
 	promoteErr error
 	// staleConfigs counts Configuration calls with stale set.
 	staleConfigs int
-	crashes    []string
+	crashes      []string
 
 	applyCalls   atomic.Int64
 	barrierCalls atomic.Int64
