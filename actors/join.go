@@ -17,8 +17,8 @@ import (
 )
 
 // joinActor asks the --join seeds, in turn, to add this node to their
-// cluster, with a growing pause between rounds, until one accepts; then
-// it stops. The raft actor starts it only for a node that belongs to no
+// cluster, with a growing pause between rounds, until one accepts or the
+// node finds itself a member (an operator added it); then it stops. The raft actor starts it only for a node that belongs to no
 // cluster yet, and restarts it with itself.
 type joinActor struct {
 	tree    *Tree
@@ -41,6 +41,12 @@ func (a *joinActor) Receive(ctx actor.Context) {
 			a.cancel()
 		}
 	case joinAttempt:
+		if a.member() {
+			// An operator added it (kvctl members add): nothing to ask.
+			a.tree.cfg.Logger.Info("added to the cluster")
+			ctx.Stop(ctx.Self())
+			return
+		}
 		a.attempt(ctx)
 	case *joinResult:
 		if m.joined {
@@ -50,6 +56,21 @@ func (a *joinActor) Receive(ctx actor.Context) {
 		a.cancel = scheduler.NewTimerScheduler(ctx.ActorSystem().Root).SendOnce(a.backoff, ctx.Self(), joinAttempt{})
 		a.backoff = min(2*a.backoff, 5*time.Second)
 	}
+}
+
+// member reports whether this node is in the Raft configuration it
+// holds, i.e. whether the leader has added it since it started.
+func (a *joinActor) member() bool {
+	ms, err := a.tree.client.Members()
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ID == a.tree.cfg.Raft.NodeID {
+			return true
+		}
+	}
+	return false
 }
 
 // attempt tries every seed once, off the mailbox. It asks each seed's

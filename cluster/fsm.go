@@ -50,6 +50,9 @@ func (f *ApplyFault) Unwrap() error { return f.Err }
 type fsm struct {
 	store   *storage.Store
 	onFault func(*ApplyFault)
+	// onConfig hears the index of every committed configuration entry
+	// (see Node.Configuration).
+	onConfig func(index uint64)
 
 	mu     sync.Mutex
 	failed bool
@@ -74,6 +77,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	batch := make([]storage.Applied, len(logs))
 	for i, l := range logs {
 		batch[i].Index = l.Index
+		if l.Type == raft.LogConfiguration && f.onConfig != nil {
+			f.onConfig(l.Index)
+		}
 		if l.Type != raft.LogCommand {
 			continue
 		}

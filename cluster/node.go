@@ -62,6 +62,12 @@ type Node struct {
 	readyTerm atomic.Uint64
 	readyMu   sync.Mutex
 
+	// snaps is the snapshot store; configIndex the index of the newest
+	// committed configuration entry the state machine has been handed
+	// since Raft opened (see Configuration).
+	snaps       raft.SnapshotStore
+	configIndex atomic.Uint64
+
 	// rulePurges counts the emptyings of the transport's connection pool
 	// after fault-rule changes (see purgeIdleConnsOnRuleChange).
 	rulePurges atomic.Uint64
@@ -147,7 +153,9 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, err
 	}
 	n.acks = newAckTransport(n.transport)
-	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }}, cache, logStore, snaps, n.acks)
+	n.snaps = snaps
+	onConfig := func(index uint64) { n.configIndex.Store(max(n.configIndex.Load(), index)) }
+	r, err := raft.NewRaft(rc, &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }, onConfig: onConfig}, cache, logStore, snaps, n.acks)
 	if err != nil {
 		n.transport.Close()
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -553,8 +561,9 @@ func (n *Node) Members() ([]Member, error) {
 }
 
 // Configuration is the Raft configuration as this node holds it: its
-// members and the log index it was made at (the Index of Consul's
-// /v1/operator/raft/configuration).
+// members and the log index of the newest committed configuration change
+// (the Index of Consul's /v1/operator/raft/configuration). hashicorp/raft
+// does not report the index itself (its GetConfiguration leaves it 0).
 type Configuration struct {
 	Members []Member
 	Index   uint64
@@ -573,7 +582,12 @@ func (n *Node) Configuration() (Configuration, error) {
 		return Configuration{}, err
 	}
 	leaderID, _ := n.Leader()
-	out := Configuration{Index: f.Index()}
+	out := Configuration{Index: n.configIndex.Load()}
+	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
+		// A configuration older than the newest snapshot is not
+		// replayed at start, nor seen after a snapshot from the leader.
+		out.Index = max(out.Index, list[0].ConfigurationIndex)
+	}
 	for _, s := range f.Configuration().Servers {
 		suffrage := peerlink.SuffrageVoter
 		if s.Suffrage != raft.Voter {

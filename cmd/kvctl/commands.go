@@ -429,29 +429,7 @@ An empty listing is not an error.`,
 			}
 		},
 	},
-	{
-		name: "members", group: clusterGroup, maxArgs: 0,
-		summary: "list the cluster's members",
-		long: `List the servers in the Raft configuration with their addresses and roles,
-as the answering node sees them.`,
-		example: `  kvctl members
-  kvctl -o json members | jq -r '.[] | select(.leader) | .http_addr'`,
-		setup: func(fs *pflag.FlagSet) action {
-			return func(inv *invocation, args []string) error {
-				ms, err := inv.client.Members(inv.ctx)
-				if err != nil {
-					return err
-				}
-				if inv.json {
-					if ms == nil {
-						ms = []client.Member{}
-					}
-					return inv.printJSON(ms)
-				}
-				return printMembers(inv.stdout, ms)
-			}
-		},
-	},
+	membersCommand,
 	{
 		name: "status", group: clusterGroup, maxArgs: 0,
 		summary: "show a node's Raft status (--all: every node's)",
