@@ -813,9 +813,9 @@ func (n *Node) HandOver(prefer []string) (to string, err error) {
 			continue
 		}
 		tried = true
-		err = n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+		err = n.transferTo(id, addr)
 		if err == nil {
-			return id, nil
+			return id, n.confirmLeader(id)
 		}
 		if !n.IsLeader() {
 			// Deposed meanwhile: there is nothing left to hand over.
@@ -828,8 +828,52 @@ func (n *Node) HandOver(prefer []string) (to string, err error) {
 	if err := n.raft.LeadershipTransfer().Error(); err != nil {
 		return "", err
 	}
+	if err := n.confirmLeader(""); err != nil {
+		return "", err
+	}
 	id, _ := n.Leader()
 	return id, nil
+}
+
+// confirmWait bounds how long HandOver waits to hear from the new leader.
+const confirmWait = 500 * time.Millisecond
+
+// confirmLeader waits until this node hears from a new leader (id, or
+// any other node for ""). Raft also answers a transfer with success when
+// this leader merely stepped down during it (a lost quorum, a partition),
+// which hands nothing over; a real handover is heard of at once, from the
+// new leader's first heartbeat.
+func (n *Node) confirmLeader(id string) error {
+	timer := time.NewTimer(confirmWait)
+	defer timer.Stop()
+	for {
+		changed := n.LeaderChanged()
+		if got, _ := n.Leader(); got != "" && got != n.cfg.NodeID && (id == "" || got == id) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			who := id
+			if who == "" {
+				who = "another voter"
+			}
+			return fmt.Errorf("this node stepped down, but did not hear from %s as the new leader within %v", who, confirmWait)
+		}
+	}
+}
+
+// transferTo hands leadership to id. Raft keeps an attempt that timed
+// out "in progress" for a moment after it answered, and refuses a new
+// one meanwhile: that is waited out (for up to a second), not taken as
+// the new target's failure.
+func (n *Node) transferTo(id, addr string) error {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+		if !errors.Is(err, raft.ErrLeadershipTransferInProgress) || time.Now().After(deadline) || !n.IsLeader() {
+			return err
+		}
+	}
 }
 
 // removeSnapshotLeftovers deletes what an interrupted snapshot left in

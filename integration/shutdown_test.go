@@ -62,6 +62,7 @@ var shutdownCases = []shutdownCase{
 	{name: "follower", victim: aFollower},
 	{name: "leader, a follower killed", victim: theLeader, fault: killOther},
 	{name: "follower, both peers killed, a write waiting", victim: aFollower, fault: killPeers, pending: true},
+	{name: "leader partitioned at the signal", victim: theLeader, fault: isolateVictim},
 	{name: "leader partitioned, a write waiting", victim: theLeader, fault: isolateVictim, pending: true},
 	{name: "follower partitioned, a write waiting", victim: aFollower, fault: isolateVictim, pending: true},
 }
