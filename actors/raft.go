@@ -632,6 +632,9 @@ func (a *raftActor) handOverForShutdown(m *transferLeadership) {
 		if !n.IsLeader() {
 			return &handedOver{}
 		}
+		if voters, err := n.Peers(); err == nil && len(voters) < 2 {
+			return &handedOver{} // a cluster of one: nobody to hand over to
+		}
 		term := n.Status().Term
 		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 250*time.Millisecond))
 		h, err := client.Health(ctx)

@@ -18,7 +18,7 @@ type Member struct {
 	Voter bool `json:"voter"`
 	// Suffrage is Voter said as a word: "voter" or "nonvoter" (""
 	// from a node older than the field).
-	Suffrage string `json:"suffrage,omitempty"`
+	Suffrage string `json:"suffrage"`
 	// Leader is the answering node's belief, which may be stale by an
 	// election.
 	Leader bool `json:"leader"`

@@ -621,17 +621,9 @@ func (n *Node) member(id string) (raft.Server, bool, error) {
 
 // AddVoter adds (or re-addresses) a voting member. Leader only.
 func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+	existing, err := n.atAddress(id, addr)
+	if err != nil || (existing != nil && existing.Suffrage == raft.Voter) {
 		return err
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.Address) == addr && string(s.ID) != id {
-			return fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
-		}
-		if string(s.ID) == id && string(s.Address) == addr && s.Suffrage == raft.Voter {
-			return nil
-		}
 	}
 	return translate(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
 }
@@ -641,22 +633,34 @@ func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
 // its quorum, however far behind it starts. Adding it again at the same
 // address is a no-op; a voter is not demoted. Leader only.
 func (n *Node) AddNonvoter(id, addr string, timeout time.Duration) error {
+	existing, err := n.atAddress(id, addr)
+	switch {
+	case err != nil:
+		return err
+	case existing != nil && existing.Suffrage == raft.Voter:
+		return fmt.Errorf("%s is already a voter", id)
+	case existing != nil:
+		return nil
+	}
+	return translate(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// atAddress returns the member id at addr, if there is one, and refuses
+// an address that belongs to another member.
+func (n *Node) atAddress(id, addr string) (*raft.Server, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return err
+		return nil, err
 	}
 	for _, s := range f.Configuration().Servers {
 		if string(s.Address) == addr && string(s.ID) != id {
-			return fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
+			return nil, fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
 		}
 		if string(s.ID) == id && string(s.Address) == addr {
-			if s.Suffrage == raft.Voter {
-				return fmt.Errorf("%s is already a voter", id)
-			}
-			return nil
+			return &s, nil
 		}
 	}
-	return translate(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+	return nil, nil
 }
 
 // ErrNotMember is Promote's error for an id that is not in the

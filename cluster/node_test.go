@@ -388,7 +388,7 @@ func TestNodeMembersPeersStatus(t *testing.T) {
 			t.Fatalf("%s: Members() = %+v, %v", m.id, members, err)
 		}
 		for _, mem := range members {
-			want := Member{ID: mem.ID, RaftAddr: c.byID(t, mem.ID).addr, HTTPAddr: httpAddr[mem.ID], Voter: true, Leader: mem.ID == leader.id}
+			want := Member{ID: mem.ID, RaftAddr: c.byID(t, mem.ID).addr, HTTPAddr: httpAddr[mem.ID], Voter: true, Suffrage: "voter", Leader: mem.ID == leader.id}
 			if mem != want {
 				t.Fatalf("%s: member %+v, want %+v", m.id, mem, want)
 			}

@@ -549,23 +549,7 @@ good, so it no longer counts towards the quorum. Removing the leader makes it
 hand leadership over first.`,
 		example: `  kvctl remove n3
   kvctl remove --force n2   # even if the leader reckons the rest could not form a quorum`,
-		setup: func(fs *pflag.FlagSet) action {
-			force := fs.Bool("force", false, "remove even if the voters the leader reaches would be fewer than a quorum afterwards")
-			return func(inv *invocation, args []string) error {
-				var opts []client.MembershipOption
-				if *force {
-					opts = append(opts, client.Force())
-				}
-				if err := inv.client.Remove(inv.ctx, args[0], opts...); err != nil {
-					return err
-				}
-				if inv.json {
-					return inv.printJSON(map[string]string{"removed": args[0]})
-				}
-				fmt.Fprintf(inv.stdout, "removed %s\n", args[0])
-				return nil
-			}
-		},
+		setup: removeAction,
 	},
 	healthCommand,
 	alarmCommand,

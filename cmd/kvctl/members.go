@@ -76,11 +76,7 @@ cluster its quorum, however far behind it starts.`,
 			if *nonvoter {
 				req.Suffrage = client.SuffrageNonvoter
 			}
-			var opts []client.MembershipOption
-			if *force {
-				opts = append(opts, client.Force())
-			}
-			if err := inv.client.Join(inv.ctx, req, opts...); err != nil {
+			if err := inv.client.Join(inv.ctx, req, membershipOptions(*force)...); err != nil {
 				return err
 			}
 			registered, err := inv.waitRegistered(id)
@@ -135,23 +131,31 @@ Removing the leader makes it hand leadership over first. The leader refuses a
 removal after which the voters it reaches would be fewer than a quorum
 (--force overrides).`,
 	example: `  kvctl members remove n1`,
-	setup: func(fs *pflag.FlagSet) action {
-		force := fs.Bool("force", false, "remove even if the voters the leader reaches would be fewer than a quorum afterwards")
-		return func(inv *invocation, args []string) error {
-			var opts []client.MembershipOption
-			if *force {
-				opts = append(opts, client.Force())
-			}
-			if err := inv.client.Remove(inv.ctx, args[0], opts...); err != nil {
-				return err
-			}
-			if inv.json {
-				return inv.printJSON(map[string]string{"removed": args[0]})
-			}
-			fmt.Fprintf(inv.stdout, "removed %s\n", args[0])
-			return nil
+	setup:   removeAction,
+}
+
+// removeAction is kvctl remove and kvctl members remove.
+func removeAction(fs *pflag.FlagSet) action {
+	force := fs.Bool("force", false, "remove even if the voters the leader reaches would be fewer than a quorum afterwards")
+	return func(inv *invocation, args []string) error {
+		if err := inv.client.Remove(inv.ctx, args[0], membershipOptions(*force)...); err != nil {
+			return err
 		}
-	},
+		if inv.json {
+			return inv.printJSON(map[string]string{"removed": args[0]})
+		}
+		fmt.Fprintf(inv.stdout, "removed %s\n", args[0])
+		return nil
+	}
+}
+
+// membershipOptions are the options of a change made with --force or
+// without.
+func membershipOptions(force bool) []client.MembershipOption {
+	if force {
+		return []client.MembershipOption{client.Force()}
+	}
+	return nil
 }
 
 var membersPromote = &command{
@@ -171,10 +175,7 @@ quorum check.`,
 		wait := fs.Duration("wait", 0, "keep asking, every second, while the non-voter has not caught up, for at most this long")
 		force := fs.Bool("force", false, "promote even if the node lags or the voters the leader reaches would be fewer than a quorum")
 		return func(inv *invocation, args []string) error {
-			var opts []client.MembershipOption
-			if *force {
-				opts = append(opts, client.Force())
-			}
+			opts := membershipOptions(*force)
 			deadline := time.Now().Add(*wait)
 			for {
 				ctx, cancel := inv.requestContext()
