@@ -301,10 +301,28 @@ func (c *Client) Status() (cluster.Status, error) {
 
 // Members lists the cluster's members as this node knows them.
 func (c *Client) Members() ([]cluster.Member, error) {
+	conf, err := c.configuration()
+	return conf.Members, err
+}
+
+// Configuration is the Raft configuration as this node holds it, with
+// the index it was made at; unless stale, after a read barrier, so that
+// it holds every change committed before the call (Consul answers
+// /v1/operator/raft/configuration from the leader unless ?stale).
+func (c *Client) Configuration(ctx context.Context, stale bool) (cluster.Configuration, error) {
+	if !stale {
+		if err := c.ReadBarrier(ctx); err != nil {
+			return cluster.Configuration{}, err
+		}
+	}
+	return c.configuration()
+}
+
+func (c *Client) configuration() (cluster.Configuration, error) {
 	q := newAsked()
 	r, err := quick[*membersReply](c, &getMembers{q}, q)
 	if err != nil {
-		return nil, err
+		return cluster.Configuration{}, err
 	}
 	for i := range r.members {
 		m := &r.members[i]
@@ -314,7 +332,7 @@ func (c *Client) Members() ([]cluster.Member, error) {
 			m.Version = c.tree.versions.get(m.ID)
 		}
 	}
-	return r.members, r.err
+	return cluster.Configuration{Members: r.members, Index: r.index}, r.err
 }
 
 // Peers lists the voters' Raft addresses.
@@ -346,10 +364,12 @@ func (c *Client) Ready() error {
 	return r.err
 }
 
-// ChangeMembership adds a voter (once the leader has reached it at its
-// Raft address and it answered with its id) or removes a member, through
-// the leader. Unless forced, a change that would leave the reachable
-// voters short of a quorum is refused.
+// ChangeMembership adds a voter or a non-voter (once the leader has
+// reached it at its Raft address and it answered with its id), removes a
+// member, or promotes a non-voter that has caught up, through the leader.
+// Unless forced, a change that would leave the reachable voters short of
+// a quorum is refused, and so is the promotion of a non-voter more than
+// PromoteMaxLag entries behind.
 func (c *Client) ChangeMembership(ctx context.Context, req peerlink.MembershipRequest) error {
 	return c.membership(ctx, &membership{req: req})
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 )
@@ -41,7 +40,7 @@ func (a *httpActor) Receive(ctx actor.Context) {
 			d.Drain()
 		}
 		if a.srv != nil {
-			c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, cancel := context.WithTimeout(context.Background(), DrainTimeout)
 			if err := a.srv.Shutdown(c); err != nil {
 				_ = a.srv.Close()
 			}

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -16,8 +17,8 @@ import (
 )
 
 // joinActor asks the --join seeds, in turn, to add this node to their
-// cluster, with a growing pause between rounds, until one accepts; then
-// it stops. The raft actor starts it only for a node that belongs to no
+// cluster, with a growing pause between rounds, until one accepts or the
+// node finds itself a member (an operator added it); then it stops. The raft actor starts it only for a node that belongs to no
 // cluster yet, and restarts it with itself.
 type joinActor struct {
 	tree    *Tree
@@ -40,6 +41,12 @@ func (a *joinActor) Receive(ctx actor.Context) {
 			a.cancel()
 		}
 	case joinAttempt:
+		if a.member() {
+			// An operator added it (kvctl members add): nothing to ask.
+			a.tree.cfg.Logger.Info("added to the cluster")
+			ctx.Stop(ctx.Self())
+			return
+		}
 		a.attempt(ctx)
 	case *joinResult:
 		if m.joined {
@@ -51,6 +58,21 @@ func (a *joinActor) Receive(ctx actor.Context) {
 	}
 }
 
+// member reports whether this node is in the Raft configuration it
+// holds, i.e. whether the leader has added it since it started.
+func (a *joinActor) member() bool {
+	ms, err := a.tree.client.Members()
+	if err != nil {
+		return false
+	}
+	for _, m := range ms {
+		if m.ID == a.tree.cfg.Raft.NodeID {
+			return true
+		}
+	}
+	return false
+}
+
 // attempt tries every seed once, off the mailbox. It asks each seed's
 // client API, as an operator's tool would: joining is a membership change,
 // which the cluster grants through the client API (with a management
@@ -59,7 +81,11 @@ func (a *joinActor) Receive(ctx actor.Context) {
 func (a *joinActor) attempt(ctx actor.Context) {
 	cfg := a.tree.cfg
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	body, _ := json.Marshal(peerlink.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise})
+	req := peerlink.JoinRequest{ID: cfg.Raft.NodeID, RaftAddr: cfg.Raft.RaftAdvertise}
+	if cfg.JoinAsNonvoter {
+		req.Suffrage = peerlink.SuffrageNonvoter
+	}
+	body, _ := json.Marshal(req)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.JoinTLS}}
 	go func() {
 		defer hc.CloseIdleConnections()
@@ -68,7 +94,7 @@ func (a *joinActor) attempt(ctx actor.Context) {
 			status, b, err := postJoin(c, hc, seedURL(seed, cfg.JoinTLS != nil), cfg.JoinToken, body)
 			cancel()
 			if err == nil && status == http.StatusOK {
-				cfg.Logger.Info("joined the cluster", "through", seed)
+				cfg.Logger.Info("joined the cluster", "through", seed, "suffrage", cmp.Or(req.Suffrage, peerlink.SuffrageVoter))
 				root.Send(self, &joinResult{joined: true})
 				return
 			}

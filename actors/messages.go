@@ -101,6 +101,7 @@ type statusReply struct {
 
 type membersReply struct {
 	members []cluster.Member
+	index   uint64 // of the configuration
 	err     error
 }
 
@@ -114,8 +115,18 @@ type snapshotTaken struct {
 }
 
 // transferLeadership asks a leading raft actor to hand over before the
-// node stops. The reply is a *done.
+// node stops. The reply is a *handedOver.
 type transferLeadership struct{ asked }
+
+// handedOver answers transferLeadership: wasLeader says whether this node
+// led when asked, to the voter that took over (when known), term the term
+// this node led in.
+type handedOver struct {
+	wasLeader bool
+	to        string
+	term      uint64
+	err       error
+}
 
 // getHealth asks the peers actor for a *cluster.Health.
 type getHealth struct{ asked }

@@ -24,6 +24,7 @@ func (h peerHandler) Ping() peerlink.PingReply {
 		r.DiskError = err.Error()
 	}
 	r.StateCheck = newestStateCheck(h.c.tree.cfg.Store.StateChecks())
+	r.AppliedIndex = h.c.tree.cfg.Store.AppliedIndex()
 	return r
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -79,7 +80,7 @@ type (
 		complete bool
 		err      error
 	}
-	handedOver struct{}
+	fencedHandedOver struct{}
 	// raftFault reports a failure Raft cannot get over by itself (see
 	// cluster.Config.OnFault).
 	raftFault struct {
@@ -111,7 +112,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		a.close(ctx)
 		return
 	case *actor.Stopping:
-		a.close(ctx)
+		a.closeWithin(ctx, RaftCloseTimeout)
 		return
 	case actor.SystemMessage, actor.AutoReceiveMessage:
 		return
@@ -148,8 +149,8 @@ func (a *raftActor) Receive(ctx actor.Context) {
 	case *getStatus:
 		m.answer(&statusReply{status: a.node.Status()})
 	case *getMembers:
-		ms, err := a.node.Members()
-		m.answer(&membersReply{members: ms, err: err})
+		c, err := a.node.Configuration()
+		m.answer(&membersReply{members: c.Members, index: c.Index, err: err})
 	case *getReady:
 		m.answer(&done{err: a.ready()})
 	case *takeSnapshot:
@@ -158,7 +159,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 			return &snapshotTaken{index: idx, err: err}
 		})
 	case *transferLeadership:
-		a.async(m.asked, func(n *cluster.Node) any { return &done{err: n.TransferLeadership()} })
+		a.handOverForShutdown(m)
 	case leaderChanged, maintainTick:
 		a.maintain(ctx)
 	case *clusterNamed:
@@ -177,7 +178,7 @@ func (a *raftActor) Receive(ctx actor.Context) {
 		if m.err != nil {
 			a.tree.cfg.Logger.Warn("proposing a state checkpoint failed", "err", m.err)
 		}
-	case *handedOver:
+	case *fencedHandedOver:
 		a.handingOver = false
 	case *registerDone:
 		a.registering = false
@@ -220,6 +221,25 @@ func (a *raftActor) open(ctx actor.Context) {
 		}
 	}
 	ctx.Send(self, maintainTick{})
+}
+
+// closeWithin closes Raft as the node stops, waiting at most timeout:
+// Raft's shutdown waits for its goroutines, and one writing a large
+// snapshot does not stop midway. Past the timeout the close goes on in
+// the background and the tree says so (see Tree.Stop), so the state file
+// stays open under it.
+func (a *raftActor) closeWithin(ctx actor.Context, timeout time.Duration) {
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		a.close(ctx)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		a.tree.raftLeftOpen.Store(true)
+		a.tree.cfg.Logger.Error("raft did not shut down in time; stopping without it", "timeout", timeout)
+	}
 }
 
 func (a *raftActor) close(ctx actor.Context) {
@@ -315,8 +335,8 @@ func (a *raftActor) startReadRound(ctx actor.Context) {
 	}()
 }
 
-// membership adds or removes a member on the leader, registering or
-// dropping its HTTP address with it.
+// membership adds, removes or promotes a member on the leader,
+// dropping a removed member's HTTP address with it.
 func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	if !a.node.IsLeader() {
 		// Client routed it here by a view that has changed since: it
@@ -331,58 +351,132 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 	timeout := a.tree.cfg.RequestTimeout
 	link, client, self := a.tree.link, a.tree.client, a.tree.cfg.Raft.NodeID
 	a.async(m.asked, func(n *cluster.Node) any {
-		if !m.req.Force {
+		members, err := n.Members()
+		if err != nil {
+			return &done{err: err}
+		}
+		req := asPromotion(m.req, members)
+		if id := req.Promote; id != "" {
+			if err := promotable(n, link, members, id, req.Force, timeout); err != nil {
+				return &done{err: err}
+			}
+		}
+		if !req.Force {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			h, err := client.Health(ctx)
 			cancel()
 			if err != nil {
 				return &done{err: err}
 			}
-			members, err := n.Members()
-			if err != nil {
-				return &done{err: err}
-			}
-			if err := keepsQuorum(members, h, self, m.req); err != nil {
+			if err := keepsQuorum(members, h, self, req); err != nil {
 				return &done{err: err}
 			}
 		}
-		if j := m.req.Join; j != nil {
+		switch {
+		case req.Promote != "":
+			return &done{err: n.Promote(req.Promote, timeout)}
+		case req.Join != nil:
+			j := req.Join
 			if err := reachable(n, link, j, timeout); err != nil {
 				return &done{err: err}
 			}
 			// The new node registers its own client address once it is
 			// a member: only it may.
+			if j.Nonvoter() {
+				return &done{err: n.AddNonvoter(j.ID, j.RaftAddr, timeout)}
+			}
 			return &done{err: n.AddVoter(j.ID, j.RaftAddr, timeout)}
 		}
-		err := n.RemoveServer(m.req.Remove, timeout)
+		err = n.RemoveServer(req.Remove, timeout)
 		if err == nil {
-			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: m.req.Remove}
+			cmd := &storage.Command{Op: storage.OpDeregisterNode, Key: req.Remove}
 			_, err = n.Apply(cmd.Encode(), timeout)
 		}
 		return &done{err: err}
 	})
 }
 
+// asPromotion turns a voter's join of a member that is a non-voter at
+// the same address into its promotion, so that the join cannot make a
+// voter of a node that has not caught up.
+func asPromotion(req peerlink.MembershipRequest, members []cluster.Member) peerlink.MembershipRequest {
+	j := req.Join
+	if j == nil || j.Nonvoter() {
+		return req
+	}
+	for _, m := range members {
+		if m.ID == j.ID && !m.Voter && m.RaftAddr == j.RaftAddr {
+			return peerlink.MembershipRequest{Promote: j.ID, Token: req.Token, Force: req.Force}
+		}
+	}
+	return req
+}
+
+// PromoteMaxLag is how many committed entries a non-voter may still lack
+// to be promoted: Consul's autopilot calls a server healthy within 250
+// entries of the leader (max_trailing_logs), and etcd promotes a learner
+// only once it is as good as caught up. A voter that is far behind would
+// count towards the quorum while it cannot yet help one form: with one
+// more node down, the cluster would stall until it caught up.
+const PromoteMaxLag = 250
+
+// promotable checks that id is a non-voter (a voter is left alone) and,
+// unless forced, that it has caught up: asked at its Raft address, it
+// has applied all but at most PromoteMaxLag of the entries this leader
+// has committed.
+func promotable(n *cluster.Node, link *peerlink.Client, members []cluster.Member, id string, force bool, timeout time.Duration) error {
+	var target *cluster.Member
+	for i := range members {
+		if members[i].ID == id {
+			target = &members[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return &peerlink.RemoteError{Status: http.StatusNotFound, Message: fmt.Sprintf("no member with id %q", id)}
+	case target.Voter || force:
+		return nil
+	}
+	commit := n.Status().CommitIndex
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 3*time.Second))
+	defer cancel()
+	got, err := link.Identify(ctx, target.RaftAddr, id)
+	switch {
+	case err != nil:
+		return &peerlink.RemoteError{Status: http.StatusConflict, Message: fmt.Sprintf("cannot reach non-voter %q at %s to see how far it has caught up (%v): not promoted", id, target.RaftAddr, err)}
+	case got.AppliedIndex+PromoteMaxLag < commit:
+		return &peerlink.RemoteError{Status: http.StatusConflict, Message: fmt.Sprintf(
+			"non-voter %q has not caught up: it has applied index %d, the leader has committed %d (%d entries behind; promotion needs it within %d): not promoted; try again once it has caught up (kvctl members promote --wait)",
+			id, got.AppliedIndex, commit, commit-got.AppliedIndex, PromoteMaxLag)}
+	}
+	return nil
+}
+
 // keepsQuorum refuses a change after which the voters this leader can
 // reach (itself, the peers its failure detector calls alive, and a node
-// being added, which is checked to answer) would be fewer than a quorum
-// of the new configuration: the cluster would stop committing, perhaps
-// for good (etcd's strict reconfiguration check). MembershipRequest.Force
+// being added or promoted, which is checked to answer) would be fewer
+// than a quorum of the new configuration: the cluster would stop
+// committing, perhaps for good (etcd's strict reconfiguration check).
+// Adding or removing a non-voter changes no quorum. MembershipRequest.Force
 // skips it, for an operator who knows better.
 func keepsQuorum(members []cluster.Member, h *cluster.Health, self string, req peerlink.MembershipRequest) error {
 	alive := map[string]bool{self: true}
 	for _, p := range h.Peers {
 		alive[p.ID] = p.State == cluster.PeerAlive
 	}
+	newVoter := req.Promote
+	if req.Join != nil && !req.Join.Nonvoter() {
+		newVoter = req.Join.ID
+	}
 	voters, reached := 0, 0
 	var unreached []string
 	known := false
 	for _, m := range members {
+		if m.ID == newVoter {
+			known = m.Voter
+		}
 		if !m.Voter || m.ID == req.Remove {
 			continue
-		}
-		if req.Join != nil && m.ID == req.Join.ID {
-			known = true
 		}
 		voters++
 		if alive[m.ID] {
@@ -391,13 +485,16 @@ func keepsQuorum(members []cluster.Member, h *cluster.Health, self string, req p
 			unreached = append(unreached, m.ID)
 		}
 	}
-	if req.Join != nil && !known {
+	if newVoter != "" && !known {
 		voters++
 		reached++
 	}
 	if quorum := voters/2 + 1; reached < quorum {
 		what := "removing " + req.Remove
-		if req.Join != nil {
+		switch {
+		case req.Promote != "":
+			what = "promoting " + req.Promote
+		case req.Join != nil:
 			what = "adding " + req.Join.ID
 		}
 		return fmt.Errorf("%s would leave %d voters, of which this leader reaches %d (not alive: %s), and a quorum needs %d: the cluster would stop committing; bring the others back first, or pass ?force=true", what, voters, reached, strings.Join(unreached, ", "), quorum)
@@ -539,6 +636,53 @@ func (a *raftActor) checkpoint(ctx actor.Context) {
 	}()
 }
 
+// handOverForShutdown hands leadership to a voter the failure detector
+// holds alive, before this node stops: otherwise the others notice the
+// leader gone only after an election timeout, and elect one more
+// timeout later. Voters the detector is unsure of come after those it
+// holds alive; those it holds dead are not tried (a transfer to one would
+// use up the attempt's election timeout for nothing).
+func (a *raftActor) handOverForShutdown(m *transferLeadership) {
+	client, timeout := a.tree.client, a.tree.cfg.RequestTimeout
+	a.async(m.asked, func(n *cluster.Node) any {
+		if !n.IsLeader() {
+			return &handedOver{}
+		}
+		if voters, err := n.Peers(); err == nil && len(voters) < 2 {
+			return &handedOver{} // a cluster of one: nobody to hand over to
+		}
+		term := n.Status().Term
+		ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 250*time.Millisecond))
+		h, err := client.Health(ctx)
+		cancel()
+		var prefer []string
+		if err == nil {
+			if prefer = handOverOrder(h); len(prefer) == 0 {
+				return &handedOver{wasLeader: true, term: term, err: errors.New("no other voter is alive")}
+			}
+		}
+		to, err := n.HandOver(prefer)
+		return &handedOver{wasLeader: true, to: to, term: term, err: err}
+	})
+}
+
+// handOverOrder lists the peers to hand leadership to: alive ones first,
+// then those not yet judged or suspect; never the dead. The list holds
+// every member; HandOver skips those that are not voters.
+func handOverOrder(h *cluster.Health) []string {
+	var alive, unsure []string
+	for _, p := range h.Peers {
+		switch p.State {
+		case cluster.PeerAlive:
+			alive = append(alive, p.ID)
+		case cluster.PeerDead:
+		default:
+			unsure = append(unsure, p.ID)
+		}
+	}
+	return append(alive, unsure...)
+}
+
 // handOver transfers leadership away from a fenced leader.
 func (a *raftActor) handOver(ctx actor.Context) {
 	a.handingOver = true
@@ -548,7 +692,7 @@ func (a *raftActor) handOver(ctx actor.Context) {
 		if err != nil {
 			logger.Warn("a fenced leader could not hand over leadership; retrying", "err", err)
 		}
-		root.Send(self, &handedOver{})
+		root.Send(self, &fencedHandedOver{})
 	}()
 }
 

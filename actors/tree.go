@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -39,6 +40,8 @@ type Config struct {
 	// Join lists the client addresses (host:port or URL) of existing
 	// members to ask, through their client API, to add this node.
 	Join []string
+	// JoinAsNonvoter asks the seeds to add this node as a non-voter.
+	JoinAsNonvoter bool
 	// JoinTLS, when set, is used for https seeds (and makes bare
 	// host:port seeds https); JoinToken is the ACL token sent with the
 	// request.
@@ -109,9 +112,12 @@ type Tree struct {
 	link *peerlink.Client
 
 	stopping atomic.Bool
-	exitOnce sync.Once
-	exited   chan error
-	stopped  chan struct{} // closed when the app actor (so the whole tree) has stopped
+	// raftLeftOpen is set when Raft did not close within RaftCloseTimeout
+	// as the node stopped.
+	raftLeftOpen atomic.Bool
+	exitOnce     sync.Once
+	exited       chan error
+	stopped      chan struct{} // closed when the app actor (so the whole tree) has stopped
 
 	lastFailMu sync.Mutex
 	lastFail   map[string]string // actor id -> reason of its latest crash
@@ -243,16 +249,39 @@ func (t *Tree) fail(err error) {
 	t.exitOnce.Do(func() { t.exited <- err })
 }
 
-// Stop shuts the node down: leadership is handed over if this node leads,
-// then HTTP drains and Raft closes.
+// The steps of a graceful stop, each with a deadline of its own, so that
+// no fault (a dead or partitioned peer, a client write waiting for a
+// quorum that is not there, a snapshot being written) can hold a stop
+// past kvnode's shutdown bound, itself well inside Docker's default stop
+// timeout (10 s) and systemd's (90 s). Measured figures are in
+// docs/operations.md ("Stopping a node").
+const (
+	// HandOverTimeout bounds the leadership transfer. Raft bounds each
+	// attempt by an election timeout once the target has caught up.
+	HandOverTimeout = 1500 * time.Millisecond
+	// DrainTimeout bounds how long in-flight HTTP requests may take to
+	// finish; those still running then are cut off (their clients see
+	// the connection close: for a write, an unknown outcome, as for a
+	// crash).
+	DrainTimeout = 1500 * time.Millisecond
+	// RaftCloseTimeout bounds Raft's shutdown. Past it the node stops
+	// without waiting, and leaves the state file open (Raft may still be
+	// writing to it): both it and the log are crash-safe.
+	RaftCloseTimeout = 1500 * time.Millisecond
+)
+
+// ErrRaftLeftOpen is Stop's error when Raft did not shut down within
+// RaftCloseTimeout: the caller must not close the state file under it.
+var ErrRaftLeftOpen = errors.New("raft did not shut down in time; leaving it and the state file to the operating system")
+
+// Stop shuts the node down: leadership is handed over if this node leads
+// (at most HandOverTimeout), then HTTP drains (at most DrainTimeout) and
+// Raft closes (at most RaftCloseTimeout). ctx bounds the whole.
 func (t *Tree) Stop(ctx context.Context) error {
 	if t.app == nil {
 		return nil
 	}
-	q := newAsked()
-	if _, err := replyAs[*done](t.client.ask(ctx, "raft", &transferLeadership{q}, q)); err != nil {
-		t.cfg.Logger.Warn("leadership transfer before shutdown failed", "err", err)
-	}
+	t.handOver(ctx)
 	t.stopping.Store(true)
 	// Wait for the app actor's Stopped (not a PoisonFuture, whose timeout is
 	// fixed at 10s): Raft must be closed before the caller closes the state
@@ -260,9 +289,32 @@ func (t *Tree) Stop(ctx context.Context) error {
 	t.system.Root.Poison(t.app)
 	select {
 	case <-t.stopped:
+		if t.raftLeftOpen.Load() {
+			return ErrRaftLeftOpen
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("actor tree did not stop in time: %w", ctx.Err())
+	}
+}
+
+// handOver transfers leadership before the node stops, if it leads, and
+// logs the outcome: the line an operator (and the tests) read to know the
+// stop was graceful.
+func (t *Tree) handOver(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, HandOverTimeout)
+	defer cancel()
+	start := time.Now()
+	q := newAsked()
+	r, err := replyAs[*handedOver](t.client.ask(ctx, "raft", &transferLeadership{q}, q))
+	switch {
+	case err != nil:
+		t.cfg.Logger.Warn("leadership transfer before shutdown did not finish; stopping anyway", "err", err, "took", time.Since(start).Round(time.Millisecond))
+	case !r.wasLeader:
+	case r.err != nil:
+		t.cfg.Logger.Warn("leadership transfer before shutdown failed; stopping anyway (the others elect a leader after an election timeout)", "err", r.err, "term", r.term, "took", time.Since(start).Round(time.Millisecond))
+	default:
+		t.cfg.Logger.Info("leadership handed over before shutdown", "to", r.to, "term", r.term, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 

@@ -50,7 +50,11 @@ type fakeBackend struct {
 	snapErr    error
 	joins      []peerlink.JoinRequest
 	removes    []string
-	crashes    []string
+	promotes   []string
+	promoteErr error
+	// staleConfigs counts Configuration calls with stale set.
+	staleConfigs int
+	crashes      []string
 
 	applyCalls   atomic.Int64
 	barrierCalls atomic.Int64
@@ -194,11 +198,33 @@ func (f *fakeBackend) ChangeMembership(ctx context.Context, req peerlink.Members
 		f.joins = append(f.joins, *req.Join)
 		return nil
 	}
+	if req.Promote != "" {
+		if f.promoteErr != nil {
+			return f.promoteErr
+		}
+		f.promotes = append(f.promotes, req.Promote)
+		return nil
+	}
 	if f.removeErr != nil {
 		return f.removeErr
 	}
 	f.removes = append(f.removes, req.Remove)
 	return nil
+}
+
+func (f *fakeBackend) Configuration(ctx context.Context, stale bool) (cluster.Configuration, error) {
+	if !stale {
+		if err := f.ReadBarrier(ctx); err != nil {
+			return cluster.Configuration{}, err
+		}
+	}
+	ms, err := f.Members()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if stale {
+		f.staleConfigs++
+	}
+	return cluster.Configuration{Members: ms, Index: 7}, err
 }
 
 func (f *fakeBackend) Snapshot(ctx context.Context) (uint64, error) {

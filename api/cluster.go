@@ -84,7 +84,11 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID})
+	suffrage := req.Suffrage
+	if suffrage == "" {
+		suffrage = peerlink.SuffrageVoter
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"joined": req.ID, "suffrage": suffrage})
 }
 
 func validateJoin(req peerlink.JoinRequest) error {
@@ -94,6 +98,11 @@ func validateJoin(req peerlink.JoinRequest) error {
 	host, port, err := net.SplitHostPort(req.RaftAddr)
 	if err != nil || host == "" || port == "" || port == "0" {
 		return fmt.Errorf("bad join request: raft_addr %q must be host:port", req.RaftAddr)
+	}
+	switch req.Suffrage {
+	case "", peerlink.SuffrageVoter, peerlink.SuffrageNonvoter:
+	default:
+		return fmt.Errorf("bad join request: suffrage %q must be %q or %q", req.Suffrage, peerlink.SuffrageVoter, peerlink.SuffrageNonvoter)
 	}
 	return nil
 }
@@ -111,6 +120,24 @@ func membershipStatus(err error) int {
 
 func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	s.changeMember(w, r, id, func(force bool) peerlink.MembershipRequest {
+		return peerlink.MembershipRequest{Remove: id, Token: requestToken(r), Force: force}
+	}, "removed")
+}
+
+// clusterPromote makes a non-voter a voter once it has caught up (409
+// with how far behind it is otherwise; ?force=true skips that check).
+func (s *Server) clusterPromote(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s.changeMember(w, r, id, func(force bool) peerlink.MembershipRequest {
+		return peerlink.MembershipRequest{Promote: id, Token: requestToken(r), Force: force}
+	}, "promoted")
+}
+
+// changeMember makes a change to the existing member id through the
+// leader: 404 when there is no such member, the leader's refusal
+// otherwise, and {done: id} on success.
+func (s *Server) changeMember(w http.ResponseWriter, r *http.Request, id string, change func(force bool) peerlink.MembershipRequest, done string) {
 	members, err := s.b.Cluster.Members()
 	if err != nil {
 		// Not knowing the members is not the same as "no such member": a
@@ -133,11 +160,11 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusBadRequest, err)
 		return
 	}
-	if err := s.b.Cluster.ChangeMembership(ctx, peerlink.MembershipRequest{Remove: id, Token: requestToken(r), Force: force}); err != nil {
+	if err := s.b.Cluster.ChangeMembership(ctx, change(force)); err != nil {
 		writeJSONError(w, membershipStatus(err), err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"removed": id})
+	writeJSON(w, http.StatusOK, map[string]string{done: id})
 }
 
 func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {

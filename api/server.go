@@ -37,11 +37,15 @@ type Cluster interface {
 	Leader() cluster.LeaderInfo
 	Status() (cluster.Status, error)
 	Members() ([]cluster.Member, error)
+	// Configuration is the Raft configuration with its index; unless
+	// stale, after a read barrier.
+	Configuration(ctx context.Context, stale bool) (cluster.Configuration, error)
 	Peers() ([]string, error)
 	Ready() error
-	// ChangeMembership adds or removes a member through the leader; the
-	// request carries the caller's ACL token, which the leader checks
-	// again when the request reaches it through another node.
+	// ChangeMembership adds, removes or promotes a member through the
+	// leader; the request carries the caller's ACL token, which the
+	// leader checks again when the request reaches it through another
+	// node.
 	ChangeMembership(ctx context.Context, req peerlink.MembershipRequest) error
 	Snapshot(ctx context.Context) (uint64, error)
 	// Health is the failure detector's view of every peer.
@@ -202,6 +206,9 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/cluster/members", s.clusterMembers)
 	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
 	m.HandleFunc("DELETE /v1/cluster/members/{id}", s.clusterRemove)
+	m.HandleFunc("POST /v1/cluster/members/{id}/promote", s.clusterPromote)
+	m.HandleFunc("GET /v1/operator/raft/configuration", s.operatorRaftConfiguration)
+	m.HandleFunc("DELETE /v1/operator/raft/peer", s.operatorRaftRemovePeer)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)

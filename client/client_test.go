@@ -688,7 +688,7 @@ func TestCluster_NativeEndpoints(t *testing.T) {
 		t.Fatalf("joining a member again: %v", err)
 	}
 	ms, err = c.Members(ctx(t))
-	if err != nil || len(ms) != 4 || ms[3] != (client.Member{ID: "n4", RaftAddr: n4.RaftAddr, Voter: true}) {
+	if err != nil || len(ms) != 4 || ms[3] != (client.Member{ID: "n4", RaftAddr: n4.RaftAddr, Voter: true, Suffrage: "voter"}) {
 		t.Fatalf("Members after join = %+v, %v", ms, err)
 	}
 	if peers, err := c.Peers(ctx(t)); err != nil || len(peers) != 4 {

@@ -16,6 +16,9 @@ type Member struct {
 	HTTPAddr string `json:"http_addr"`
 	// Voter is false for a member that replicates but does not vote.
 	Voter bool `json:"voter"`
+	// Suffrage is Voter said as a word: "voter" or "nonvoter" (""
+	// from a node older than the field).
+	Suffrage string `json:"suffrage"`
 	// Leader is the answering node's belief, which may be stale by an
 	// election.
 	Leader bool `json:"leader"`
@@ -46,13 +49,23 @@ type Status struct {
 	GoVersion string `json:"go_version"`
 }
 
-// JoinRequest asks the cluster to add a voter at its Raft address. The
+// JoinRequest asks the cluster to add a member at its Raft address. The
 // leader first checks that the node answers there; the node registers its
 // own HTTP address once it is a member.
 type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
+	// Suffrage is "voter" (also when empty) or "nonvoter": a non-voter
+	// replicates and serves reads but counts towards no quorum until it
+	// is promoted (Promote).
+	Suffrage string `json:"suffrage,omitempty"`
 }
+
+// The suffrages of JoinRequest.
+const (
+	SuffrageVoter    = "voter"
+	SuffrageNonvoter = "nonvoter"
+)
 
 // Members lists the Raft configuration as the answering node sees it.
 func (c *Client) Members(ctx context.Context) ([]Member, error) {
@@ -93,6 +106,13 @@ func (c *Client) Peers(ctx context.Context) ([]string, error) {
 	return peers, nil
 }
 
+// Live returns nil when the answering node's process runs and serves
+// HTTP (GET /healthz), whether or not it belongs to a cluster yet.
+func (c *Client) Live(ctx context.Context) error {
+	_, err := c.do(ctx, &request{method: http.MethodGet, path: "/healthz", read: true, accept: []int{200}})
+	return err
+}
+
 // Ready returns nil once the answering node can serve linearizable
 // requests (GET /readyz): it has a leader and has caught up.
 func (c *Client) Ready(ctx context.Context) error {
@@ -118,8 +138,9 @@ func membershipQuery(opts []MembershipOption) url.Values {
 	return q
 }
 
-// Join adds a voter. Any node accepts it and forwards it to the leader;
-// joining a member that is already in place is a no-op.
+// Join adds a voter, or a non-voter (JoinRequest.Suffrage). Any node
+// accepts it and forwards it to the leader; joining a member that is
+// already in place is a no-op.
 func (c *Client) Join(ctx context.Context, req JoinRequest, opts ...MembershipOption) error {
 	body, err := json.Marshal(req)
 	if err != nil {
@@ -134,6 +155,15 @@ func (c *Client) Join(ctx context.Context, req JoinRequest, opts ...MembershipOp
 // makes it hand leadership over first.
 func (c *Client) Remove(ctx context.Context, id string, opts ...MembershipOption) error {
 	_, err := c.do(ctx, &request{method: http.MethodDelete, path: "/v1/cluster/members/" + id, query: membershipQuery(opts), accept: []int{200}})
+	return err
+}
+
+// Promote makes the non-voter id a voter. The leader refuses (409, an
+// *Error whose message says how far behind) while the non-voter has not
+// caught up; Force skips that check and the quorum check. Promoting a
+// voter is a no-op.
+func (c *Client) Promote(ctx context.Context, id string, opts ...MembershipOption) error {
+	_, err := c.do(ctx, &request{method: http.MethodPost, path: "/v1/cluster/members/" + id + "/promote", query: membershipQuery(opts), accept: []int{200}})
 	return err
 }
 

@@ -55,6 +55,9 @@ type fsm struct {
 	// node leads in, 0 when it does not lead.
 	metrics    *Metrics
 	leaderTerm func() uint64
+	// onConfig hears the index of every committed configuration entry
+	// (see Node.Configuration).
+	onConfig func(index uint64)
 
 	mu     sync.Mutex
 	failed bool
@@ -80,6 +83,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	batch := make([]storage.Applied, len(logs))
 	for i, l := range logs {
 		batch[i].Index = l.Index
+		if l.Type == raft.LogConfiguration && f.onConfig != nil {
+			f.onConfig(l.Index)
+		}
 		if l.Type != raft.LogCommand {
 			continue
 		}

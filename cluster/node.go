@@ -62,6 +62,12 @@ type Node struct {
 	readyTerm atomic.Uint64
 	readyMu   sync.Mutex
 
+	// snaps is the snapshot store; configIndex the index of the newest
+	// committed configuration entry the state machine has been handed
+	// since Raft opened (see Configuration).
+	snaps       raft.SnapshotStore
+	configIndex atomic.Uint64
+
 	// rulePurges counts the emptyings of the transport's connection pool
 	// after fault-rule changes (see purgeIdleConnsOnRuleChange).
 	rulePurges atomic.Uint64
@@ -147,7 +153,9 @@ func Open(cfg Config, store *storage.Store) (*Node, error) {
 		return nil, err
 	}
 	n.acks = newAckTransport(n.transport)
-	machine := &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }, metrics: cfg.Metrics, leaderTerm: n.leaderTerm}
+	n.snaps = snaps
+	onConfig := func(index uint64) { n.configIndex.Store(max(n.configIndex.Load(), index)) }
+	machine := &fsm{store: store, onFault: func(f *ApplyFault) { n.fault(f) }, metrics: cfg.Metrics, leaderTerm: n.leaderTerm, onConfig: onConfig}
 	r, err := raft.NewRaft(rc, machine, cache, logStore, snaps, n.acks)
 	if err != nil {
 		n.transport.Close()
@@ -535,6 +543,10 @@ type Member struct {
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
 	Voter    bool   `json:"voter"`
+	// Suffrage is "voter" or "nonvoter" (peerlink.SuffrageVoter,
+	// SuffrageNonvoter): Voter said as a word, as kvctl and the docs
+	// name it.
+	Suffrage string `json:"suffrage"`
 	Leader   bool   `json:"leader"`
 	// Version is the release the member runs: this node's own, or what a
 	// peer last said in answer to the failure detector's probe; "" for a
@@ -558,43 +570,131 @@ func (n *Node) LearnPeerAddrs() {
 // Members lists the latest Raft configuration with each node's registered
 // HTTP address.
 func (n *Node) Members() ([]Member, error) {
+	c, err := n.Configuration()
+	return c.Members, err
+}
+
+// Configuration is the Raft configuration as this node holds it: its
+// members and the log index of the newest committed configuration change
+// (the Index of Consul's /v1/operator/raft/configuration). hashicorp/raft
+// does not report the index itself (its GetConfiguration leaves it 0).
+type Configuration struct {
+	Members []Member
+	Index   uint64
+}
+
+// Configuration returns the latest Raft configuration this node knows
+// (which may not be committed yet) with each node's registered HTTP
+// address.
+func (n *Node) Configuration() (Configuration, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return nil, err
+		return Configuration{}, err
 	}
 	addrs, err := n.store.NodeAddrs()
 	if err != nil {
-		return nil, err
+		return Configuration{}, err
 	}
 	leaderID, _ := n.Leader()
-	var out []Member
+	out := Configuration{Index: n.configIndex.Load()}
+	if list, err := n.snaps.List(); err == nil && len(list) > 0 {
+		// A configuration older than the newest snapshot is not
+		// replayed at start, nor seen after a snapshot from the leader.
+		out.Index = max(out.Index, list[0].ConfigurationIndex)
+	}
 	for _, s := range f.Configuration().Servers {
-		out = append(out, Member{
+		suffrage := peerlink.SuffrageVoter
+		if s.Suffrage != raft.Voter {
+			suffrage = peerlink.SuffrageNonvoter
+		}
+		out.Members = append(out.Members, Member{
 			ID:       string(s.ID),
 			RaftAddr: string(s.Address),
 			HTTPAddr: addrs[string(s.ID)],
 			Voter:    s.Suffrage == raft.Voter,
+			Suffrage: suffrage,
 			Leader:   string(s.ID) == leaderID,
 		})
 	}
 	return out, nil
 }
 
-// AddVoter adds (or re-addresses) a voting member. Leader only.
-func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
+// member returns the server with id in the latest configuration.
+func (n *Node) member(id string) (raft.Server, bool, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
+		return raft.Server{}, false, err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return s, true, nil
+		}
+	}
+	return raft.Server{}, false, nil
+}
+
+// AddVoter adds (or re-addresses) a voting member. Leader only.
+func (n *Node) AddVoter(id, addr string, timeout time.Duration) error {
+	existing, err := n.atAddress(id, addr)
+	if err != nil || (existing != nil && existing.Suffrage == raft.Voter) {
 		return err
+	}
+	return translate(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// AddNonvoter adds a member that replicates the log but does not vote:
+// it counts towards no quorum, so adding it can never cost the cluster
+// its quorum, however far behind it starts. Adding it again at the same
+// address is a no-op; a voter is not demoted. Leader only.
+func (n *Node) AddNonvoter(id, addr string, timeout time.Duration) error {
+	existing, err := n.atAddress(id, addr)
+	switch {
+	case err != nil:
+		return err
+	case existing != nil && existing.Suffrage == raft.Voter:
+		return fmt.Errorf("%s is already a voter", id)
+	case existing != nil:
+		return nil
+	}
+	return translate(n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+}
+
+// atAddress returns the member id at addr, if there is one, and refuses
+// an address that belongs to another member.
+func (n *Node) atAddress(id, addr string) (*raft.Server, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
 	}
 	for _, s := range f.Configuration().Servers {
 		if string(s.Address) == addr && string(s.ID) != id {
-			return fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
+			return nil, fmt.Errorf("raft address %s already belongs to member %s", addr, s.ID)
 		}
-		if string(s.ID) == id && string(s.Address) == addr && s.Suffrage == raft.Voter {
-			return nil
+		if string(s.ID) == id && string(s.Address) == addr {
+			return &s, nil
 		}
 	}
-	return translate(n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout).Error())
+	return nil, nil
+}
+
+// ErrNotMember is Promote's error for an id that is not in the
+// configuration.
+var ErrNotMember = errors.New("not a member")
+
+// Promote makes the non-voter id a voter, at the address it has. Its
+// caller checks first that it has caught up (see actors); a voter is left
+// as it is. Leader only.
+func (n *Node) Promote(id string, timeout time.Duration) error {
+	s, ok, err := n.member(id)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return fmt.Errorf("%q: %w", id, ErrNotMember)
+	case s.Suffrage == raft.Voter:
+		return nil
+	}
+	return translate(n.raft.AddVoter(s.ID, s.Address, 0, timeout).Error())
 }
 
 // RemoveServer removes a member. Leader only; removing the leader itself
@@ -689,15 +789,109 @@ func (n *Node) HasState() bool {
 }
 
 // TransferLeadership asks raft to hand leadership to another voter; used
-// before a graceful shutdown of the leader.
+// by a fenced leader.
 func (n *Node) TransferLeadership() error {
+	_, err := n.HandOver(nil)
+	return err
+}
+
+// HandOver transfers leadership to the first of the voters in prefer
+// that takes it, trying each in turn, and returns which one did. With
+// none preferred (or none left that is a voter) raft picks the most
+// up-to-date voter itself. It is a no-op ("", nil) on a follower, and on
+// a leader that is the only voter.
+//
+// Raft's own pick goes by replication progress alone, so in an idle
+// cluster it can choose a voter that died since: the transfer then fails
+// after an election timeout and the cluster waits one more for an
+// election. A caller that knows who is alive (the failure detector) says
+// so in prefer. Each attempt is bounded by raft (an election timeout,
+// once the target has caught up).
+func (n *Node) HandOver(prefer []string) (to string, err error) {
 	if !n.IsLeader() {
-		return nil
+		return "", nil
 	}
-	if peers, err := n.Peers(); err == nil && len(peers) < 2 {
-		return nil // nobody to hand over to
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return "", err
 	}
-	return n.raft.LeadershipTransfer().Error()
+	voters := map[string]string{}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
+			voters[string(s.ID)] = string(s.Address)
+		}
+	}
+	if len(voters) == 0 {
+		return "", nil // nobody to hand over to
+	}
+	tried := false
+	for _, id := range prefer {
+		addr, ok := voters[id]
+		if !ok {
+			continue
+		}
+		tried = true
+		err = n.transferTo(id, addr)
+		if err == nil {
+			return id, n.confirmLeader(id)
+		}
+		if !n.IsLeader() {
+			// Deposed meanwhile: there is nothing left to hand over.
+			return "", nil
+		}
+	}
+	if tried {
+		return "", fmt.Errorf("no preferred voter took over: %w", err)
+	}
+	if err := n.raft.LeadershipTransfer().Error(); err != nil {
+		return "", err
+	}
+	if err := n.confirmLeader(""); err != nil {
+		return "", err
+	}
+	id, _ := n.Leader()
+	return id, nil
+}
+
+// confirmWait bounds how long HandOver waits to hear from the new leader.
+const confirmWait = 500 * time.Millisecond
+
+// confirmLeader waits until this node hears from a new leader (id, or
+// any other node for ""). Raft also answers a transfer with success when
+// this leader merely stepped down during it (a lost quorum, a partition),
+// which hands nothing over; a real handover is heard of at once, from the
+// new leader's first heartbeat.
+func (n *Node) confirmLeader(id string) error {
+	timer := time.NewTimer(confirmWait)
+	defer timer.Stop()
+	for {
+		changed := n.LeaderChanged()
+		if got, _ := n.Leader(); got != "" && got != n.cfg.NodeID && (id == "" || got == id) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			who := id
+			if who == "" {
+				who = "another voter"
+			}
+			return fmt.Errorf("this node stepped down, but did not hear from %s as the new leader within %v", who, confirmWait)
+		}
+	}
+}
+
+// transferTo hands leadership to id. Raft keeps an attempt that timed
+// out "in progress" for a moment after it answered, and refuses a new
+// one meanwhile: that is waited out (for up to a second), not taken as
+// the new target's failure.
+func (n *Node) transferTo(id, addr string) error {
+	for deadline := time.Now().Add(time.Second); ; time.Sleep(20 * time.Millisecond) {
+		err := n.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(addr)).Error()
+		if !errors.Is(err, raft.ErrLeadershipTransferInProgress) || time.Now().After(deadline) || !n.IsLeader() {
+			return err
+		}
+	}
 }
 
 // removeSnapshotLeftovers deletes what an interrupted snapshot left in

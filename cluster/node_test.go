@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -387,7 +388,7 @@ func TestNodeMembersPeersStatus(t *testing.T) {
 			t.Fatalf("%s: Members() = %+v, %v", m.id, members, err)
 		}
 		for _, mem := range members {
-			want := Member{ID: mem.ID, RaftAddr: c.byID(t, mem.ID).addr, HTTPAddr: httpAddr[mem.ID], Voter: true, Leader: mem.ID == leader.id}
+			want := Member{ID: mem.ID, RaftAddr: c.byID(t, mem.ID).addr, HTTPAddr: httpAddr[mem.ID], Voter: true, Suffrage: "voter", Leader: mem.ID == leader.id}
 			if mem != want {
 				t.Fatalf("%s: member %+v, want %+v", m.id, mem, want)
 			}
@@ -1091,5 +1092,85 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 	}
 	if err := Recover("n9", t.TempDir(), survivor.store, []Server{{ID: "n9", Addr: "127.0.0.1:1"}}, nil); err == nil {
 		t.Fatal("a recovery of a node without state was accepted")
+	}
+}
+
+// TestNodeNonvoterAndHandOver: a node added as a non-voter replicates but
+// is no voter (nor a peer for Consul's /v1/status/peers); adding it again
+// is a no-op, and it cannot take a voter's place; Promote makes it a
+// voter, and each change raises the configuration's index. HandOver then
+// gives leadership to the voter preferred, skipping ids that are no
+// voters, and returns only once that voter is heard from as the leader.
+func TestNodeNonvoterAndHandOver(t *testing.T) {
+	c := startCluster(t, 3, testTiming())
+	leader := waitLeader(t, c.members)
+	k1 := apply(t, leader, setCmd("before-join", "1"))
+	conf0, err := leader.node.Configuration()
+	if err != nil || conf0.Index == 0 {
+		t.Fatalf("configuration before the join: %+v %v", conf0, err)
+	}
+
+	addr4 := freeAddrs(t, 1)[0]
+	n4 := newMember(t, "n4", addr4, nil, testTiming())
+	c.members = append(c.members, n4)
+	n4.open(t)
+	if err := leader.node.AddNonvoter("n4", addr4, 5*time.Second); err != nil {
+		t.Fatalf("AddNonvoter: %v", err)
+	}
+	if err := leader.node.AddNonvoter("n4", addr4, 5*time.Second); err != nil {
+		t.Fatalf("AddNonvoter again (no-op): %v", err)
+	}
+	voter := c.others(leader)[0]
+	if err := leader.node.AddNonvoter(voter.id, voter.addr, 5*time.Second); err == nil || !strings.Contains(err.Error(), "already a voter") {
+		t.Fatalf("AddNonvoter of a voter: %v", err)
+	}
+	waitApplied(t, n4.store, k1.Index, "n4")
+	expectValue(t, n4.store, "before-join", "1", "n4")
+	suffrage := func(id string) string {
+		t.Helper()
+		ms, err := leader.node.Members()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range ms {
+			if m.ID == id {
+				return m.Suffrage
+			}
+		}
+		return ""
+	}
+	if got := suffrage("n4"); got != "nonvoter" {
+		t.Fatalf("n4 is a %q", got)
+	}
+	if peers, _ := leader.node.Peers(); len(peers) != 3 || slices.Contains(peers, addr4) {
+		t.Fatalf("peers list the non-voter: %v", peers)
+	}
+	conf1, _ := leader.node.Configuration()
+	if conf1.Index <= conf0.Index {
+		t.Fatalf("configuration index %d after a join, %d before", conf1.Index, conf0.Index)
+	}
+
+	if err := leader.node.Promote("n9", 5*time.Second); !errors.Is(err, ErrNotMember) {
+		t.Fatalf("Promote of a stranger: %v", err)
+	}
+	if err := leader.node.Promote("n4", 5*time.Second); err != nil {
+		t.Fatalf("Promote: %v", err)
+	}
+	if got := suffrage("n4"); got != "voter" {
+		t.Fatalf("n4 after Promote is a %q", got)
+	}
+	if conf2, _ := leader.node.Configuration(); conf2.Index <= conf1.Index {
+		t.Fatalf("configuration index %d after a promotion, %d before", conf2.Index, conf1.Index)
+	}
+
+	to, err := leader.node.HandOver([]string{"n9", "n4"})
+	if err != nil || to != "n4" {
+		t.Fatalf("HandOver to n4: %q %v", to, err)
+	}
+	if id, _ := leader.node.Leader(); id != "n4" || leader.node.IsLeader() {
+		t.Fatalf("after the hand-over %s knows %q as the leader", leader.id, id)
+	}
+	if to, err := leader.node.HandOver([]string{"n4"}); to != "" || err != nil {
+		t.Fatalf("HandOver on a follower: %q %v", to, err)
 	}
 }

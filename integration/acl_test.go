@@ -57,6 +57,27 @@ func rawCall(t *testing.T, n *testcluster.Node, method, path, token, body string
 	return resp.StatusCode, string(b)
 }
 
+// bootstrapACL bootstraps the ACL system through n with consul/api,
+// retrying until there is a leader to take it, and returns the
+// management token.
+func bootstrapACL(t *testing.T, n *testcluster.Node) *consul.ACLToken {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		boot, _, err := consulClient(t, n).ACL().Bootstrap()
+		if err == nil {
+			if boot.SecretID == "" || len(boot.Policies) != 1 || boot.Policies[0].Name != "global-management" {
+				t.Fatalf("bootstrap token %+v", boot)
+			}
+			return boot
+		}
+		if strings.Contains(err.Error(), "no longer allowed") || time.Now().After(deadline) {
+			t.Fatalf("bootstrap: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // clusterView is everything a client could have changed, as one node
 // reports it through linearizable reads.
 type clusterView struct {
@@ -128,24 +149,8 @@ func TestACLCluster(t *testing.T) {
 		t.Fatalf("status/leader without a token: %d", code)
 	}
 
-	// Bootstrap through n1 with consul/api, retrying until there is a
-	// leader to take it.
-	var boot *consul.ACLToken
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		var err error
-		boot, _, err = consulClient(t, n1).ACL().Bootstrap()
-		if err == nil {
-			break
-		}
-		if strings.Contains(err.Error(), "no longer allowed") || time.Now().After(deadline) {
-			t.Fatalf("bootstrap: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if boot.SecretID == "" || len(boot.Policies) != 1 || boot.Policies[0].Name != "global-management" {
-		t.Fatalf("bootstrap token %+v", boot)
-	}
+	// Bootstrap through n1 with consul/api.
+	boot := bootstrapACL(t, n1)
 	mgmt := boot.SecretID
 
 	// A policy and a token through n2.
@@ -323,7 +328,7 @@ func TestACLCluster(t *testing.T) {
 	// A new node joins with its acl_token; without one its seeds refuse it.
 	c.AddJoiner("n5")
 	c.AddJoiner("n4", "--acl-token", mgmt)
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		code, body := rawCall(t, n1, "GET", "/v1/cluster/members", mgmt, "")
 		if code == 200 && strings.Contains(body, `"id":"n4"`) {

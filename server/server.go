@@ -50,15 +50,18 @@ type Config struct {
 	// gave initial_cluster, not when it defaulted to this node alone).
 	CheckInitialCluster bool
 	Join                []string
-	Datacenter          string
-	MaxValueSize        int64
-	LogSegmentSize      int
-	RequestTimeout      time.Duration
-	MaxInFlight         int
-	MaxRestarts         int
-	RestartWindow       time.Duration
-	Timing              cluster.Timing
-	Detector            cluster.DetectorConfig
+	// Nonvoter makes a node that joins (Join) ask to be added as a
+	// non-voting member, to be promoted once it has caught up.
+	Nonvoter       bool
+	Datacenter     string
+	MaxValueSize   int64
+	LogSegmentSize int
+	RequestTimeout time.Duration
+	MaxInFlight    int
+	MaxRestarts    int
+	RestartWindow  time.Duration
+	Timing         cluster.Timing
+	Detector       cluster.DetectorConfig
 	// SessionNodeGrace: see actors.Config; SessionTTLMin: see
 	// api.Options.
 	SessionNodeGrace time.Duration
@@ -202,6 +205,7 @@ func Start(cfg Config) (*Node, error) {
 		HTTPAddr:           cfg.HTTPAddr,
 		AdvertiseHTTP:      cfg.AdvertiseHTTP,
 		Join:               cfg.Join,
+		JoinAsNonvoter:     cfg.Nonvoter,
 		JoinTLS:            joinTLS,
 		JoinToken:          cfg.ACLToken,
 		ClusterID:          clusterID,

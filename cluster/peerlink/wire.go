@@ -69,6 +69,10 @@ type PingReply struct {
 	// StateCheck is the callee's newest hash of its state at a
 	// checkpoint, so every node can compare its own with the others'.
 	StateCheck *StateCheck `json:"state_check,omitempty"`
+	// AppliedIndex is the last log index the callee's state machine has
+	// applied: the leader promotes a non-voter only once it has caught
+	// up. 0 from a node older than the field.
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
 }
 
 // StateCheck is a node's hash of its whole state as of one checkpoint
@@ -79,30 +83,54 @@ type StateCheck struct {
 	Hash  string `json:"hash"`
 }
 
-// JoinRequest adds a voter: its node id and the Raft address its peers
-// reach it at. The new node registers its own client address once it is a
-// member; no other node may do that for it.
+// JoinRequest adds a member: its node id and the Raft address its peers
+// reach it at, and whether it votes. The new node registers its own
+// client address once it is a member; no other node may do that for it.
 type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
+	// Suffrage is SuffrageVoter (also when empty) or SuffrageNonvoter: a
+	// non-voter replicates the log and serves reads but does not count
+	// towards any quorum, until it is promoted.
+	Suffrage string `json:"suffrage,omitempty"`
 }
 
+// The suffrages a member can have (JoinRequest.Suffrage).
+const (
+	SuffrageVoter    = "voter"
+	SuffrageNonvoter = "nonvoter"
+)
+
+// Nonvoter reports whether the request adds a non-voting member.
+func (j *JoinRequest) Nonvoter() bool { return j.Suffrage == SuffrageNonvoter }
+
 // MembershipRequest is a membership change, made by the leader on behalf
-// of a client: exactly one of Join and Remove is set. Token is the
-// client's ACL token, so the leader can check it again when a member
-// passes the change on. Force skips the check that the change leaves the
-// reachable voters a quorum.
+// of a client: exactly one of Join, Remove and Promote is set. Promote
+// names a non-voter to make a voter. Token is the client's ACL token, so
+// the leader can check it again when a member passes the change on.
+// Force skips the check that the change leaves the reachable voters a
+// quorum, and (for Promote) the check that the non-voter has caught up.
 type MembershipRequest struct {
-	Join   *JoinRequest `json:"join,omitempty"`
-	Remove string       `json:"remove,omitempty"`
-	Token  string       `json:"token,omitempty"`
-	Force  bool         `json:"force,omitempty"`
+	Join    *JoinRequest `json:"join,omitempty"`
+	Remove  string       `json:"remove,omitempty"`
+	Promote string       `json:"promote,omitempty"`
+	Token   string       `json:"token,omitempty"`
+	Force   bool         `json:"force,omitempty"`
 }
 
 // validate checks that exactly one change is asked for.
 func (m MembershipRequest) validate() error {
-	if (m.Join == nil) == (m.Remove == "") {
-		return errors.New("a membership request names exactly one of join and remove")
+	n := 0
+	for _, set := range []bool{m.Join != nil, m.Remove != "", m.Promote != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("a membership request names exactly one of join, remove and promote")
+	}
+	if m.Join != nil && m.Join.Suffrage != "" && m.Join.Suffrage != SuffrageVoter && m.Join.Suffrage != SuffrageNonvoter {
+		return fmt.Errorf("suffrage %q must be %s or %s", m.Join.Suffrage, SuffrageVoter, SuffrageNonvoter)
 	}
 	return nil
 }

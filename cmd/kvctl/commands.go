@@ -429,29 +429,7 @@ An empty listing is not an error.`,
 			}
 		},
 	},
-	{
-		name: "members", group: clusterGroup, maxArgs: 0,
-		summary: "list the cluster's members",
-		long: `List the servers in the Raft configuration with their addresses and roles,
-as the answering node sees them.`,
-		example: `  kvctl members
-  kvctl -o json members | jq -r '.[] | select(.leader) | .http_addr'`,
-		setup: func(fs *pflag.FlagSet) action {
-			return func(inv *invocation, args []string) error {
-				ms, err := inv.client.Members(inv.ctx)
-				if err != nil {
-					return err
-				}
-				if inv.json {
-					if ms == nil {
-						ms = []client.Member{}
-					}
-					return inv.printJSON(ms)
-				}
-				return printMembers(inv.stdout, ms)
-			}
-		},
-	},
+	membersCommand,
 	{
 		name: "status", group: clusterGroup, maxArgs: 0,
 		summary: "show a node's Raft status (--all: every node's)",
@@ -571,23 +549,7 @@ good, so it no longer counts towards the quorum. Removing the leader makes it
 hand leadership over first.`,
 		example: `  kvctl remove n3
   kvctl remove --force n2   # even if the leader reckons the rest could not form a quorum`,
-		setup: func(fs *pflag.FlagSet) action {
-			force := fs.Bool("force", false, "remove even if the voters the leader reaches would be fewer than a quorum afterwards")
-			return func(inv *invocation, args []string) error {
-				var opts []client.MembershipOption
-				if *force {
-					opts = append(opts, client.Force())
-				}
-				if err := inv.client.Remove(inv.ctx, args[0], opts...); err != nil {
-					return err
-				}
-				if inv.json {
-					return inv.printJSON(map[string]string{"removed": args[0]})
-				}
-				fmt.Fprintf(inv.stdout, "removed %s\n", args[0])
-				return nil
-			}
-		},
+		setup: removeAction,
 	},
 	healthCommand,
 	alarmCommand,

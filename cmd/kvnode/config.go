@@ -53,6 +53,7 @@ var settings = []setting{
 	{"initial_cluster", kString, "", "members of a new cluster, id=raft-address,... identical on every node (default: this node alone)"},
 	{"initial_cluster_token", kString, "troupe", "goes into the cluster id derived from initial_cluster: give clusters that list the same addresses different tokens"},
 	{"join", kString, "", "HTTP addresses of existing members to join through, comma-separated"},
+	{"nonvoter", kBool, "false", "with join: join as a non-voting member (replicates, serves reads, counts towards no quorum) until promoted"},
 	{"datacenter", kString, "dc1", "datacenter name reported to Consul clients"},
 	{"log_level", kString, "info", "debug, info, warn or error"},
 	{"log_format", kString, "text", "text or json"},
@@ -253,6 +254,7 @@ func build(v *viper.Viper) (*Config, error) {
 		TLSVerifyIncoming:   p.boolean("tls_verify_incoming"),
 		RepairStateFile:     p.boolean("repair_state_file"),
 		Chaos:               p.boolean("chaos"),
+		Nonvoter:            p.boolean("nonvoter"),
 		UnsafeReads:         p.boolean("unsafe_local_reads"),
 		Pprof:               p.boolean("pprof"),
 		ACLEnabled:          p.boolean("acl_enabled"),
@@ -360,6 +362,8 @@ func (c *Config) validate(initialCluster, join string) error {
 		return bad("initial_cluster", "%v", err)
 	}
 	switch {
+	case c.Nonvoter && len(c.Join) == 0:
+		return bad("nonvoter", "applies only to a node that joins an existing cluster (join); the members of initial_cluster are voters")
 	case len(c.InitialCluster) > 0 && len(c.Join) > 0:
 		return bad("join", "set either initial_cluster (a new cluster) or join (an existing one), not both")
 	case len(c.InitialCluster) == 0 && len(c.Join) == 0:

@@ -65,6 +65,7 @@ var settingValue = map[string]func(c *Config) string{
 	"advertise_raft":        func(c *Config) string { return c.AdvertiseRaft },
 	"initial_cluster":       func(c *Config) string { return formatCluster(c.InitialCluster) },
 	"join":                  func(c *Config) string { return strings.Join(c.Join, ",") },
+	"nonvoter":              func(c *Config) string { return strconv.FormatBool(c.Nonvoter) },
 	"initial_cluster_token": func(c *Config) string { return c.InitialClusterToken },
 	"datacenter":            func(c *Config) string { return c.Datacenter },
 	"log_level":             func(c *Config) string { return c.LogLevel },
@@ -417,6 +418,12 @@ func TestSingleNodeDefaultsToItself(t *testing.T) {
 	if c.InitialCluster != nil || !reflect.DeepEqual(c.Join, []string{"10.0.0.1:8500", "10.0.0.2:8500"}) {
 		t.Errorf("join: initial %+v join %q", c.InitialCluster, c.Join)
 	}
+	if c.Nonvoter {
+		t.Error("a joiner is a non-voter without being told")
+	}
+	if c = mustLoad(t, "--join=10.0.0.1:8500", "--nonvoter"); !c.Nonvoter {
+		t.Error("--nonvoter with --join: not a non-voter")
+	}
 }
 
 func TestInvalidConfig(t *testing.T) {
@@ -464,6 +471,8 @@ func TestInvalidConfig(t *testing.T) {
 		{name: "initial_cluster address mismatch", args: []string{"--initial-cluster=n1=127.0.0.1:9999,n2=127.0.0.1:8301"}, setting: "initial_cluster", also: "127.0.0.1:8300"},
 		{name: "join and initial_cluster", args: []string{"--initial-cluster=n1=127.0.0.1:8300", "--join=127.0.0.1:8501"}, setting: "join", also: "not both"},
 		{name: "join bad address", args: []string{"--join=127.0.0.1:8501,nohost"}, setting: "join", also: "nohost"},
+		{name: "nonvoter without join", args: []string{"--nonvoter"}, setting: "nonvoter", also: "join"},
+		{name: "nonvoter in an initial cluster", args: []string{"--initial-cluster=n1=127.0.0.1:8300", "--nonvoter"}, setting: "nonvoter", also: "voters"},
 		{name: "http on all interfaces", args: []string{"--http-addr=0.0.0.0:8500"}, setting: "advertise_http", also: "required"},
 		{name: "http on all interfaces, v6", args: []string{"--http-addr=[::]:8500"}, setting: "advertise_http"},
 		{name: "http with empty host", args: []string{"--http-addr=:8500"}, setting: "advertise_http"},

@@ -27,11 +27,14 @@ import (
 const exitConfig = 78
 
 // shutdownTimeout bounds a graceful stop (leadership handed over, HTTP
-// drained, Raft and the state file closed); past it kvnode exits 1. The
-// unit file's TimeoutStopSec, the image's documented stop timeout and the
-// StatefulSet's terminationGracePeriodSeconds leave room above it (their
-// tests read this line).
-const shutdownTimeout = 15 * time.Second
+// drained, Raft and the state file closed), each step bounded on its own
+// (actors.HandOverTimeout, DrainTimeout, RaftCloseTimeout); past it
+// kvnode exits 1 without waiting further. It is half of Docker's default
+// stop timeout (10 s), so a plain `docker stop` never ends a node with
+// SIGKILL. The unit file's TimeoutStopSec, the image's documented stop
+// timeout and the StatefulSet's terminationGracePeriodSeconds leave room
+// above it (their tests read this line).
+const shutdownTimeout = 5 * time.Second
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
@@ -96,17 +99,33 @@ func run(cfg *Config) error {
 			}
 			logger.Info("shutting down", "signal", sig.String())
 			_, _ = sdNotify("STOPPING=1")
-			ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			if err := node.Stop(ctx); err != nil {
+			start := time.Now()
+			if err := stopWithin(node, shutdownTimeout); err != nil {
 				return err
 			}
-			logger.Info("stopped")
+			logger.Info("stopped", "took", time.Since(start).Round(time.Millisecond))
 			return nil
 		case err := <-node.Done():
 			logger.Error("node failed", "err", err)
 			return err
 		}
+	}
+}
+
+// stopWithin stops the node, giving up after timeout: the last step,
+// closing the state file, syncs it to disk and is bounded by nothing
+// else. A node that gives up exits non-zero and leaves the rest to the
+// operating system; the log and the state file are crash-safe.
+func stopWithin(node *server.Node, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- node.Stop(ctx) }()
+	select {
+	case err := <-stopped:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown did not finish within %s", timeout)
 	}
 }
 
