@@ -53,6 +53,8 @@ First install (a new config file from flags):
                             new cluster (or:)
   --join ADDRS              HTTP addresses (host:8500,...) of members of a
                             running cluster to join
+  --nonvoter                with --join: join as a non-voting member, to be
+                            promoted once caught up (kvctl members promote)
 First install (your own files):
   --config FILE             install FILE as /etc/troupe/kvnode.yaml
   --env-file FILE           install FILE as /etc/troupe/kvnode.env
@@ -74,7 +76,7 @@ EOF
 die() { echo "$PROG: $*" >&2; exit 1; }
 say() { echo "$PROG: $*"; }
 
-node_id= advertise= initial_cluster= join= config_src= env_src=
+node_id= advertise= initial_cluster= join= config_src= env_src= nonvoter=
 upgrade=0 force=0 start=1 wait_ready=0 timeout=120 last_answer=
 from=$(cd "$(dirname "$0")" && pwd)
 while [ $# -gt 0 ]; do
@@ -83,6 +85,7 @@ while [ $# -gt 0 ]; do
     --advertise) advertise=${2:?--advertise needs a value}; shift ;;
     --initial-cluster) initial_cluster=${2:?--initial-cluster needs a value}; shift ;;
     --join) join=${2:?--join needs a value}; shift ;;
+    --nonvoter) nonvoter=1 ;;
     --config) config_src=${2:?--config needs a file}; shift ;;
     --env-file) env_src=${2:?--env-file needs a file}; shift ;;
     --upgrade) upgrade=1 ;;
@@ -194,7 +197,7 @@ install_unit() {
 
 
 if [ "$upgrade" = 1 ]; then
-  if [ -n "$node_id$advertise$initial_cluster$join$config_src$env_src" ]; then
+  if [ -n "$node_id$advertise$initial_cluster$join$nonvoter$config_src$env_src" ]; then
     die "--upgrade keeps the configuration: edit $CONFIG by hand instead of passing settings"
   fi
   for f in "$BIN_DIR/kvnode" "$UNIT_PATH" "$CONFIG"; do
@@ -235,7 +238,7 @@ fi
 if [ -f "$BIN_DIR/kvnode" ] && ! cmp -s "$from/kvnode" "$BIN_DIR/kvnode"; then
   die "$($BIN_DIR/kvnode --version) is installed already; to replace it with $new_version run: $0 --upgrade"
 fi
-if [ -n "$config_src" ] && [ -n "$node_id$advertise$initial_cluster$join" ]; then
+if [ -n "$config_src" ] && [ -n "$node_id$advertise$initial_cluster$join$nonvoter" ]; then
   die "give either --config or --node-id/--advertise/--initial-cluster/--join, not both"
 fi
 tmp=$(mktemp -d)
@@ -244,6 +247,9 @@ if [ -n "$node_id" ]; then
   [ -n "$advertise" ] || die "--node-id needs --advertise (where the other nodes reach this VM)"
   if [ -z "$initial_cluster$join" ] || { [ -n "$initial_cluster" ] && [ -n "$join" ]; }; then
     die "give one of --initial-cluster (a new cluster) or --join (a running one)"
+  fi
+  if [ -n "$nonvoter" ] && [ -z "$join" ]; then
+    die "--nonvoter needs --join: the members of --initial-cluster are voters"
   fi
   {
     echo "# kvnode on this VM, written by install.sh. Every setting is in"
@@ -256,6 +262,7 @@ if [ -n "$node_id" ]; then
     echo "advertise_raft: $advertise:8300"
     if [ -n "$initial_cluster" ]; then echo "initial_cluster: $initial_cluster"; fi
     if [ -n "$join" ]; then echo "join: $join"; fi
+    if [ -n "$nonvoter" ]; then echo "nonvoter: true"; fi
     echo "log_format: json"
   } >"$tmp/kvnode.yaml"
   config_src=$tmp/kvnode.yaml

@@ -104,7 +104,8 @@ type vms struct {
 	t       *testing.T
 	name    string
 	network string
-	list    []*vm
+	list    []*vm // the VMs that are members of the cluster
+	all     []*vm // every VM booted, removed when the test ends
 	http    *http.Client
 }
 
@@ -128,7 +129,7 @@ func boot(t *testing.T, image string, n int) *vms {
 	c.must("docker", "network", "create", "--label", "troupe-vm-test="+c.name, c.network)
 	t.Cleanup(func() {
 		var ids []string
-		for _, v := range c.list {
+		for _, v := range c.all {
 			ids = append(ids, v.container)
 		}
 		if len(ids) > 0 {
@@ -144,7 +145,7 @@ func boot(t *testing.T, image string, n int) *vms {
 		if !t.Failed() {
 			return
 		}
-		for _, v := range c.list {
+		for _, v := range c.all {
 			out, _ := run("docker", "exec", v.container, "sh", "-c",
 				"systemctl status kvnode --no-pager -n 0; journalctl -u kvnode --no-pager -n 60 -o cat")
 			t.Logf("== %s (%s) kvnode:\n%s", v.host, v.id, out)
@@ -157,7 +158,7 @@ func boot(t *testing.T, image string, n int) *vms {
 			"--cap-add", "SYS_ADMIN", "--stop-signal", "SIGRTMIN+3",
 			"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock",
 			image, "/sbin/init")
-		c.list = append(c.list, v)
+		c.list, c.all = append(c.list, v), append(c.all, v)
 		v.ip = c.must("docker", "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", v.container)
 	}
 	for _, v := range c.list {
