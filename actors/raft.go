@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -643,7 +644,7 @@ func (a *raftActor) checkpoint(ctx actor.Context) {
 // holds alive; those it holds dead are not tried (a transfer to one would
 // use up the attempt's election timeout for nothing).
 func (a *raftActor) handOverForShutdown(m *transferLeadership) {
-	client, timeout := a.tree.client, a.tree.cfg.RequestTimeout
+	client, timeout, link := a.tree.client, a.tree.cfg.RequestTimeout, a.tree.link
 	a.async(m.asked, func(n *cluster.Node) any {
 		if !n.IsLeader() {
 			return &handedOver{}
@@ -660,10 +661,54 @@ func (a *raftActor) handOverForShutdown(m *transferLeadership) {
 			if prefer = handOverOrder(h); len(prefer) == 0 {
 				return &handedOver{wasLeader: true, term: term, err: errors.New("no other voter is alive")}
 			}
+			prefer = answeringFirst(link, h, prefer, handOverProbe)
 		}
 		to, err := n.HandOver(prefer)
 		return &handedOver{wasLeader: true, to: to, term: term, err: err}
 	})
+}
+
+// handOverProbe bounds the ping each hand-over candidate gets first.
+const handOverProbe = 200 * time.Millisecond
+
+// answeringFirst pings the candidates at once and puts those that answer
+// within probe first, fastest first, keeping the rest in their order
+// after them. A peer killed a moment ago is still Alive to the failure
+// detector, and a transfer to it would spend the whole hand-over budget
+// on an election timeout; a dead process or a cut link does not answer a
+// ping. Without a link (tests) the order stands.
+func answeringFirst(link *peerlink.Client, h *cluster.Health, order []string, probe time.Duration) []string {
+	if link == nil {
+		return order
+	}
+	addr := map[string]string{}
+	for _, p := range h.Peers {
+		addr[p.ID] = p.RaftAddr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), probe)
+	defer cancel()
+	answered := make(chan string, len(order))
+	for _, id := range order {
+		go func() {
+			if _, err := link.Ping(ctx, addr[id]); err == nil {
+				answered <- id
+				return
+			}
+			answered <- ""
+		}()
+	}
+	var first []string
+	for range order {
+		if id := <-answered; id != "" {
+			first = append(first, id)
+		}
+	}
+	for _, id := range order {
+		if !slices.Contains(first, id) {
+			first = append(first, id)
+		}
+	}
+	return first
 }
 
 // handOverOrder lists the peers to hand leadership to: alive ones first,

@@ -94,6 +94,12 @@ type Space struct {
 	// system; MinFreeBytes is min_free_bytes (0: not checked).
 	DataDirFreeBytes int64 `json:"data_dir_free_bytes"`
 	MinFreeBytes     int64 `json:"min_free_bytes"`
+	// DataDirSizeBytes is the size of that file system.
+	DataDirSizeBytes int64 `json:"data_dir_size_bytes"`
+	// WALBytes and SnapshotBytes are what the Raft log and the retained
+	// snapshots take.
+	WALBytes      int64 `json:"wal_bytes"`
+	SnapshotBytes int64 `json:"snapshot_bytes"`
 	// Error is why the last measurement failed.
 	Error      string    `json:"error,omitempty"`
 	MeasuredAt time.Time `json:"measured_at"`
