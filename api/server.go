@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,6 +83,9 @@ type Backends struct {
 	Chaos    Chaos
 	ACL      ACL
 	Sessions Sessions
+	// Console, when set, serves the web console's data (/v1/ui/*); the
+	// console's files at /ui/ are served either way.
+	Console Console
 }
 
 // Options tune the API.
@@ -121,6 +125,10 @@ type Options struct {
 	// ones (docs/api.md) needs a token that allows it. Off, tokens are
 	// accepted and ignored, as in Consul with ACLs disabled.
 	ACLEnabled bool
+	// MemberTLS, when set, is how this node reaches other members'
+	// client ports over HTTPS (trusting the cluster CA, presenting this
+	// node's certificate) for the console's fan-out; nil means plain HTTP.
+	MemberTLS *tls.Config
 	// Metrics, when set, is served in Prometheus' text format at /metrics.
 	Metrics prometheus.Gatherer
 	Logger  *slog.Logger
@@ -145,6 +153,9 @@ type Server struct {
 	blocking atomic.Int64   // blocking queries held now
 
 	policies policyCache
+
+	memberOnce sync.Once
+	memberHTTP *http.Client // see memberClient
 }
 
 // New returns the node's HTTP handler.
@@ -214,6 +225,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /readyz", s.readyz)
 
 	s.aclRoutes()
+	s.consoleRoutes()
 
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

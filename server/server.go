@@ -213,7 +213,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client, Console: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
@@ -231,6 +231,7 @@ func Start(cfg Config) (*Node, error) {
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
 		ACLEnabled:         cfg.ACLEnabled,
+		MemberTLS:          joinTLS,
 		Logger:             cfg.Logger,
 	})
 	if err := tree.Start(handler); err != nil {
