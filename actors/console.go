@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 	"strings"
 	"time"
 
@@ -48,13 +47,21 @@ func (t *Tree) watchTimeline() {
 				Detail: fmt.Sprintf("phi %.2f", e.Phi)})
 		case *actor.SupervisorEvent:
 			t.console.events.Add(timeline.Event{Kind: timeline.KindActor, Subject: strings.TrimPrefix(e.Child.Id, "app/node/"),
-				To: strings.ToLower(e.Directive.String()), Detail: fmt.Sprint(e.Reason)})
+				To: directiveDone[e.Directive], Detail: fmt.Sprint(e.Reason)})
 		}
 	})
 	go func() {
 		t.sampleTimeline()
 		t.system.EventStream.Unsubscribe(sub)
 	}()
+}
+
+// directiveDone says what a supervisor did, as the timeline shows it.
+var directiveDone = map[actor.Directive]string{
+	actor.RestartDirective:  "restarted",
+	actor.StopDirective:     "stopped",
+	actor.ResumeDirective:   "resumed",
+	actor.EscalateDirective: "escalated",
 }
 
 // sampleTimeline reads every phiSampleEvery (and at once on a leader
@@ -141,9 +148,10 @@ func (t *Tree) recordFaults(rs faultnet.Rules) {
 	t.console.events.Add(timeline.Event{Kind: timeline.KindFault, Subject: "rules", To: "applied", Detail: strings.Join(parts, "; ")})
 }
 
-// ruleSummary is one rule in a few words: "cut both n2", "out * delay 50ms".
+// ruleSummary is one rule in a few words: "cut to/from n2", "delay 50ms
+// drop 10% to *".
 func ruleSummary(r faultnet.Rule) string {
-	w := []string{string(r.Direction), cmp.Or(r.Peer, faultnet.AnyPeer)}
+	var w []string
 	if r.Cut {
 		w = append(w, "cut")
 	}
@@ -159,7 +167,11 @@ func ruleSummary(r faultnet.Rule) string {
 	if r.Bandwidth > 0 {
 		w = append(w, fmt.Sprintf("bandwidth %dB/s", r.Bandwidth))
 	}
-	return strings.Join(slices.DeleteFunc(w, func(s string) bool { return s == "" }), " ")
+	way := map[faultnet.Direction]string{faultnet.In: "from", faultnet.Out: "to"}[r.Direction]
+	if way == "" {
+		way = "to/from"
+	}
+	return strings.Join(append(w, way, cmp.Or(r.Peer, faultnet.AnyPeer)), " ")
 }
 
 // Events answers the console's timeline: the events after index, the
