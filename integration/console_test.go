@@ -425,3 +425,47 @@ func TestConsoleBrowserACL(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#key-list a[data-key="secret/plans"]`)),
 	)
 }
+
+// TestConsoleClusterViewOverTLS: with TLS on both ports and client
+// certificates required, the node serving /v1/ui/cluster reaches every
+// other member's view over HTTPS with its own certificate.
+func TestConsoleClusterViewOverTLS(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{TLS: true})
+	c.WaitLeader(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, _, err := c.Nodes[0].Do(http.MethodGet, "/v1/ui/cluster", nil)
+		if err != nil || code != 200 {
+			t.Fatalf("/v1/ui/cluster over TLS: %d %s %v", code, body, err)
+		}
+		var cv struct {
+			Views map[string]struct {
+				Error  string
+				Status *struct{ ID string }
+				Health *struct{ Peers []struct{ ID, State string } }
+			}
+		}
+		if err := json.Unmarshal(body, &cv); err != nil {
+			t.Fatal(err)
+		}
+		ok := len(cv.Views) == 3
+		for id, v := range cv.Views {
+			alive := 0
+			if v.Health != nil {
+				for _, p := range v.Health.Peers {
+					if p.State == "alive" {
+						alive++
+					}
+				}
+			}
+			ok = ok && v.Error == "" && v.Status != nil && v.Status.ID == id && alive == 2
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("views over TLS never complete: %s", body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
