@@ -45,6 +45,7 @@ func (t *Tree) watchTimeline() {
 		case *cluster.PeerStateChanged:
 			t.console.events.Add(timeline.Event{At: e.At, Kind: timeline.KindPeer, Subject: e.Peer, From: string(e.From), To: string(e.To),
 				Detail: fmt.Sprintf("phi %.2f", e.Phi)})
+			t.console.phi.Add(e.Peer, e.At, math.Round(e.Phi*100)/100, string(e.To))
 		case *actor.SupervisorEvent:
 			t.console.events.Add(timeline.Event{Kind: timeline.KindActor, Subject: strings.TrimPrefix(e.Child.Id, "app/node/"),
 				To: directiveDone[e.Directive], Detail: fmt.Sprint(e.Reason)})

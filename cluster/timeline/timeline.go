@@ -153,18 +153,8 @@ func NewPhiHistory(capacity int) *PhiHistory {
 func (h *PhiHistory) Record(at time.Time, phi map[string]float64, state map[string]string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	t := at.UnixMilli()
 	for id, p := range phi {
-		if math.IsNaN(p) || math.IsInf(p, 0) {
-			// JSON has no infinity; the detector's ceiling will do.
-			p = math.MaxFloat32
-		}
-		s := append(h.peers[id], Sample{T: t, Phi: p, State: state[id]})
-		if len(s) > h.capacity {
-			s = append(s[:0:0], s[len(s)-h.capacity:]...)
-		}
-		h.peers[id] = s
-		h.seen[id] = 0
+		h.addLocked(id, at, p, state[id])
 	}
 	for id := range h.peers {
 		if _, ok := phi[id]; ok {
@@ -175,6 +165,28 @@ func (h *PhiHistory) Record(at time.Time, phi map[string]float64, state map[stri
 			delete(h.seen, id)
 		}
 	}
+}
+
+// Add adds one reading of one peer, between the regular ones: a change
+// of verdict, so that a spell shorter than the sampling interval still
+// shows.
+func (h *PhiHistory) Add(id string, at time.Time, phi float64, state string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addLocked(id, at, phi, state)
+}
+
+func (h *PhiHistory) addLocked(id string, at time.Time, p float64, state string) {
+	if math.IsNaN(p) || math.IsInf(p, 0) {
+		// JSON has no infinity; the detector's ceiling will do.
+		p = math.MaxFloat32
+	}
+	s := append(h.peers[id], Sample{T: at.UnixMilli(), Phi: p, State: state})
+	if len(s) > h.capacity {
+		s = append(s[:0:0], s[len(s)-h.capacity:]...)
+	}
+	h.peers[id] = s
+	h.seen[id] = 0
 }
 
 // Series returns a copy of every peer's samples, oldest first.

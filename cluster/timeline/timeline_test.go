@@ -72,6 +72,10 @@ func TestPhiHistoryBoundedAndForgetsGonePeers(t *testing.T) {
 	if _, ok := s["n3"]; ok {
 		t.Fatalf("n3, gone for a whole capacity of readings, still kept: %+v", s["n3"])
 	}
+	h.Add("n2", at.Add(5500*time.Millisecond), 9, "dead")
+	if n2 := h.Series()["n2"]; len(n2) != 4 || n2[3].State != "dead" || n2[0].Phi != 3 {
+		t.Fatalf("n2 after a verdict between readings: %+v", n2)
+	}
 	h2 := NewPhiHistory(4)
 	h2.Record(at, map[string]float64{"n3": math.Inf(1)}, nil)
 	if p := h2.Series()["n3"][0].Phi; math.IsInf(p, 0) {
