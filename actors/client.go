@@ -12,6 +12,7 @@ import (
 	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/faultnet"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
+	"github.com/troupe-kv/troupe/cluster/timeline"
 	"github.com/troupe-kv/troupe/storage"
 )
 
@@ -507,6 +508,7 @@ func (c *Client) Crash(name, fault, reason string) error {
 		return fmt.Errorf("actor %s cannot fail with %q (it takes %s)", name, fault, strings.Join(append([]string{FaultPanic}, CrashFaults[name]...), ", "))
 	}
 	msg := &crash{fault: fault, reason: reason}
+	c.tree.console.events.Add(timeline.Event{Kind: timeline.KindFault, Subject: name, To: "crash", Detail: fault + " injected"})
 	if target == "" {
 		c.tree.system.Root.Send(c.tree.system.NewLocalPID("app/node"), msg)
 		return nil
@@ -532,4 +534,10 @@ func (c *Client) isPeer(id string) bool {
 func (c *Client) Faults() faultnet.Rules { return c.tree.cfg.Raft.Network.Rules() }
 
 // SetFaults replaces the fault rules on this node's links.
-func (c *Client) SetFaults(rs faultnet.Rules) error { return c.tree.cfg.Raft.Network.SetRules(rs) }
+func (c *Client) SetFaults(rs faultnet.Rules) error {
+	if err := c.tree.cfg.Raft.Network.SetRules(rs); err != nil {
+		return err
+	}
+	c.tree.recordFaults(rs)
+	return nil
+}

@@ -140,6 +140,8 @@ type Tree struct {
 	integrity stateIntegrity
 	// versions is what each peer last said it runs (see peerVersions).
 	versions peerVersions
+	// console is the node's recent past for the web console.
+	console *console
 
 	// spawning is held for writing while an actor (re)creates children
 	// that others send to by name, and for reading by those senders:
@@ -202,6 +204,7 @@ func New(cfg Config) *Tree {
 		exited:   make(chan error, 1),
 		stopped:  make(chan struct{}),
 		lastFail: map[string]string{},
+		console:  newConsole(cfg.Raft.NodeID),
 	}
 	t.client = &Client{tree: t}
 	t.cfg.Raft.PeerHandler = peerHandler{t.client}
@@ -228,6 +231,7 @@ func (t *Tree) Client() *Client { return t.client }
 // Start spawns the tree; handler is served by the http actor.
 func (t *Tree) Start(handler http.Handler) error {
 	t.watchSupervision()
+	t.watchTimeline()
 	props := actor.PropsFromProducer(
 		func() actor.Actor { return &appActor{tree: t, handler: handler} },
 		actor.WithSupervisor(t.childStrategy()),

@@ -138,6 +138,10 @@ func classify(r *http.Request) (routeClass, string) {
 		// Consul leaves these open too: probes and load balancers have
 		// no token, and they reveal only addresses and liveness.
 		return classOpen, ""
+	case p == "/" || p == "/ui" || strings.HasPrefix(p, "/ui/"):
+		// The console's files hold no data; every call they make for
+		// data carries the token the user typed in.
+		return classOpen, ""
 	case p == "/v1/acl/bootstrap":
 		// Open by necessity; the handler allows it once.
 		return classOpen, ""
@@ -152,6 +156,10 @@ func classify(r *http.Request) (routeClass, string) {
 			// Consul asks agent:read for its metrics; Troupe has no agent
 			// rules, so any valid token will do (one with no policy at
 			// all is the scrape token: docs/security.md).
+			return classToken, ""
+		case "/v1/ui/events", "/v1/ui/peers", "/v1/ui/cluster":
+			// What the console shows is what /v1/cluster/health and
+			// /v1/cluster/status tell any token holder, over time.
 			return classToken, ""
 		}
 	}

@@ -187,6 +187,11 @@ var aclRequests = []aclRequest{
 	{"session-list", "GET", "/v1/session/list", ""},
 	{"session-destroy-unknown", "PUT", "/v1/session/destroy/0a2b4c6d-1111-2222-3333-444455556666", ""},
 	{"kv-acquire", "PUT", "/v1/kv/app/a?acquire=0a2b4c6d-1111-2222-3333-444455556666", "v"},
+	{"ui-files", "GET", "/ui/", ""},
+	{"ui-cluster", "GET", "/v1/ui/cluster", ""},
+	{"ui-peers", "GET", "/v1/ui/peers", ""},
+	{"ui-events", "GET", "/v1/ui/events", ""},
+	{"ui-chaos", "POST", "/v1/ui/chaos", `{"action":"crash","nodes":["n1"],"actor":"raft"}`},
 }
 
 // wantByToken is the status each token gets on each class: none, read on
@@ -236,6 +241,12 @@ var wantByToken = map[string][4]int{
 	"session-destroy-unknown": {401, 200, 200, 200},
 	// Key write comes before any look at the session (unknown here: 500).
 	"kv-acquire": {401, 403, 403, 500},
+	// The console's files hold no data; its data calls carry the token.
+	"ui-files":   {200, 200, 200, 200},
+	"ui-cluster": {401, 200, 200, 200},
+	"ui-peers":   {401, 200, 200, 200},
+	"ui-events":  {401, 200, 200, 200},
+	"ui-chaos":   {401, 403, 403, 200},
 }
 
 // Every endpoint class against no token, a read token, a write token on

@@ -273,10 +273,10 @@ func newAPI(t testing.TB, opts ...func(*apiConfig)) (*Server, *fakeBackend) {
 		fn(&c)
 	}
 	b := newFakeBackend(t, t.TempDir())
-	backends := Backends{KV: b, Cluster: b, ACL: b, Sessions: b}
 	if c.opts.NodeID == "" {
 		c.opts.NodeID = "n1"
 	}
+	backends := Backends{KV: b, Cluster: b, ACL: b, Sessions: b, Console: newFakeConsole(c.opts.NodeID)}
 	if c.chaos {
 		backends.Chaos = b
 	}

@@ -135,9 +135,10 @@ func TestHealthAndReady(t *testing.T) {
 	wantStatus(t, call(t, s, "GET", "/healthz", nil), 200, "ok")
 }
 
+// "/" redirects to the console (TestUIFilesServedWithAStrictPolicy).
 func TestUnknownPaths(t *testing.T) {
 	s, _ := newAPI(t)
-	for _, p := range []string{"/", "/v1", "/v1/kvx", "/v1/txnx", "/v1/session/nope", "/v1/agent/self", "/v1/chaos/faults"} {
+	for _, p := range []string{"/v1", "/v1/kvx", "/v1/txnx", "/v1/session/nope", "/v1/agent/self", "/v1/chaos/faults"} {
 		if w := call(t, s, "GET", p, nil); w.Code != 404 {
 			t.Errorf("GET %s: %d, want 404", p, w.Code)
 		}

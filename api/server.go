@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -86,6 +87,9 @@ type Backends struct {
 	Sessions Sessions
 	// Snapshots may be nil: /v1/snapshot is then not mounted.
 	Snapshots Snapshots
+	// Console, when set, serves the web console's data (/v1/ui/*); the
+	// console's files at /ui/ are served either way.
+	Console Console
 }
 
 // Options tune the API.
@@ -125,6 +129,10 @@ type Options struct {
 	// ones (docs/api.md) needs a token that allows it. Off, tokens are
 	// accepted and ignored, as in Consul with ACLs disabled.
 	ACLEnabled bool
+	// MemberTLS, when set, is how this node reaches other members'
+	// client ports over HTTPS (trusting the cluster CA, presenting this
+	// node's certificate) for the console's fan-out; nil means plain HTTP.
+	MemberTLS *tls.Config
 	// Metrics, when set, is served in Prometheus' text format at /metrics
 	// and at Consul's /v1/agent/metrics.
 	Metrics prometheus.Gatherer
@@ -156,6 +164,8 @@ type Server struct {
 
 	httpm      *httpMetrics // nil: requests are not counted
 	prometheus http.Handler // the exposition of opts.Metrics
+	memberOnce sync.Once
+	memberHTTP *http.Client // see memberClient
 }
 
 // New returns the node's HTTP handler.
@@ -231,6 +241,7 @@ func (s *Server) routes() {
 
 	s.aclRoutes()
 	s.snapshotRoutes()
+	s.consoleRoutes()
 
 	if s.b.Chaos != nil {
 		m.HandleFunc("POST /v1/chaos/crash", s.chaosCrash)

@@ -226,7 +226,7 @@ func Start(cfg Config) (*Node, error) {
 		Logger:             cfg.Logger,
 	})
 	client := tree.Client()
-	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client, Snapshots: client}
+	backends := api.Backends{KV: client, Cluster: client, ACL: client, Sessions: client, Snapshots: client, Console: client}
 	if cfg.Chaos {
 		backends.Chaos = client
 	}
@@ -245,6 +245,7 @@ func Start(cfg Config) (*Node, error) {
 		RateLimit:          cfg.RateLimit,
 		RateBurst:          cfg.RateBurst,
 		ACLEnabled:         cfg.ACLEnabled,
+		MemberTLS:          joinTLS,
 		Logger:             cfg.Logger,
 	})
 	if err := tree.Start(handler); err != nil {
