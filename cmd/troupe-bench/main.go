@@ -160,6 +160,9 @@ func run(args []string) int {
 	table := func(targets []target) {
 		row := 0
 		for _, k := range strings.Split(*kinds, ",") {
+			if strings.TrimSpace(k) == "" {
+				continue // --kinds "": no table, only the measurements after it
+			}
 			for _, n := range counts {
 				for _, t := range bench.Turn(row, targets) {
 					if ctx.Err() != nil {
@@ -251,10 +254,10 @@ func run(args []string) int {
 			rep.Sessions = sc
 			fmt.Printf("%d sessions, TTL %s, renewed every TTL/2: %.0f renewals/s, %d failed, %d late rounds, %d live at the end\n",
 				sc.Sessions, *sessionTTL, sc.RenewalsPerSec, sc.Failures, sc.Late, sc.Live)
-			fmt.Printf("  leader CPU %.2f cores idle → %.2f with sessions (cluster %.2f); leader RSS %.1f → %.1f MiB\n",
-				sc.LeaderCPUIdle, sc.LeaderCPUWithSessions, sc.ClusterCPUWithSessions, mib(sc.LeaderRSSBefore), mib(sc.LeaderRSSWith))
+			fmt.Printf("  leader CPU %.2f cores idle → %.2f with sessions (cluster %.2f); leader RSS %.1f → %.1f MiB; %d Raft entries in %s of renewals\n",
+				sc.LeaderCPUIdle, sc.LeaderCPUWithSessions, sc.ClusterCPUWithSessions, mib(sc.LeaderRSSBefore), mib(sc.LeaderRSSWith), sc.RaftEntries, bench.SessionWindow)
 			fmt.Println("  before: " + sc.WritesBefore.String())
-			fmt.Println("  with:   " + sc.WritesWith.String())
+			fmt.Printf("  with:   %s (%.0f µs/op net of the renewals' CPU)\n", sc.WritesWith.String(), sc.WritesWithNetCPUMicrosPerOp)
 			fmt.Println("  after:  " + sc.WritesAfter.String())
 		}
 	}
