@@ -198,14 +198,7 @@ func TestSessionsActorCrashRearms(t *testing.T) {
 // its sessions bound to serfHealth, and their locks; a session without
 // node checks survives.
 func TestSessionsOfADeadNodeEnd(t *testing.T) {
-	nodes := inproc.Start(t, 3, inproc.Options{MaxRestarts: 5, SessionNodeGrace: 500 * time.Millisecond})
-	leader := leaderOf(t, nodes)
-	var victim *inproc.Node
-	for _, nd := range nodes {
-		if nd != leader {
-			victim = nd
-		}
-	}
+	nodes, leader, victim := leaderAndFollower(t)
 	c := leader.Client()
 	bound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{storage.CheckSerfHealth}})
 	unbound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{}})
@@ -233,14 +226,7 @@ func TestSessionsOfADeadNodeEnd(t *testing.T) {
 // checks (Consul ends a node's sessions when it is deregistered), even
 // while the removed node's process still runs; a member's sessions stay.
 func TestSessionsOfARemovedNodeEnd(t *testing.T) {
-	nodes := inproc.Start(t, 3, inproc.Options{MaxRestarts: 5, SessionNodeGrace: 500 * time.Millisecond})
-	leader := leaderOf(t, nodes)
-	var victim *inproc.Node
-	for _, nd := range nodes {
-		if nd != leader {
-			victim = nd
-		}
-	}
+	_, leader, victim := leaderAndFollower(t)
 	c := leader.Client()
 	bound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{storage.CheckSerfHealth}})
 	unbound := newSession(t, c, storage.Session{Node: victim.ID, NodeChecks: []string{}})
@@ -262,6 +248,20 @@ func TestSessionsOfARemovedNodeEnd(t *testing.T) {
 	if !strings.Contains(leader.Logs.String(), "was removed from the cluster: invalidating the session") {
 		t.Fatal("no log line names the removed node's sessions")
 	}
+}
+
+// leaderAndFollower starts 3 nodes whose sessions of a dead node end
+// 500 ms after it is held dead, and picks the leader and a follower.
+func leaderAndFollower(t *testing.T) (nodes []*inproc.Node, leader, follower *inproc.Node) {
+	t.Helper()
+	nodes = inproc.Start(t, 3, inproc.Options{MaxRestarts: 5, SessionNodeGrace: 500 * time.Millisecond})
+	leader = leaderOf(t, nodes)
+	for _, nd := range nodes {
+		if nd != leader {
+			follower = nd
+		}
+	}
+	return nodes, leader, follower
 }
 
 // Tombstones older than TombstoneTTL are reaped through the log: every

@@ -48,7 +48,7 @@ func LockHandoffs(ctx context.Context, store Troupe, endpoints []string, key str
 		go func() {
 			defer wg.Done()
 			defer l.hc.CloseIdleConnections()
-			id, err := l.createLockSession(ctx, endpoint)
+			id, err := l.create(ctx, endpoint)
 			if err != nil {
 				fail(err)
 				return
@@ -116,19 +116,6 @@ func LockHandoffs(ctx context.Context, store Troupe, endpoints []string, key str
 		return out, firstErr
 	}
 	return out, nil
-}
-
-func (l *SessionLoad) createLockSession(ctx context.Context, endpoint string) (string, error) {
-	body, _ := json.Marshal(map[string]any{"Behavior": "release", "LockDelay": "0s"})
-	code, b, err := l.do(ctx, http.MethodPut, l.url(endpoint, "/v1/session/create"), body)
-	if err != nil {
-		return "", err
-	}
-	var out struct{ ID string }
-	if code != http.StatusOK || json.Unmarshal(b, &out) != nil || out.ID == "" {
-		return "", fmt.Errorf("session create: %d %s", code, b)
-	}
-	return out.ID, nil
 }
 
 // lockHolder reads key with a blocking query past index: the session

@@ -105,8 +105,14 @@ func (l *SessionLoad) do(ctx context.Context, method, url string, body []byte) (
 	return resp.StatusCode, b, err
 }
 
+// create makes a session through endpoint, with l's TTL (none when 0),
+// behavior release and no lock-delay.
 func (l *SessionLoad) create(ctx context.Context, endpoint string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"TTL": l.ttl.String(), "Behavior": "release", "LockDelay": "0s"})
+	spec := map[string]string{"Behavior": "release", "LockDelay": "0s"}
+	if l.ttl > 0 {
+		spec["TTL"] = l.ttl.String()
+	}
+	body, _ := json.Marshal(spec)
 	code, b, err := l.do(ctx, http.MethodPut, l.url(endpoint, "/v1/session/create"), body)
 	if err != nil {
 		return "", err
