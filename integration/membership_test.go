@@ -199,3 +199,74 @@ func TestRecoverAfterLosingTheMajority(t *testing.T) {
 		t.Fatalf("members after the recovery: %+v", ms)
 	}
 }
+
+// Non-voters replicate and serve ?stale reads but count towards no
+// quorum: with 3 voters and 2 non-voters, losing 2 voters stops every
+// write although 3 of the 5 processes, a majority of them, still run;
+// one voter back, and writes go on.
+func TestNonvotersCountForNoQuorum(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--request-timeout", "2s"}})
+	leader := c.WaitLeader(20 * time.Second)
+	if code, body := put(t, leader, "before", "1"); code != 200 {
+		t.Fatalf("setup write: %d %s", code, body)
+	}
+	var voters []*testcluster.Node
+	for _, n := range c.Nodes {
+		if n != leader {
+			voters = append(voters, n)
+		}
+	}
+	learners := []*testcluster.Node{c.AddJoiner("n4", "--nonvoter"), c.AddJoiner("n5", "--nonvoter")}
+	for _, n := range learners {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if code, p := get(t, n, "before", "?stale"); code == 200 && string(p.Value) == "1" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("non-voter %s never served the data:\n%s", n.ID, n.Tail(2000))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	code, body, _, err := leader.Do(http.MethodGet, "/v1/cluster/members", nil)
+	if err != nil || code != 200 {
+		t.Fatalf("members: %d %v", code, err)
+	}
+	var members []struct {
+		ID    string `json:"id"`
+		Voter bool   `json:"voter"`
+	}
+	if err := json.Unmarshal(body, &members); err != nil || len(members) != 5 {
+		t.Fatalf("members: %s", body)
+	}
+	for _, m := range members {
+		if m.Voter != (m.ID != "n4" && m.ID != "n5") {
+			t.Fatalf("members: %s", body)
+		}
+	}
+
+	for _, n := range voters {
+		n.Kill()
+	}
+	for _, n := range append([]*testcluster.Node{leader}, learners...) {
+		if code, body := put(t, n, "after", "x"); code == 200 {
+			t.Fatalf("a write through %s committed with 1 of 3 voters up (and 2 non-voters): %s", n.ID, body)
+		}
+	}
+	if code, p := get(t, learners[0], "before", "?stale"); code != 200 || string(p.Value) != "1" {
+		t.Fatalf("a non-voter's stale read without a quorum: %d %+v", code, p)
+	}
+
+	voters[0].Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := put(t, learners[1], "after", "y"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes did not resume with 2 of 3 voters up")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
