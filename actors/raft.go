@@ -357,6 +357,9 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 			return &done{err: err}
 		}
 		req := asPromotion(m.req, members)
+		if t := req.TransferLeader; t != nil {
+			return &done{err: transferLeader(n, link, client, members, t.To, timeout)}
+		}
 		if id := req.Promote; id != "" {
 			if err := promotable(n, link, members, id, req.Force, timeout); err != nil {
 				return &done{err: err}
@@ -395,6 +398,36 @@ func (a *raftActor) membership(ctx actor.Context, m *membership) {
 		}
 		return &done{err: err}
 	})
+}
+
+// transferLeader hands leadership to voter to, or with to empty to the
+// live voter that answers a ping first (as a SIGTERMed leader does).
+func transferLeader(n *cluster.Node, link *peerlink.Client, client *Client, members []cluster.Member, to string, timeout time.Duration) error {
+	if to != "" {
+		i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.ID == to })
+		switch {
+		case i < 0:
+			return fmt.Errorf("%q is not a member", to)
+		case !members[i].Voter:
+			return fmt.Errorf("%q is a non-voter and cannot lead: promote it first", to)
+		case to == n.ID():
+			return fmt.Errorf("%q leads already", to)
+		}
+		_, err := n.HandOver([]string{to})
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(timeout, 250*time.Millisecond))
+	h, err := client.Health(ctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	prefer := answeringFirst(link, h, handOverOrder(h), handOverProbe)
+	if len(prefer) == 0 {
+		return errors.New("no other voter is alive to take over")
+	}
+	_, err = n.HandOver(prefer)
+	return err
 }
 
 // asPromotion turns a voter's join of a member that is a non-voter at

@@ -3,7 +3,9 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"slices"
 
+	"github.com/troupe-kv/troupe/cluster"
 	"github.com/troupe-kv/troupe/cluster/peerlink"
 )
 
@@ -114,4 +116,48 @@ func (s *Server) operatorRaftRemovePeer(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// TransferLeaderResponse is Consul's answer to a leadership transfer.
+type TransferLeaderResponse struct {
+	Success bool
+}
+
+// operatorRaftTransferLeader answers Consul's POST
+// /v1/operator/raft/transfer-leader[?id=<voter>]: the leader hands
+// leadership to that voter, or to a live one of its choosing, and the
+// answer comes once the new leader has been heard from. An unknown id is
+// 404 and a non-voter 400, with nothing done; a transfer that did not
+// happen (the target did not take over in time) is 500, and the old
+// leader still leads.
+func (s *Server) operatorRaftTransferLeader(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if !s.checkScopeQuery(w, r, q) {
+		return
+	}
+	id := q.Get("id")
+	if id != "" {
+		members, err := s.b.Cluster.Members()
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.ID == id })
+		switch {
+		case i < 0:
+			httpError(w, http.StatusNotFound, fmt.Sprintf("id %q was not found in the Raft configuration", id))
+			return
+		case !members[i].Voter:
+			httpError(w, http.StatusBadRequest, fmt.Sprintf("%q is a non-voter and cannot lead: promote it first", id))
+			return
+		}
+	}
+	ctx, cancel := s.requestContext(r)
+	defer cancel()
+	req := peerlink.MembershipRequest{TransferLeader: &peerlink.TransferRequest{To: id}, Token: requestToken(r)}
+	if err := s.b.Cluster.ChangeMembership(ctx, req); err != nil {
+		writeError(w, fmt.Errorf("leadership transfer: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, TransferLeaderResponse{Success: true})
 }

@@ -219,6 +219,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/members/{id}/promote", s.clusterPromote)
 	m.HandleFunc("GET /v1/operator/raft/configuration", s.operatorRaftConfiguration)
 	m.HandleFunc("DELETE /v1/operator/raft/peer", s.operatorRaftRemovePeer)
+	m.HandleFunc("POST /v1/operator/raft/transfer-leader", s.operatorRaftTransferLeader)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
 	m.HandleFunc("GET /v1/cluster/health", s.clusterHealth)

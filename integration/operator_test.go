@@ -132,3 +132,101 @@ func TestConsulOperatorRaft(t *testing.T) {
 		t.Fatalf("a write after the removals: %v", err)
 	}
 }
+
+// leaderByRaftAddr is the node whose Raft address consul/api's
+// Status().Leader names, through c; it waits (5 s at most) while c's node
+// knows no leader, as right after a transfer.
+func leaderByRaftAddr(t *testing.T, tc *testcluster.Cluster, c *consul.Client) *testcluster.Node {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		addr, err := c.Status().Leader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range tc.Nodes {
+			if addr != "" && n.RaftAddr == addr {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no node at the leader's address %q", addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestConsulOperatorTransferLeader: consul/api's RaftLeaderTransfer, sent
+// through a follower, moves leadership to the voter it names, or to one
+// the leader picks; the answer comes once the new leader leads. A token
+// without management rights, an unknown id and a non-voter are refused
+// and leadership stays where it is.
+func TestConsulOperatorTransferLeader(t *testing.T) {
+	c := testcluster.Start(t, 3, testcluster.Options{Args: []string{"--acl-enabled"}})
+	for _, n := range c.Nodes {
+		n.WaitHTTP(20 * time.Second)
+	}
+	mgmt := bootstrapACL(t, c.Nodes[0]).SecretID
+	old := leaderByRaftAddr(t, c, consulClient(t, c.Nodes[0]))
+	admin := consulWithToken(t, old, mgmt)
+	if _, _, err := admin.ACL().PolicyCreate(&consul.ACLPolicy{Name: "kv-rw", Rules: `key_prefix "" { policy = "write" }`}, nil); err != nil {
+		t.Fatal(err)
+	}
+	kv, _, err := admin.ACL().TokenCreate(&consul.ACLToken{Policies: []*consul.ACLTokenPolicyLink{{Name: "kv-rw"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n4 := c.AddJoiner("n4", "--nonvoter", "--acl-token", mgmt)
+	n4.WaitHTTP(20 * time.Second)
+	followers := c.Followers(old)
+	var target *testcluster.Node
+	for _, f := range followers {
+		if f.ID != "n4" {
+			target = f
+		}
+	}
+	via := consulWithToken(t, followers[0], mgmt)
+
+	for name, call := range map[string]func() error{
+		"a key-write token": func() error {
+			_, err := consulWithToken(t, followers[0], kv.SecretID).Operator().RaftLeaderTransfer(target.ID, nil)
+			return err
+		},
+		"an unknown id": func() error { _, err := via.Operator().RaftLeaderTransfer("n9", nil); return err },
+		"a non-voter":   func() error { _, err := via.Operator().RaftLeaderTransfer("n4", nil); return err },
+	} {
+		if err := call(); err == nil {
+			t.Fatalf("a transfer with %s succeeded", name)
+		}
+		if now := leaderByRaftAddr(t, c, via); now.ID != old.ID {
+			t.Fatalf("after the refused transfer with %s, %s leads instead of %s", name, now.ID, old.ID)
+		}
+	}
+
+	res, err := via.Operator().RaftLeaderTransfer(target.ID, nil)
+	if err != nil || !res.Success {
+		t.Fatalf("RaftLeaderTransfer(%s): %+v %v", target.ID, res, err)
+	}
+	// Every node hears of the new leader with its first heartbeat.
+	deadline := time.Now().Add(5 * time.Second)
+	for now := leaderByRaftAddr(t, c, via); now.ID != target.ID; now = leaderByRaftAddr(t, c, via) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the transfer to %s, %s leads", target.ID, now.ID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res, err = via.Operator().RaftLeaderTransfer("", nil)
+	if err != nil || !res.Success {
+		t.Fatalf("RaftLeaderTransfer(any): %+v %v", res, err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for now := leaderByRaftAddr(t, c, via); now.ID == target.ID || now.ID == "n4"; now = leaderByRaftAddr(t, c, via) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a transfer to any voter, %s leads", now.ID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := admin.KV().Put(&consul.KVPair{Key: "after", Value: []byte("transfers")}, nil); err != nil {
+		t.Fatalf("a write after the transfers: %v", err)
+	}
+}

@@ -114,20 +114,29 @@ type MembershipRequest struct {
 	Join    *JoinRequest `json:"join,omitempty"`
 	Remove  string       `json:"remove,omitempty"`
 	Promote string       `json:"promote,omitempty"`
-	Token   string       `json:"token,omitempty"`
-	Force   bool         `json:"force,omitempty"`
+	// TransferLeader asks the leader to hand leadership over (Consul's
+	// operator transfer-leader); it changes no membership.
+	TransferLeader *TransferRequest `json:"transfer_leader,omitempty"`
+	Token          string           `json:"token,omitempty"`
+	Force          bool             `json:"force,omitempty"`
+}
+
+// TransferRequest names the voter to hand leadership to; To empty lets
+// the leader pick a live one.
+type TransferRequest struct {
+	To string `json:"to,omitempty"`
 }
 
 // validate checks that exactly one change is asked for.
 func (m MembershipRequest) validate() error {
 	n := 0
-	for _, set := range []bool{m.Join != nil, m.Remove != "", m.Promote != ""} {
+	for _, set := range []bool{m.Join != nil, m.Remove != "", m.Promote != "", m.TransferLeader != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return errors.New("a membership request names exactly one of join, remove and promote")
+		return errors.New("a membership request names exactly one of join, remove, promote and transfer_leader")
 	}
 	if m.Join != nil && m.Join.Suffrage != "" && m.Join.Suffrage != SuffrageVoter && m.Join.Suffrage != SuffrageNonvoter {
 		return fmt.Errorf("suffrage %q must be %s or %s", m.Join.Suffrage, SuffrageVoter, SuffrageNonvoter)
