@@ -117,17 +117,11 @@ func (s *Server) kvGet(w http.ResponseWriter, r *http.Request, q url.Values, key
 		httpError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	minIndex, wait, ok := blockingParams(w, q)
+	minIndex, wait, release, ok := s.admitBlocking(w, q)
 	if !ok {
 		return
 	}
-	if minIndex > 0 {
-		release, ok := s.holdBlocking(w)
-		if !ok {
-			return
-		}
-		defer release()
-	}
+	defer release()
 	sep := q.Get("separator")
 	if _, ok := q["separator"]; !ok {
 		sep = q.Get("seperator") // Consul still accepts its old misspelling

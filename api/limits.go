@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -95,6 +96,23 @@ func (s *Server) rateLimited(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set(OutcomeHeader, OutcomeNotApplied)
 	httpError(w, http.StatusTooManyRequests, fmt.Sprintf("rate limit: at most %g requests per second per client (burst %d); retry in %s", float64(s.limiter.rate), s.limiter.burst, wait.Round(time.Millisecond)))
 	return true
+}
+
+// admitBlocking reads a request's ?index and ?wait and, for a blocking
+// query (index above 0), counts it in against MaxBlockingQueries. It
+// answers 400 or 429 itself when it returns !ok; otherwise release must
+// be called once the query is answered (it does nothing for a plain one).
+func (s *Server) admitBlocking(w http.ResponseWriter, q url.Values) (index uint64, wait time.Duration, release func(), ok bool) {
+	if index, wait, ok = blockingParams(w, q); !ok {
+		return 0, 0, nil, false
+	}
+	if index == 0 {
+		return 0, wait, func() {}, true
+	}
+	if release, ok = s.holdBlocking(w); !ok {
+		return 0, 0, nil, false
+	}
+	return index, wait, release, true
 }
 
 // holdBlocking counts a blocking query in, or answers 429 when the node

@@ -384,17 +384,11 @@ func (s *Server) sessionRead(kind string) http.HandlerFunc {
 				return
 			}
 		}
-		minIndex, wait, ok := blockingParams(w, q)
+		minIndex, wait, release, ok := s.admitBlocking(w, q)
 		if !ok {
 			return
 		}
-		if minIndex > 0 {
-			release, ok := s.holdBlocking(w)
-			if !ok {
-				return
-			}
-			defer release()
-		}
+		defer release()
 		res, err := s.b.KV.Read(r.Context(), query, stale || s.opts.UnsafeReads, storage.Block{MinIndex: minIndex, Wait: wait, Drain: s.draining})
 		if err != nil {
 			if r.Context().Err() == nil {

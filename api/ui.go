@@ -62,17 +62,11 @@ func (s *Server) consoleRoutes() {
 // as on /v1/kv, X-Consul-Index the newest event's index.
 func (s *Server) uiEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	index, wait, ok := blockingParams(w, q)
+	index, wait, release, ok := s.admitBlocking(w, q)
 	if !ok {
 		return
 	}
-	if index > 0 {
-		release, ok := s.holdBlocking(w)
-		if !ok {
-			return
-		}
-		defer release()
-	}
+	defer release()
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	go func() {
