@@ -2,8 +2,11 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -65,6 +68,11 @@ type walStore struct {
 }
 
 func (s *walStore) Close() error {
+	// A write that fills a segment seals it and leaves the rotation to a
+	// goroutine, which Close does not wait for. An empty delete past the
+	// end waits for a queued rotation, so a clean stop never leaves a
+	// sealed tail behind (finishRotation repairs the crash case).
+	s.WAL.DeleteRange(math.MaxUint64, math.MaxUint64)
 	err := s.WAL.Close()
 	if merr := s.meta.Close(); err == nil {
 		err = merr
@@ -75,6 +83,9 @@ func (s *walStore) Close() error {
 func openWAL(dir string, segmentSize int, logger hclog.Logger) (*walStore, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
+	}
+	if err := finishRotation(dir); err != nil {
+		return nil, err
 	}
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(dir, wal.WithLogger(logger.Named("wal")), wal.WithMetaStore(meta), wal.WithSegmentSize(segmentSize))
@@ -138,4 +149,65 @@ func damagedSegment(dir string) string {
 		r.Close()
 	}
 	return dir
+}
+
+// finishRotation completes a segment rotation that a crash cut short.
+// raft-wal seals a full tail segment in the same fsync as the write that
+// fills it, then records the seal and the next segment in its metadata
+// from a goroutine. A crash (or a Close) between the two leaves metadata
+// that calls the tail open while the file says sealed, and raft-wal
+// v0.4.2 then reopens the log but refuses every append with "segment is
+// sealed", for good: the node could never write again. This records the
+// seal and a new, empty tail the way the rotation would have; wal.Open
+// creates the file.
+//
+// If the crash tore the sealing batch itself, the tail recovers to the
+// batch before (the torn one was never acknowledged) and the seal is
+// recorded up to there. Either way openLogStore then reads every entry
+// through the recorded seal and checks its checksum, so an index block
+// the crash left wrong is refused, naming the file, never served.
+func finishRotation(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, metadb.FileName)); err != nil {
+		return nil // a new log: nothing to finish
+	}
+	meta := &metadb.BoltMetaDB{}
+	defer meta.Close()
+	st, err := meta.Load(dir)
+	if err != nil || len(st.Segments) == 0 {
+		return nil // wal.Open reports what is wrong with the metadata
+	}
+	tail := st.Segments[len(st.Segments)-1]
+	if !tail.SealTime.IsZero() {
+		return nil
+	}
+	files := segment.NewFiler(dir, fs.New())
+	w, err := files.RecoverTail(tail)
+	if err != nil {
+		return nil // missing or damaged: wal.Open handles or reports it
+	}
+	sealed, indexStart, err := w.Sealed()
+	last := w.LastIndex()
+	if err != nil || !sealed || last < tail.MinIndex {
+		w.Close()
+		return nil
+	}
+	done := tail
+	done.SealTime = time.Now()
+	done.MaxIndex = last
+	done.IndexStart = indexStart
+	w.Close()
+	st.Segments[len(st.Segments)-1] = done
+	st.Segments = append(st.Segments, types.SegmentInfo{
+		ID:         st.NextSegmentID,
+		BaseIndex:  last + 1,
+		MinIndex:   last + 1,
+		SizeLimit:  tail.SizeLimit,
+		Codec:      tail.Codec,
+		CreateTime: done.SealTime,
+	})
+	st.NextSegmentID++
+	if err := meta.CommitState(st); err != nil {
+		return fmt.Errorf("raft log: recording the seal of %s: %w", segment.FileName(tail), err)
+	}
+	return nil
 }
