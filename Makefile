@@ -16,7 +16,7 @@ STAMP    := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Commit=$(COMM
 # Release binaries: stamped, without symbol tables and debug info.
 LDFLAGS  := -s -w $(STAMP)
 
-.PHONY: all build test-bin run test vet fmt-check unit integration bench bench-etcd bench-coordination clean
+.PHONY: all build test-bin test-deps run test vet fmt-check unit integration bench bench-etcd bench-coordination clean
 
 all: build
 
@@ -37,8 +37,23 @@ ifeq ($(RACE),1)
 	$(GO) build -race -o $(BIN)/kvnode-race ./cmd/kvnode
 endif
 
+# What the suite needs beyond Go: Chromium for the console's browser
+# tests (integration/console_test.go), ip and iptables for the chaos
+# suite's partitions between network namespaces. Installed with apt-get
+# where missing when run as root; otherwise named here, and the tests
+# that need them fail (never skip) saying so.
+TEST_TOOLS := chromium:chromium ip:iproute2 iptables:iptables
+test-deps:
+	@missing=""; for t in $(TEST_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "make test: missing$$missing; install them (Debian: apt-get install$$missing)" >&2; fi
+
 # The whole suite, as CI runs it.
-test: fmt-check vet test-bin
+test: test-deps fmt-check vet test-bin
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 vet:

@@ -18,7 +18,7 @@ import (
 )
 
 // The web console, driven in a real headless Chromium against real kvnode
-// processes. Chromium must be installed (.ci/run installs Debian's
+// processes. Chromium must be installed (make test installs Debian's
 // package): without it these tests fail, they never skip, so a CI machine
 // that lost it cannot pass them silently.
 //
@@ -37,7 +37,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Fatal("no Chromium found (looked for chromium, chromium-browser, google-chrome, headless-shell, and $TROUPE_CHROMIUM): the console's browser tests need one; apt-get install chromium (.ci/run does)")
+	t.Fatal("no Chromium found (looked for chromium, chromium-browser, google-chrome, headless-shell, and $TROUPE_CHROMIUM): the console's browser tests need one; apt-get install chromium (make test does, as root)")
 	return ""
 }
 
