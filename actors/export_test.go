@@ -11,3 +11,11 @@ import (
 func (c *Client) ProposeRaw(ctx context.Context, data []byte) (storage.Result, error) {
 	return c.propose(ctx, data, true)
 }
+
+// StallRaftClose makes every node of this process hang in Raft's shutdown,
+// as it stops, until stall returns; the returned func undoes it. Set it
+// before the nodes start.
+func StallRaftClose(stall func()) (undo func()) {
+	raftCloseStall = stall
+	return func() { raftCloseStall = nil }
+}

@@ -224,6 +224,11 @@ func (a *raftActor) open(ctx actor.Context) {
 	ctx.Send(self, maintainTick{})
 }
 
+// raftCloseStall, set only by tests, runs before Raft closes as the node
+// stops: it stands in for a Raft shutdown that hangs, such as an apply
+// stuck on a disk that no longer answers.
+var raftCloseStall func()
+
 // closeWithin closes Raft as the node stops, waiting at most timeout:
 // Raft's shutdown waits for its goroutines, and one writing a large
 // snapshot does not stop midway. Past the timeout the close goes on in
@@ -233,6 +238,9 @@ func (a *raftActor) closeWithin(ctx actor.Context, timeout time.Duration) {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
+		if raftCloseStall != nil {
+			raftCloseStall()
+		}
 		a.close(ctx)
 	}()
 	select {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -380,5 +381,56 @@ func TestFollowerWithFullDisk(t *testing.T) {
 		if err != nil || code != 200 || body != value {
 			t.Fatalf("k%03d through the recovered follower: %d %v", i, code, err)
 		}
+	}
+}
+
+// TestStopLeavesAHungRaftBehind: a node whose Raft shutdown hangs (an
+// apply stuck on a disk that does not answer) still stops, once
+// RaftCloseTimeout has passed, and says so with ErrRaftLeftOpen; the state
+// file is left open under Raft, which may still write to it. When Raft
+// comes unstuck it finishes closing: its port is freed.
+func TestStopLeavesAHungRaftBehind(t *testing.T) {
+	stalled := make(chan struct{})
+	release := make(chan struct{})
+	undo := actors.StallRaftClose(func() {
+		close(stalled)
+		<-release
+	})
+	defer undo()
+	nodes := inproc.Start(t, 1, inproc.Options{})
+	nd := nodes[0]
+	applyEventually(t, nd.Client(), "k", "v")
+
+	stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := nd.Node.Stop(stopCtx)
+	select {
+	case <-stalled:
+	default:
+		t.Fatal("Raft's close never began")
+	}
+	// Stop returned while Raft's close is still hung: release is open.
+	if !errors.Is(err, actors.ErrRaftLeftOpen) {
+		t.Fatalf("Stop with a hung Raft: %v, want ErrRaftLeftOpen", err)
+	}
+	if e, found, _, gerr := nd.Store.Get("k"); gerr != nil || !found || string(e.Value) != "v" {
+		t.Fatalf("the state file was closed under a Raft still open: %v %v", gerr, found)
+	}
+
+	close(release)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, derr := net.DialTimeout("tcp", nd.RaftAddr, time.Second)
+		if derr != nil {
+			break // the port is free: Raft closed
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("Raft never closed once it came unstuck: its port still answers")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := nd.Store.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
