@@ -120,6 +120,13 @@ func run(args []string) int {
 			// hashes many times under the faults of a run.
 			extra = append(extra, "--state-check-interval", "10s")
 		}
+		if !strings.Contains(strings.Join(*nodeArgs, " "), "raft-log-segment-size") {
+			// Small Raft log segments, so that segments fill, rotate and
+			// are compacted away every few seconds under the load, and
+			// kill -9 meets those moments too (64 MiB ones rarely fill in
+			// a run).
+			extra = append(extra, "--raft-log-segment-size", "262144")
+		}
 		if !strings.Contains(strings.Join(*nodeArgs, " "), "session-ttl-min") {
 			// Short lock sessions, so a frozen lock holder's session ends
 			// (and another takes the lock) within seconds.
