@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -22,7 +23,7 @@ import (
 type streamLayer struct {
 	net.Listener
 	port      *peerlink.Listener
-	advertise net.Addr
+	advertise advertisedAddr
 	link      peerlink.Config
 
 	// ctx ends when this Raft instance shuts down, cancelling dials that a
@@ -51,15 +52,17 @@ func newStreamLayer(bind, advertise string, link peerlink.Config, onFault func(e
 	if err != nil {
 		return nil, fmt.Errorf("raft listener on %s: %w", bind, err)
 	}
+	addr := advertisedAddr(advertise)
 	if adv.Port == 0 {
 		// Binding port 0 (tests) means the advertised port is the real one.
-		adv.Port = port.Addr().(*net.TCPAddr).Port
+		host, _, _ := net.SplitHostPort(advertise)
+		addr = advertisedAddr(net.JoinHostPort(host, strconv.Itoa(port.Addr().(*net.TCPAddr).Port)))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &streamLayer{
 		Listener:  port.Raft(),
 		port:      port,
-		advertise: adv,
+		advertise: addr,
 		link:      link,
 		ctx:       ctx,
 		cancel:    cancel,
@@ -99,6 +102,20 @@ func (l *streamLayer) Accept() (net.Conn, error) {
 // Addr reports the advertised address: raft uses it as this node's identity
 // on the wire.
 func (l *streamLayer) Addr() net.Addr { return l.advertise }
+
+// advertisedAddr is the Raft address as it was configured, a host name
+// left a host name (compose services, Kubernetes pods). A leader names
+// itself by it in every message, so followers report the leader by the
+// same address the membership lists it under; a resolved address would
+// show the leader (GET /v1/status/leader) as an IP that is not among the
+// peers (GET /v1/status/peers).
+type advertisedAddr string
+
+// Network is "tcp".
+func (a advertisedAddr) Network() string { return "tcp" }
+
+// String is the address as configured.
+func (a advertisedAddr) String() string { return string(a) }
 
 // Dial connects to a peer's Raft listener, introducing this node by id.
 //
